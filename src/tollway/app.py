@@ -1,0 +1,93 @@
+"""The application factory: settings, database, middleware, error handlers, routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from tollway import __version__, migrations
+from tollway.config import Settings, ensure_secrets
+from tollway.db import Database
+from tollway.kit.clock import Clock, SystemClock
+from tollway.kit.demo import run_demo_loaders
+from tollway.kit.http import BodyGuardMiddleware, install_exception_handlers
+from tollway.kit.redis import create_redis
+from tollway.kit.sweeps import SweepContext, Sweeper
+from tollway.observability.logging import configure_logging
+from tollway.observability.middleware import RequestContextMiddleware
+from tollway.registry import load_domains
+
+log = structlog.get_logger("tollway.app")
+
+DESCRIPTION = """
+Tollway decides what a customer of a developer tool may do, meters what they did,
+holds their prepaid credits, bills them and sells them packages.
+
+Errors are RFC 9457 `application/problem+json` documents with a stable `code`.
+Unsafe requests accept an `Idempotency-Key` header: a retry with the same key and
+body replays the first answer; the same key with another body is `409 idempotency_conflict`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build a Tollway application; ``uvicorn tollway.app:create_app --factory`` serves it."""
+    settings = ensure_secrets(settings or Settings())
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    database = Database(settings)
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await migrations.upgrade_with_engine(database.engine, settings)
+        sweep_context = SweepContext(database=database, clock=clock, settings=settings)
+        if settings.load_demo:
+            for name, summary in await run_demo_loaders(sweep_context):
+                log.info("demo.loaded", loader=name, summary=summary)
+        sweeper_task: asyncio.Task[None] | None = None
+        sweeper = Sweeper(sweep_context)
+        if settings.sweeps_in_process:
+            sweeper_task = asyncio.create_task(sweeper.run_forever(), name="tollway-sweeper")
+        log.info("tollway.started", version=__version__, database=database.dialect)
+        try:
+            yield
+        finally:
+            sweeper.stop()
+            if sweeper_task is not None:
+                await sweeper_task
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+            await database.dispose()
+
+    app = FastAPIOffline(
+        title="Tollway",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        static_url="/api/v1/docs/static",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.clock = clock
+    app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
+
+    install_exception_handlers(app)
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_json_bytes=settings.max_json_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    # Added last, so it wraps everything: ids and metrics cover every answer.
+    app.add_middleware(RequestContextMiddleware)
+
+    for router in load_domains():
+        app.include_router(router)
+    return app

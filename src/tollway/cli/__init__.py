@@ -1,0 +1,23 @@
+"""``tollway``: the operator's tool. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from tollway.cli import audit, db, demo, serve
+
+app = typer.Typer(
+    name="tollway",
+    help="Tollway: monetization for developer tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.command("worker")(serve.worker)
+app.command("demo")(demo.demo)
+app.add_typer(db.app, name="db")
+app.add_typer(audit.app, name="audit")
+
+
+def main() -> None:
+    app()

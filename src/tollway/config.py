@@ -1,0 +1,173 @@
+"""Settings: one class, the ``TOLLWAY_`` prefix, ``.env`` support.
+
+Secrets (JWT signing key, API-key pepper, webhook secrets) are generated on first
+start and kept in ``<data_dir>/secrets.json`` when they are not given, so the embedded
+default needs no set-up. In production they must be given explicitly, and a
+placeholder value is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tollway.errors import ConfigurationError
+
+#: Names of the settings that hold secrets, with the number of random bytes a
+#: generated value gets.
+SECRET_SETTINGS: dict[str, int] = {
+    "secret_key": 32,
+    "api_key_pepper": 32,
+    "webhook_secret": 32,
+}
+
+#: Values that mean "somebody copied the example file and never changed it".
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "placeholder", "xxx", "todo", "test"}
+)
+
+
+class Settings(BaseSettings):
+    """Every setting Tollway reads; the README lists them with their defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLWAY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Literal["development", "test", "production"] = Field(
+        "development",
+        description="development, test or production; production refuses placeholders",
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./tollway.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    database_pool_size: int = Field(10, ge=1, description="connections per process (PostgreSQL)")
+    database_echo: bool = Field(False, description="log every SQL statement")
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full", description="SQLite fsync policy: full survives power loss, normal only crashes"
+    )
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db for shared rate limits and caches"
+    )
+    data_dir: Path = Field(
+        Path("./var"), description="generated secrets, artifacts and other local state"
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000", description="public URL, used in links Tollway sends"
+    )
+    host: str = Field("127.0.0.1", description="address `tollway serve` binds")
+    port: int = Field(8000, ge=1, le=65535, description="port `tollway serve` binds")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes for `tollway serve`")
+    run_worker_in_process: bool | None = Field(
+        None,
+        description="run background sweeps inside `serve`; default: on SQLite yes, else no",
+    )
+    migrate_on_start: bool = Field(True, description="apply database migrations at start-up")
+    load_demo: bool = Field(False, description="run the demo loaders at start-up")
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_json: bool = Field(True, description="JSON log lines (false: coloured console lines)")
+    max_json_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="largest JSON request body accepted (bytes)"
+    )
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="largest multipart upload accepted (bytes)"
+    )
+    idempotency_ttl_seconds: int = Field(
+        24 * 3600, ge=60, description="how long an Idempotency-Key answer is replayed"
+    )
+    sweep_interval_seconds: float = Field(
+        1.0, gt=0, description="pause between two rounds of background sweeps"
+    )
+    payment_provider: Literal["sandbox", "stripe"] = Field(
+        "sandbox", description="sandbox (offline, default) or stripe"
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="signs tokens and sessions; generated in development"
+    )
+    api_key_pepper: SecretStr | None = Field(
+        None, description="HMAC key for stored API-key hashes; generated in development"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="signs sandbox provider events; generated in development"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sweeps_in_process(self) -> bool:
+        if self.run_worker_in_process is None:
+            return self.is_sqlite
+        return self.run_worker_in_process
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.data_dir / "secrets.json"
+
+    def secret(self, name: str) -> str:
+        """The value of secret ``name``; call :func:`ensure_secrets` first."""
+        value = getattr(self, name)
+        if value is None:
+            raise ConfigurationError(f"secret {name} is not set; call ensure_secrets() first")
+        assert isinstance(value, SecretStr)
+        return value.get_secret_value()
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Fill every missing secret, persisting generated ones; refuse placeholders in production.
+
+    A generated secret is written to ``secrets.json`` (mode 0600) so that it survives a
+    restart: losing the API-key pepper would invalidate every key.
+    """
+    updates: dict[str, SecretStr] = {}
+    if settings.env == "production":
+        for name in SECRET_SETTINGS:
+            value = getattr(settings, name)
+            if value is None or value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ConfigurationError(
+                    f"TOLLWAY_{name.upper()} must be set to a real secret "
+                    "when TOLLWAY_ENV=production"
+                )
+        return settings
+
+    missing = [name for name in SECRET_SETTINGS if getattr(settings, name) is None]
+    if not missing:
+        return settings
+    stored: dict[str, str] = {}
+    if settings.secrets_file.exists():
+        stored = json.loads(settings.secrets_file.read_text(encoding="utf-8"))
+    changed = False
+    for name in missing:
+        if name not in stored:
+            stored[name] = secrets.token_urlsafe(SECRET_SETTINGS[name])
+            changed = True
+        updates[name] = SecretStr(stored[name])
+    if changed:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = settings.secrets_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(stored, handle, indent=2, sort_keys=True)
+        tmp.replace(settings.secrets_file)
+    return settings.model_copy(update=updates)

@@ -1,0 +1,1 @@
+"""Helpers that belong to no domain: clock, ids, money, pagination, idempotency, outbox."""

@@ -1,0 +1,40 @@
+"""Prefixed, time-sortable identifiers: ``usr_01JD8X...``.
+
+The body is a ULID (48-bit millisecond timestamp + 80 random bits, Crockford base32),
+so IDs sort by creation time, index well, and a prefix tells what a string names.
+IDs use the wall clock, not the business :class:`~tollway.kit.clock.Clock`: they
+order rows, they do not date them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ID_PATTERN = re.compile(r"^[a-z]{2,6}_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, remainder = divmod(value, 32)
+        chars.append(_CROCKFORD[remainder])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    """A fresh ID such as ``org_01JD8X3N5Q8W6Y2ZB4C7D9E0F1``."""
+    if not (2 <= len(prefix) <= 6 and prefix.isalpha() and prefix.islower()):
+        raise ValueError(f"ID prefix must be 2-6 lowercase letters, got {prefix!r}")
+    millis = time.time_ns() // 1_000_000
+    randomness = secrets.randbits(80)
+    return f"{prefix}_{_encode((millis << 80) | randomness, 26)}"
+
+
+def is_id(value: str, prefix: str | None = None) -> bool:
+    """Whether ``value`` looks like an ID (with the given prefix, if any)."""
+    if not _ID_PATTERN.match(value):
+        return False
+    return prefix is None or value.startswith(prefix + "_")

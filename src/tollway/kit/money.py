@@ -1,0 +1,122 @@
+"""Money as an integer of minor units plus a lowercase ISO 4217 currency.
+
+Never a float: amounts are ``int`` in the currency's smallest unit (cents for usd,
+yen for jpy). Unit prices that need fractions of a minor unit are ``Decimal`` and
+are rounded once, explicitly, by :meth:`Money.from_decimal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+#: Currencies whose minor unit is the major unit (Stripe's list).
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {
+        "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga",
+        "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
+    }
+)  # fmt: skip
+#: Currencies with three decimal places.
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def currency_exponent(currency: str) -> int:
+    """How many decimal places the currency's minor unit has."""
+    code = normalize_currency(currency)
+    if code in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    if code in THREE_DECIMAL_CURRENCIES:
+        return 3
+    return 2
+
+
+def normalize_currency(currency: str) -> str:
+    code = currency.strip().lower()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
+    return code
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An exact amount: ``Money(2900, "usd")`` is $29.00."""
+
+    amount_minor: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        # bool is an int subclass; True dollars is a bug, not money.
+        if not isinstance(self.amount_minor, int) or isinstance(self.amount_minor, bool):
+            raise TypeError(f"amount_minor must be int, got {type(self.amount_minor).__name__}")
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(0, currency)
+
+    @classmethod
+    def from_decimal(
+        cls, amount: Decimal | str | int, currency: str, *, rounding: str = ROUND_HALF_EVEN
+    ) -> Money:
+        """Major units (``Decimal("29.99")``) to minor units, rounded once with ``rounding``."""
+        if isinstance(amount, float):
+            raise TypeError("floats are never money; pass a Decimal or a string")
+        exponent = currency_exponent(currency)
+        minor = (Decimal(amount) * (Decimal(10) ** exponent)).quantize(
+            Decimal(1), rounding=rounding
+        )
+        return cls(int(minor), currency)
+
+    def to_decimal(self) -> Decimal:
+        return Decimal(self.amount_minor).scaleb(-currency_exponent(self.currency))
+
+    def _check(self, other: Any) -> Money:
+        if not isinstance(other, Money):
+            raise TypeError(f"cannot combine Money with {type(other).__name__}")
+        if other.currency != self.currency:
+            raise ValueError(f"currency mismatch: {self.currency} and {other.currency}")
+        return other
+
+    def __add__(self, other: Money) -> Money:
+        return Money(self.amount_minor + self._check(other).amount_minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        return Money(self.amount_minor - self._check(other).amount_minor, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount_minor, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        return self.amount_minor < self._check(other).amount_minor
+
+    def __le__(self, other: Money) -> bool:
+        return self.amount_minor <= self._check(other).amount_minor
+
+    def multiply(self, factor: int | Decimal, *, rounding: str = ROUND_HALF_EVEN) -> Money:
+        """Scale by an integer (exact) or a Decimal (rounded once)."""
+        if isinstance(factor, float):
+            raise TypeError("floats are never money; pass a Decimal")
+        if isinstance(factor, int):
+            return Money(self.amount_minor * factor, self.currency)
+        scaled = (Decimal(self.amount_minor) * factor).quantize(Decimal(1), rounding=rounding)
+        return Money(int(scaled), self.currency)
+
+    def allocate(self, ratios: list[int]) -> list[Money]:
+        """Split without losing a minor unit: remainders go to the first parts."""
+        if not ratios or any(r < 0 for r in ratios) or sum(ratios) == 0:
+            raise ValueError("ratios must be non-negative with a positive sum")
+        total = sum(ratios)
+        parts = [self.amount_minor * r // total for r in ratios]
+        for index in range(self.amount_minor - sum(parts)):
+            parts[index % len(parts)] += 1
+        return [Money(part, self.currency) for part in parts]
+
+    def format(self) -> str:
+        """Human text such as ``29.00 USD`` (for invoices and logs, never for parsing)."""
+        exponent = currency_exponent(self.currency)
+        return f"{self.to_decimal():.{exponent}f} {self.currency.upper()}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"amount": self.amount_minor, "currency": self.currency}

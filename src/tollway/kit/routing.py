@@ -1,0 +1,148 @@
+"""The request edge: every API route runs inside one transaction it owns.
+
+:class:`TransactionalRoute` opens the request's transaction lazily (only a handler
+that asks for a session gets one), commits it after the handler has produced its
+answer and *before* the answer is sent, and rolls it back when the handler raises.
+A client therefore never sees a success whose writes are not durable.
+
+It also implements ``Idempotency-Key`` for unsafe methods (see
+:mod:`tollway.kit.idempotency`): the key is claimed and the answer stored in the
+same transaction as the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from tollway.config import Settings
+from tollway.db import Database, Transaction
+from tollway.errors import TollwayError
+from tollway.kit.clock import Clock
+from tollway.kit.idempotency import (
+    IdempotencyKey,
+    StoredResponse,
+    anonymous_scope,
+    fingerprint,
+    idempotency_service,
+    validate_key,
+)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TransactionalRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint_handler = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            database: Database = request.app.state.database
+            transaction = database.transaction(write=request.method not in SAFE_METHODS)
+            request.state.transaction = transaction
+            try:
+                response = await _run(request, transaction, endpoint_handler)
+            except TollwayError as error:
+                if error.commit_transaction:
+                    await transaction.commit()
+                else:
+                    await transaction.rollback()
+                raise
+            except BaseException:
+                await transaction.rollback()
+                raise
+            await transaction.commit()
+            return response
+
+        return handler
+
+
+async def _run(
+    request: Request,
+    transaction: Transaction,
+    endpoint_handler: Callable[[Request], Coroutine[Any, Any, Response]],
+) -> Response:
+    raw_key = request.headers.get("idempotency-key")
+    if raw_key is None or request.method not in IDEMPOTENT_METHODS:
+        return await endpoint_handler(request)
+
+    key = validate_key(raw_key.strip())
+    settings: Settings = request.app.state.settings
+    clock: Clock = request.app.state.clock
+    resolve_scope = getattr(request.app.state, "idempotency_scope", anonymous_scope)
+    body = await request.body()
+    session = await transaction.begin()
+    claim = await idempotency_service.claim(
+        session,
+        scope=await resolve_scope(request),
+        key=key,
+        request_fingerprint=fingerprint(request.method, request.url.path, request.url.query, body),
+        method=request.method,
+        path=request.url.path[:500],
+        now=clock.now(),
+        ttl_seconds=settings.idempotency_ttl_seconds,
+    )
+    if isinstance(claim, StoredResponse):
+        return Response(
+            content=claim.body,
+            status_code=claim.status_code,
+            headers={**claim.headers, "Idempotent-Replayed": "true"},
+        )
+    response = await endpoint_handler(request)
+    await _remember(session, claim, response)
+    return response
+
+
+async def _remember(session: AsyncSession, claim: IdempotencyKey, response: Response) -> None:
+    body = getattr(response, "body", None)
+    if response.status_code >= 500 or not isinstance(body, bytes):
+        # Nothing replayable: forget the key so a retry runs again.
+        await session.delete(claim)
+        await session.flush()
+        return
+    await idempotency_service.complete(
+        session,
+        claim,
+        status_code=response.status_code,
+        headers=dict(response.headers),
+        body=body,
+    )
+
+
+def api_router(**kwargs: Any) -> APIRouter:
+    """An APIRouter whose routes own their transaction; every domain router is one."""
+    return APIRouter(route_class=TransactionalRoute, **kwargs)
+
+
+async def get_session(request: Request) -> AsyncSession:
+    """The request's transaction session (opened on first use, committed by the route)."""
+    transaction: Transaction | None = getattr(request.state, "transaction", None)
+    if transaction is None:
+        raise RuntimeError("get_session used on a route that is not a TransactionalRoute")
+    return await transaction.begin()
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -1,0 +1,15 @@
+"""Imports every domain's tables so that ``metadata`` knows the whole schema.
+
+Alembic autogenerate and the test suite read :data:`metadata` from here; a new
+domain adds its ``models`` module to the list.
+"""
+
+from __future__ import annotations
+
+from tollway.audit import models as audit_models
+from tollway.kit import idempotency, outbox
+from tollway.kit.models import Base
+
+metadata = Base.metadata
+
+__all__ = ["audit_models", "idempotency", "metadata", "outbox"]

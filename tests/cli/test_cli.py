@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tollway.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TOLLWAY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("TOLLWAY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TOLLWAY_LOG_LEVEL", "warning")
+    return tmp_path
+
+
+class TestDatabaseCommands:
+    def test_current_reports_pending_then_upgrade_applies_them(self, environment: Path) -> None:
+        pending = runner.invoke(app, ["db", "current"])
+        assert pending.exit_code == 1
+        assert "migrations pending" in pending.output
+        upgraded = runner.invoke(app, ["db", "upgrade"])
+        assert upgraded.exit_code == 0, upgraded.output
+        current = runner.invoke(app, ["db", "current"])
+        assert current.exit_code == 0, current.output
+
+
+class TestDemoAndAudit:
+    def test_demo_can_run_twice(self, environment: Path) -> None:
+        first = runner.invoke(app, ["demo"])
+        second = runner.invoke(app, ["demo"])
+        assert first.exit_code == 0, first.output
+        assert second.exit_code == 0, second.output
+
+    def test_audit_verify_passes_on_an_intact_chain(self, environment: Path) -> None:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        result = runner.invoke(app, ["audit", "verify"])
+        assert result.exit_code == 0, result.output
+        assert "intact" in result.output
+
+
+class TestConfiguration:
+    def test_a_bad_setting_is_a_clear_message_not_a_traceback(
+        self, environment: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TOLLWAY_DATABASE_URL", "mysql://nope")
+        result = runner.invoke(app, ["db", "upgrade"])
+        assert result.exit_code == 2
+        assert "configuration error" in result.output

@@ -1,0 +1,27 @@
+import pytest
+
+from tollway.kit.ids import is_id, new_id
+
+
+class TestIds:
+    def test_ids_carry_their_prefix_and_are_recognised(self) -> None:
+        value = new_id("usr")
+        assert value.startswith("usr_")
+        assert is_id(value, "usr")
+        assert not is_id(value, "org")
+        assert not is_id("usr_' OR 1=1 --")
+
+    def test_ids_sort_by_creation_time(self) -> None:
+        first = new_id("evt")
+        second = new_id("evt")
+        # IDs order by the wall clock's millisecond; wait for the next one without sleeping.
+        while second[4:14] == first[4:14]:
+            second = new_id("evt")
+        assert first < second
+
+    def test_ids_do_not_collide(self) -> None:
+        assert len({new_id("key") for _ in range(10_000)}) == 10_000
+
+    def test_bad_prefixes_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="prefix"):
+            new_id("USR")
