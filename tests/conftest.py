@@ -17,6 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
 
 from tests.fixtures.databases import (
     DatabaseTemplate,

@@ -6,10 +6,21 @@ domain adds its ``models`` module to the list.
 
 from __future__ import annotations
 
+from tollway.accounts import models as accounts_models
+from tollway.api_keys import models as api_keys_models
 from tollway.audit import models as audit_models
+from tollway.auth import models as auth_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
 
 metadata = Base.metadata
 
-__all__ = ["audit_models", "idempotency", "metadata", "outbox"]
+__all__ = [
+    "accounts_models",
+    "api_keys_models",
+    "audit_models",
+    "auth_models",
+    "idempotency",
+    "metadata",
+    "outbox",
+]

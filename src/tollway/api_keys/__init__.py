@@ -1,0 +1,1 @@
+"""Prefixed, hashed, scoped API keys."""

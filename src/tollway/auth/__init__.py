@@ -1,0 +1,1 @@
+"""Who is calling: principals, scopes, roles and the dependencies endpoints declare."""
