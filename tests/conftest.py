@@ -57,7 +57,6 @@ def _redis_url_for(worker_id: str) -> str | None:
     """Each xdist worker gets its own Redis database number (1-15) so flushes don't collide."""
     if not TEST_REDIS_URL:
         return None
-    from sqlalchemy.engine import make_url
 
     number = 1 + (int(worker_id[2:]) if worker_id.startswith("gw") else 0) % 15
     return make_url(TEST_REDIS_URL).set(database=str(number)).render_as_string(hide_password=False)
