@@ -17,6 +17,7 @@ from tollway.kit.clock import Clock, SystemClock
 from tollway.kit.demo import run_demo_loaders
 from tollway.kit.http import BodyGuardMiddleware, install_exception_handlers
 from tollway.kit.redis import create_redis
+from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.database = database
     app.state.clock = clock
+    app.state.signing_keys = load_key_ring(settings)
     app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
 
     install_exception_handlers(app)

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="signs sandbox provider events; generated in development"
     )
+    signing_keys: SecretStr | None = Field(
+        None,
+        description="Ed25519 private keys (base64url, comma-separated, newest last) that sign "
+        "artifacts and license tokens; generated into data_dir in development",
+    )
 
     @field_validator("database_url")
     @classmethod
