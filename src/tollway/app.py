@@ -13,6 +13,8 @@ from fastapi_offline import FastAPIOffline
 from tollway import __version__, migrations
 from tollway.config import Settings, ensure_secrets
 from tollway.db import Database
+from tollway.entitlements.middleware import ApiUsageMiddleware
+from tollway.entitlements.service import build_runtime
 from tollway.kit.clock import Clock, SystemClock
 from tollway.kit.demo import run_demo_loaders
 from tollway.kit.http import BodyGuardMiddleware, install_exception_handlers
@@ -21,6 +23,7 @@ from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
+from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
 
 log = structlog.get_logger("tollway.app")
@@ -46,6 +49,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await migrations.upgrade_with_engine(database.engine, settings)
+        await catalog_service.start(database, path=settings.catalog_path, now=clock.now())
         sweep_context = SweepContext(database=database, clock=clock, settings=settings)
         if settings.load_demo:
             for name, summary in await run_demo_loaders(sweep_context):
@@ -80,8 +84,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock
     app.state.signing_keys = load_key_ring(settings)
     app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
+    app.state.entitlements = build_runtime(
+        database=database, clock=clock, redis=app.state.redis, redis_url=settings.redis_url
+    )
 
     install_exception_handlers(app)
+    # Innermost: meters API-key calls to Tollway's own API once the body guard passed.
+    app.add_middleware(ApiUsageMiddleware)
     app.add_middleware(
         BodyGuardMiddleware,
         max_json_bytes=settings.max_json_body_bytes,

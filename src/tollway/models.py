@@ -12,6 +12,8 @@ from tollway.audit import models as audit_models
 from tollway.auth import models as auth_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
+from tollway.metering import models as metering_models
+from tollway.plans import models as plans_models
 
 metadata = Base.metadata
 
@@ -22,5 +24,7 @@ __all__ = [
     "auth_models",
     "idempotency",
     "metadata",
+    "metering_models",
     "outbox",
+    "plans_models",
 ]

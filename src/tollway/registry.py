@@ -14,6 +14,9 @@ from fastapi import APIRouter
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
+    "tollway.plans": ("endpoints",),
+    "tollway.metering": ("endpoints",),
+    "tollway.entitlements": ("endpoints",),
 }
 
 
