@@ -351,6 +351,6 @@ def build_runtime(
         database=database,
         clock=clock,
         limiter=RateLimiter(redis, redis_url=redis_url),
-        cache=EntitlementsCache(database),
+        cache=EntitlementsCache(database, clock),
         committer=GroupCommitter(database),
     )

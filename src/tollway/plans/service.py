@@ -11,11 +11,10 @@ subscription keeps the price it started with after the catalog changes.
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -51,8 +50,8 @@ log = structlog.get_logger("tollway.plans")
 LicenseState = Literal["active", "grace", "restricted", "canceled"]
 LICENSE_STATES: tuple[LicenseState, ...] = ("active", "grace", "restricted", "canceled")
 
-#: How often a process looks for a catalog loaded by another process (seconds).
-CATALOG_REFRESH_SECONDS = 1.0
+#: How often a process looks for a catalog loaded by another process.
+CATALOG_REFRESH = timedelta(seconds=1)
 
 
 class UnknownPlan(NotFound):
@@ -91,7 +90,7 @@ class CatalogService:
     def __init__(self) -> None:
         self._catalog: Catalog | None = None
         self._version: int | None = None
-        self._checked_at = float("-inf")
+        self._checked_at: datetime | None = None
 
     # -- the active catalog -------------------------------------------------------------
 
@@ -107,10 +106,10 @@ class CatalogService:
         """The database version number of the active catalog (None before start-up)."""
         return self._version
 
-    def use(self, catalog: Catalog, *, version: int | None) -> None:
+    def use(self, catalog: Catalog, *, version: int | None, now: datetime | None = None) -> None:
         self._catalog = catalog
         self._version = version
-        self._checked_at = time.monotonic()
+        self._checked_at = now
 
     async def start(self, database: Database, *, path: Path | None, now: datetime) -> int | None:
         """At start-up: load the configured catalog file and make it the active version."""
@@ -126,7 +125,7 @@ class CatalogService:
             # at the next start.
             log.warning("catalog.not_stored", error=str(error.orig)[:200])
             version = None
-        self.use(catalog, version=version)
+        self.use(catalog, version=version, now=now)
         log.info("catalog.loaded", version=version, plans=sorted(catalog.plans))
         return version
 
@@ -179,18 +178,23 @@ class CatalogService:
                 return version
         raise RuntimeError("could not number the catalog version after 5 attempts")
 
-    async def refresh(self, session: AsyncSession, *, force: bool = False) -> None:
+    async def refresh(self, session: AsyncSession, *, now: datetime, force: bool = False) -> None:
         """Adopt a catalog another process stored (at most one look per second)."""
-        if not force and time.monotonic() - self._checked_at < CATALOG_REFRESH_SECONDS:
+        checked_at = self._checked_at
+        if (
+            not force
+            and checked_at is not None
+            and checked_at <= now < checked_at + CATALOG_REFRESH
+        ):
             return
-        self._checked_at = time.monotonic()
+        self._checked_at = now
         repository = CatalogRepository(session)
         latest = await repository.get_latest_version_number()
         if latest is None or latest == self._version:
             return
         row = await repository.get_by_version(latest)
         assert row is not None
-        self.use(parse_catalog(row.document), version=row.version)
+        self.use(parse_catalog(row.document), version=row.version, now=now)
         log.info("catalog.refreshed", version=row.version)
 
     # -- questions other domains ask ----------------------------------------------------
