@@ -54,7 +54,7 @@ class MeteringRepository:
                 UsageEvent.idempotency_key.in_(wanted[start : start + INSERT_CHUNK]),
             )
             rows = await self.session.execute(statement)
-            found.update({str(key): str(value) for key, value in rows.tuples()})
+            found.update({str(key): str(value) for key, value in rows})
         return found
 
     async def delete_event(self, organization_id: str, idempotency_key: str) -> None:

@@ -6,6 +6,7 @@ from tollway.auth.dependencies import AdminPrincipal
 from tollway.kit.routing import ClockDep, SessionDep, api_router
 from tollway.plans.catalog import Plan
 from tollway.plans.schemas import (
+    MoneyOut,
     OverridesIn,
     OverridesOut,
     PlanAssignmentIn,
@@ -70,7 +71,7 @@ async def pricing() -> Pricing:
                 id=pack.id,
                 name=pack.name,
                 tokens=pack.tokens,
-                price=PriceOut(amount=pack.price.amount_minor, currency=pack.price.currency),
+                price=MoneyOut(amount=pack.price.amount_minor, currency=pack.price.currency),
             )
             for pack in catalog_service.token_packs()
         ],

@@ -6,10 +6,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
-class PriceOut(BaseModel):
+class MoneyOut(BaseModel):
     amount: int = Field(description="minor units (cents)")
     currency: str
-    interval: str | None = None
+
+
+class PriceOut(MoneyOut):
+    interval: str
 
 
 class PlanFeatureOut(BaseModel):
@@ -38,7 +41,7 @@ class TokenPackOut(BaseModel):
     id: str
     name: str
     tokens: int
-    price: PriceOut
+    price: MoneyOut
 
 
 class Pricing(BaseModel):
