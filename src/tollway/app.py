@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             sweeper.stop()
             if sweeper_task is not None:
                 await sweeper_task
+            await app.state.entitlements.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await database.dispose()
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.idempotency_scope = authenticator.idempotency_scope
     app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
     app.state.entitlements = build_runtime(
-        database=database, clock=clock, redis=app.state.redis, redis_url=settings.redis_url
+        database=database, clock=clock, redis_url=settings.redis_url
     )
 
     install_exception_handlers(app)

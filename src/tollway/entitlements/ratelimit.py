@@ -1,7 +1,7 @@
 """Per-minute rate limits with the ``limits`` library (moving window: exact counts).
 
-In memory by default; with ``TOLLWAY_REDIS_URL`` the windows live in Redis (sharing
-the application's connection pool), so every process counts against the same limit.
+In memory by default; with ``TOLLWAY_REDIS_URL`` the windows live in Redis, so every
+process counts against the same limit.
 ``limits`` keeps wall-clock time, not the business Clock: rate limits protect the
 service in real time.
 """
@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool
+
+#: Connections per process to Redis for rate limiting.
+REDIS_CONNECTIONS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +43,30 @@ class RateLimitStatus:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis | None = None, *, redis_url: str | None = None) -> None:
+    def __init__(self, redis_url: str | None = None) -> None:
         storage: Storage
-        if redis is not None and redis_url is not None:
+        self._pool: BlockingConnectionPool | None = None
+        if redis_url is not None:
+            # Its own blocking pool: a burst of requests waits for a connection instead of
+            # failing with "too many connections", as redis-py's default pool would.
+            self._pool = BlockingConnectionPool.from_url(
+                redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, socket_timeout=2
+            )
             storage = RedisStorage(
                 "async+" + redis_url,
                 implementation="redispy",
                 key_prefix="tollway:ratelimit",
-                connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # limits types options as scalars but passes them on to redis-py
+                connection_pool=self._pool,  # type: ignore[arg-type]  # limits types options as scalars but hands them to redis-py
             )
         else:
             storage = MemoryStorage()
         self.storage = storage
         self.strategy = MovingWindowRateLimiter(storage)
         self._items: dict[int, RateLimitItemPerMinute] = {}
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     def _item(self, per_minute: int) -> RateLimitItemPerMinute:
         item = self._items.get(per_minute)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +59,9 @@ class EntitlementsRuntime:
     committer: GroupCommitter
     abuse: AbuseBattery = field(default_factory=NoAbuseBattery)
     credits: CreditsReserver = field(default_factory=NoCredits)
+
+    async def close(self) -> None:
+        await self.limiter.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,12 +347,12 @@ entitlements_service = EntitlementsService()
 
 
 def build_runtime(
-    *, database: Database, clock: Clock, redis: Any = None, redis_url: str | None = None
+    *, database: Database, clock: Clock, redis_url: str | None = None
 ) -> EntitlementsRuntime:
     return EntitlementsRuntime(
         database=database,
         clock=clock,
-        limiter=RateLimiter(redis, redis_url=redis_url),
+        limiter=RateLimiter(redis_url),
         cache=EntitlementsCache(database, clock),
         committer=GroupCommitter(database),
     )
