@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,7 +41,12 @@ from tollway.entitlements.writer import GroupCommitter
 from tollway.errors import Unprocessable
 from tollway.kit.clock import Clock
 from tollway.kit.ids import new_id
-from tollway.metering.service import Consumption, meter_limits, metering_service
+from tollway.metering.service import (
+    ConsumeRequest,
+    Consumption,
+    meter_limits,
+    metering_service,
+)
 from tollway.plans.catalog import Degradation
 from tollway.plans.service import PlanAssignment, UnknownFeature, catalog_service
 
@@ -184,6 +190,24 @@ class EntitlementsService:
                 )
         if feature_def.meter is None and credits == 0:
             return Decision(allowed=True, rate_limit=rate_limit)
+        meter = catalog_service.catalog.meters[feature_def.meter] if feature_def.meter else None
+        if credits == 0 and meter is not None and meter.aggregation != "unique":
+            # The hot path: quota and usage event only, metered together with the
+            # other decisions of the round in a few statements.
+            consumption: Consumption = await runtime.committer.run_batched(
+                _consume_many,
+                ConsumeRequest(
+                    organization_id=organization_id,
+                    meter_id=meter.id,
+                    quantity=quantity,
+                    idempotency_key=idempotency_key or new_id("authz"),
+                    limit=plan_feature.quota,
+                    hard=plan_feature.enforcement == "hard",
+                    now=now,
+                    source=source,
+                ),
+            )
+            return _decision_for(consumption, rate_limit=rate_limit)
 
         async def unit(session: AsyncSession) -> Decision:
             return await self._write_steps(
@@ -258,14 +282,7 @@ class EntitlementsService:
                 source=source,
             )
             if not consumption.allowed:
-                return Decision(
-                    allowed=False,
-                    code="quota_exceeded",
-                    detail=f"the {meter} quota of {quota} for this period is used up",
-                    remaining={meter: consumption.remaining},
-                    reset_at=consumption.period_end,
-                    rate_limit=rate_limit,
-                )
+                return _decision_for(consumption, rate_limit=rate_limit)
         remaining: dict[str, int | None] = (
             {consumption.meter: consumption.remaining} if consumption is not None else {}
         )
@@ -341,6 +358,32 @@ class EntitlementsService:
             limits=meter_limits(org.effective),
             rate_limit_per_minute=org.effective.rate_limit_per_minute,
         )
+
+
+def _decision_for(consumption: Consumption, *, rate_limit: RateLimitStatus | None) -> Decision:
+    remaining = {consumption.meter: consumption.remaining}
+    if not consumption.allowed:
+        return Decision(
+            allowed=False,
+            code="quota_exceeded",
+            detail=f"the {consumption.meter} quota of {consumption.limit} for this period "
+            "is used up",
+            remaining=remaining,
+            reset_at=consumption.period_end,
+            rate_limit=rate_limit,
+        )
+    return Decision(
+        allowed=True,
+        remaining=remaining,
+        reset_at=consumption.period_end,
+        rate_limit=rate_limit,
+        duplicate=consumption.duplicate,
+    )
+
+
+async def _consume_many(session: AsyncSession, requests: list[Any]) -> list[Any]:
+    """The group committer's batch handler for the hot path."""
+    return list(await metering_service.consume_many(session, requests))
 
 
 entitlements_service = EntitlementsService()

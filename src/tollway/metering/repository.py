@@ -9,19 +9,97 @@ staying within a quota, which keeps concurrent decisions exact without a read-mo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import BigInteger, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.metering.models import UsageCounter, UsageEvent, UsageUniqueValue
 
-#: Rows per multi-row INSERT: far below SQLite's 32,766 and PostgreSQL's 32,767 parameters.
+#: Keys per ``IN (...)`` lookup: far below SQLite's and PostgreSQL's parameter limits.
 INSERT_CHUNK = 1000
+
+_events = cast(Table, UsageEvent.__table__)
+_counters = cast(Table, UsageCounter.__table__)
+_uniques = cast(Table, UsageUniqueValue.__table__)
+
+
+def _insert_for(postgres: bool, table: Any) -> Any:
+    return pg_insert(table) if postgres else sqlite_insert(table)
+
+
+# The hot statements are built once per dialect and variant and executed with parameters
+# (many rows go through SQLAlchemy's "insertmanyvalues"), so SQLAlchemy compiles each
+# once instead of on every decision.
+
+
+@functools.cache
+def _insert_events_statement(postgres: bool) -> Any:
+    return (
+        _insert_for(postgres, _events)
+        .on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
+        .returning(_events.c.idempotency_key)
+    )
+
+
+@functools.cache
+def _insert_event_pairs_statement(postgres: bool) -> Any:
+    return (
+        _insert_for(postgres, _events)
+        .on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
+        .returning(_events.c.organization_id, _events.c.idempotency_key)
+    )
+
+
+@functools.cache
+def _ensure_counter_statement(postgres: bool) -> Any:
+    return _insert_for(postgres, _counters).on_conflict_do_nothing(
+        index_elements=["organization_id", "meter", "period_start"]
+    )
+
+
+_SET_COUNTER = (
+    update(_counters)
+    .where(
+        _counters.c.organization_id == bindparam("slot_organization_id"),
+        _counters.c.meter == bindparam("slot_meter"),
+        _counters.c.period_start
+        == bindparam("slot_period_start", type_=_counters.c.period_start.type),
+    )
+    .values(
+        value=bindparam("new_value", type_=BigInteger()),
+        updated_at=bindparam("new_updated_at", type_=_counters.c.updated_at.type),
+    )
+)
+
+
+@functools.cache
+def _insert_uniques_statement(postgres: bool) -> Any:
+    return _insert_for(postgres, _uniques).on_conflict_do_nothing().returning(_uniques.c.value)
+
+
+@functools.cache
+def _bump_statement(postgres: bool, keep_max: bool, limited: bool) -> Any:
+    columns = ("organization_id", "meter", "period_start", "period_end", "value", "updated_at")
+    values: dict[str, Any] = {
+        name: bindparam(name, type_=_counters.c[name].type) for name in columns
+    }
+    statement = _insert_for(postgres, _counters).values({**values, "notified_percent": 0})
+    if keep_max:
+        bigger = func.greatest if postgres else func.max
+        new_value: Any = bigger(_counters.c.value, statement.excluded.value)
+    else:
+        new_value = _counters.c.value + statement.excluded.value
+    return statement.on_conflict_do_update(
+        index_elements=["organization_id", "meter", "period_start"],
+        set_={"value": new_value, "updated_at": statement.excluded.updated_at},
+        where=(new_value <= bindparam("limit", type_=BigInteger())) if limited else None,
+    ).returning(_counters.c.value)
 
 
 class MeteringRepository:
@@ -29,21 +107,105 @@ class MeteringRepository:
         self.session = session
         self.postgres = session.get_bind().dialect.name == "postgresql"
 
-    def _insert(self, model: Any) -> Any:
-        return pg_insert(model) if self.postgres else sqlite_insert(model)
-
     async def insert_events(self, rows: list[dict[str, Any]]) -> set[str]:
         """Insert the events whose key is new; returns the keys actually inserted."""
-        inserted: set[str] = set()
-        for start in range(0, len(rows), INSERT_CHUNK):
-            statement = (
-                self._insert(UsageEvent)
-                .values(rows[start : start + INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
-                .returning(UsageEvent.idempotency_key)
+        if not rows:
+            return set()
+        result = await self.session.execute(_insert_events_statement(self.postgres), rows)
+        return set(result.scalars())
+
+    async def insert_event_pairs(self, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Insert events of several organizations; returns the new (organization, key) pairs."""
+        if not rows:
+            return set()
+        connection = await self.session.connection()
+        result = await connection.execute(_insert_event_pairs_statement(self.postgres), rows)
+        return {(str(org), str(key)) for org, key in result}
+
+    async def lock_counters(
+        self,
+        slots: list[tuple[str, str, datetime]],
+        *,
+        period_ends: dict[Any, datetime],
+        now: datetime,
+    ) -> dict[tuple[str, str, datetime], int]:
+        """The current values of the given counters, locked for this transaction.
+
+        Missing counters are created (at 0) first, so that there is always a row to lock:
+        two transactions can then never both start from "no row" (PostgreSQL). Rows are
+        locked in one sorted order, so two batches cannot deadlock on each other.
+        """
+        ordered = sorted(set(slots))
+        connection = await self.session.connection()
+        statement = (
+            select(
+                _counters.c.organization_id,
+                _counters.c.meter,
+                _counters.c.period_start,
+                _counters.c.value,
             )
-            inserted.update((await self.session.execute(statement)).scalars())
-        return inserted
+            .where(
+                _counters.c.organization_id.in_({org for org, _m, _p in ordered}),
+                _counters.c.meter.in_({meter for _o, meter, _p in ordered}),
+                _counters.c.period_start.in_({start for _o, _m, start in ordered}),
+            )
+            .order_by(_counters.c.organization_id, _counters.c.meter, _counters.c.period_start)
+            .with_for_update()
+        )
+        wanted = set(ordered)
+        values = {
+            (org, meter, start): int(value)
+            for org, meter, start, value in await connection.execute(statement)
+            if (org, meter, start) in wanted
+        }
+        missing = [slot for slot in ordered if slot not in values]
+        if missing:
+            await connection.execute(
+                _ensure_counter_statement(self.postgres),
+                [
+                    {
+                        "organization_id": org,
+                        "meter": meter,
+                        "period_start": start,
+                        "period_end": period_ends[(org, meter, start)],
+                        "value": 0,
+                        "notified_percent": 0,
+                        "updated_at": now,
+                    }
+                    for org, meter, start in missing
+                ],
+            )
+            return await self.lock_counters(slots, period_ends=period_ends, now=now)
+        return values
+
+    async def set_counters(
+        self, values: dict[tuple[str, str, datetime], int], *, now: datetime
+    ) -> None:
+        if not values:
+            return
+        connection = await self.session.connection()
+        await connection.execute(
+            _SET_COUNTER,
+            [
+                {
+                    "slot_organization_id": org,
+                    "slot_meter": meter,
+                    "slot_period_start": start,
+                    "new_value": value,
+                    "new_updated_at": now,
+                }
+                for (org, meter, start), value in values.items()
+            ],
+        )
+
+    async def delete_events(self, organization_id: str, keys: list[str]) -> None:
+        if keys:
+            await self.session.execute(
+                delete(UsageEvent).where(
+                    UsageEvent.organization_id == organization_id,
+                    UsageEvent.idempotency_key.in_(keys),
+                )
+            )
 
     async def get_fingerprints(self, organization_id: str, keys: Iterable[str]) -> dict[str, str]:
         wanted = list(keys)
@@ -80,13 +242,8 @@ class MeteringRepository:
             }
             for value in values
         ]
-        statement = (
-            self._insert(UsageUniqueValue)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(UsageUniqueValue.value)
-        )
-        return set((await self.session.execute(statement)).scalars())
+        result = await self.session.execute(_insert_uniques_statement(self.postgres), rows)
+        return set(result.scalars())
 
     async def delete_unique_value(
         self, *, organization_id: str, meter: str, period_start: datetime, value: str
@@ -120,45 +277,19 @@ class MeteringRepository:
         """
         if limit is not None and amount > limit:
             return None
-        table = UsageCounter.__table__
-        statement = self._insert(UsageCounter).values(
-            organization_id=organization_id,
-            meter=meter,
-            period_start=period_start,
-            period_end=period_end,
-            value=amount,
-            notified_percent=0,
-            updated_at=now,
-        )
-        if keep_max:
-            bigger = func.greatest if self.postgres else func.max
-            new_value: Any = bigger(table.c.value, statement.excluded.value)
-        else:
-            new_value = table.c.value + statement.excluded.value
-        statement = statement.on_conflict_do_update(
-            index_elements=["organization_id", "meter", "period_start"],
-            set_={"value": new_value, "updated_at": statement.excluded.updated_at},
-            where=(new_value <= limit) if limit is not None else None,
-        ).returning(UsageCounter.value)
-        value = (await self.session.execute(statement)).scalar_one_or_none()
+        parameters: dict[str, Any] = {
+            "organization_id": organization_id,
+            "meter": meter,
+            "period_start": period_start,
+            "period_end": period_end,
+            "value": amount,
+            "updated_at": now,
+        }
+        if limit is not None:
+            parameters["limit"] = limit
+        statement = _bump_statement(self.postgres, keep_max, limit is not None)
+        value = (await self.session.execute(statement, parameters)).scalar_one_or_none()
         return int(value) if value is not None else None
-
-    async def add_to_counters(self, rows: list[dict[str, Any]], *, keep_max: bool) -> list[Any]:
-        """Unconditional multi-row bump (batch ingestion); returns (meter, period_start, value)."""
-        if not rows:
-            return []
-        table = UsageCounter.__table__
-        statement = self._insert(UsageCounter).values(rows)
-        if keep_max:
-            bigger = func.greatest if self.postgres else func.max
-            new_value: Any = bigger(table.c.value, statement.excluded.value)
-        else:
-            new_value = table.c.value + statement.excluded.value
-        statement = statement.on_conflict_do_update(
-            index_elements=["organization_id", "meter", "period_start"],
-            set_={"value": new_value, "updated_at": statement.excluded.updated_at},
-        ).returning(UsageCounter.meter, UsageCounter.period_start, UsageCounter.value)
-        return list(await self.session.execute(statement))
 
     async def subtract_from_counter(
         self, *, organization_id: str, meter: str, period_start: datetime, amount: int
