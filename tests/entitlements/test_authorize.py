@@ -367,3 +367,16 @@ class TestFreshness:
         assert stale["code"] == "feature_not_in_plan"
         clock.advance(seconds=1)
         assert (await authorize(client, headers, feature="custom_ontologies")).json()["allowed"]
+
+
+class TestIdempotencyUnderConcurrency:
+    async def test_parallel_retries_of_one_decision_count_once(
+        self, client: httpx.AsyncClient, account: Account, headers: dict[str, str]
+    ) -> None:
+        answers = await asyncio.gather(
+            *(authorize(client, headers, feature="sync", idempotency_key="once") for _ in range(12))
+        )
+        bodies = [answer.json() for answer in answers]
+        assert all(body["allowed"] for body in bodies)
+        assert sum(not body["duplicate"] for body in bodies) == 1
+        assert await used(client, account, "sync_runs") == 1

@@ -60,9 +60,10 @@ def _plan_out(plan: Plan) -> PlanOut:
 
 
 @router.get("/api/v1/billing/pricing", response_model=Pricing)
-async def pricing() -> Pricing:
+async def pricing(session: SessionDep, clock: ClockDep) -> Pricing:
     """The public price list: every plan with its price, trial, features and limits
     (``null`` limits are unlimited), and the token packs. Needs no credentials."""
+    await catalog_service.refresh(session, now=clock.now())
     return Pricing(
         catalog_version=catalog_service.current_version,
         plans=[_plan_out(plan) for plan in catalog_service.list_plans()],
