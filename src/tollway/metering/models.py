@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollway.kit.models import Base, id_column
@@ -29,7 +30,10 @@ class UsageEvent(Base):
     idempotency_key: Mapped[str] = mapped_column(String(255), nullable=False)
     #: SHA-256 of what the client sent, to tell a retry from a reused key.
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
-    properties: Mapped[dict[str, Any] | None] = mapped_column()
+    #: SQL NULL when absent (not JSON ``null``): nothing to serialise on the hot path.
+    properties: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
     #: ``api`` (POST /billing/usage), ``authorize`` or ``middleware``.
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(nullable=False)

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.errors import Conflict, Unprocessable
-from tollway.kit.ids import new_id
+from tollway.kit.ids import new_id, new_ids
 from tollway.kit.outbox import outbox
 from tollway.metering.repository import MeteringRepository
 from tollway.plans.catalog import Meter, Period
@@ -282,7 +282,6 @@ class MeteringService:
             )
             rows.append(
                 {
-                    "id": new_id("use"),
                     "organization_id": organization_id,
                     "meter": meter.id,
                     "quantity": record.quantity,
@@ -295,6 +294,8 @@ class MeteringService:
                     "recorded_at": now,
                 }
             )
+        for row, event_id in zip(rows, new_ids("use", len(rows)), strict=True):
+            row["id"] = event_id
         repository = MeteringRepository(session)
         inserted = await repository.insert_events(rows)
         known = [key for key in by_key if key not in inserted]
@@ -531,7 +532,6 @@ class MeteringService:
             first_fingerprint[pair] = fingerprint
             rows.append(
                 {
-                    "id": new_id("use"),
                     "organization_id": request.organization_id,
                     "meter": meter.id,
                     "quantity": request.quantity,
@@ -544,6 +544,8 @@ class MeteringService:
                     "recorded_at": now,
                 }
             )
+        for row, event_id in zip(rows, new_ids("use", len(rows)), strict=True):
+            row["id"] = event_id
         repository = MeteringRepository(session)
         inserted = await repository.insert_event_pairs(rows)
         known: dict[str, list[str]] = defaultdict(list)
