@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
-from tollway.auth.dependencies import ApiKeyPrincipal, require_scope
+from tollway.auth.dependencies import require_scope
 from tollway.auth.principal import Principal
+from tollway.entitlements.auth import AuthorizeKey
 from tollway.entitlements.schemas import AuthorizeIn, AuthorizeOut, EntitlementsOut, FeatureOut
 from tollway.entitlements.service import EntitlementsRuntime, entitlements_service
 from tollway.kit.routing import api_router
@@ -22,13 +24,7 @@ def get_runtime(request: Request) -> EntitlementsRuntime:
 RuntimeDep = Annotated[EntitlementsRuntime, Depends(get_runtime)]
 
 
-async def authorize(
-    body: AuthorizeIn,
-    principal: Annotated[Principal, Depends(require_scope("authorize"))],
-    _key: ApiKeyPrincipal,
-    runtime: RuntimeDep,
-    response: Response,
-) -> AuthorizeOut:
+async def authorize(body: AuthorizeIn, principal: AuthorizeKey, request: Request) -> Response:
     """May this customer use ``feature`` for ``quantity`` now? The checks of DESIGN.md
     §5 run in order and the first failure answers ``allowed: false`` with its ``code``:
     ``license_degraded``, ``feature_not_in_plan``, ``rate_limited`` (``Retry-After``),
@@ -40,7 +36,7 @@ async def authorize(
     invalid, revoked or expired key is 401 ``invalid_api_key``; an unknown feature,
     a quantity below 1 or negative credits are 422."""
     decision = await entitlements_service.decide(
-        runtime,
+        get_runtime(request),
         organization_id=principal.organization_id,
         subject=principal.api_key_id or principal.actor,
         feature=body.feature,
@@ -48,16 +44,22 @@ async def authorize(
         credits=body.credits,
         idempotency_key=body.idempotency_key,
     )
-    response.headers.update(decision.headers)
-    return AuthorizeOut(
-        allowed=decision.allowed,
-        code=decision.code,
-        detail=decision.detail,
-        reservation_id=decision.reservation_id,
-        remaining=decision.remaining,
-        reset_at=decision.reset_at,
-        duplicate=decision.duplicate,
+    # Serialised here rather than through the response model: this is the hot path,
+    # and the document is exactly AuthorizeOut (which the OpenAPI schema shows).
+    content = orjson.dumps(
+        {
+            "allowed": decision.allowed,
+            "code": decision.code,
+            "detail": decision.detail,
+            "reservation_id": decision.reservation_id,
+            "remaining": decision.remaining,
+            "reset_at": decision.reset_at.isoformat().replace("+00:00", "Z")
+            if decision.reset_at is not None
+            else None,
+            "duplicate": decision.duplicate,
+        }
     )
+    return Response(content, media_type="application/json", headers=decision.headers)
 
 
 # The decision commits its own (group-committed) transaction; a request transaction
