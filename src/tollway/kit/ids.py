@@ -51,4 +51,16 @@ def new_ids(prefix: str, count: int) -> list[str]:
         return []
     head = new_id(prefix)[: len(prefix) + 1 + 18]
     start = secrets.randbits(40) % ((1 << 40) - count)
-    return [head + _encode(start + offset, 8) for offset in range(count)]
+    pairs = _PAIRS
+    return [
+        head
+        + pairs[(value >> 30) & 1023]
+        + pairs[(value >> 20) & 1023]
+        + pairs[(value >> 10) & 1023]
+        + pairs[value & 1023]
+        for value in range(start, start + count)
+    ]
+
+
+#: Every 10-bit value as two Crockford characters (for :func:`new_ids`).
+_PAIRS = [_CROCKFORD[high] + _CROCKFORD[low] for high in range(32) for low in range(32)]

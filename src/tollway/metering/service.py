@@ -200,9 +200,17 @@ def _fingerprint(record: UsageRecord) -> str:
 
 class MeteringService:
     def check_record(
-        self, record: UsageRecord, *, now: datetime, index: int | None = None
+        self,
+        record: UsageRecord,
+        *,
+        now: datetime,
+        index: int | None = None,
+        periods: dict[str, tuple[datetime, datetime]] | None = None,
     ) -> tuple[Meter, datetime, datetime, datetime, str | None]:
-        """Validate one event: (meter, occurred_at, period_start, period_end, unique value)."""
+        """Validate one event: (meter, occurred_at, period_start, period_end, unique value).
+
+        ``periods`` caches the open period per period kind across a batch (same ``now``).
+        """
         where: dict[str, Any] = {"index": index} if index is not None else {}
         meter = catalog_service.catalog.meters.get(record.meter)
         if meter is None:
@@ -219,7 +227,12 @@ class MeteringService:
             raise TimestampInFuture(
                 "the event's timestamp is in the future", timestamp=occurred_at.isoformat(), **where
             )
-        period_start, period_end = period_bounds(now, meter.period)
+        bounds = periods.get(meter.period) if periods is not None else None
+        if bounds is None:
+            bounds = period_bounds(now, meter.period)
+            if periods is not None:
+                periods[meter.period] = bounds
+        period_start, period_end = bounds
         if occurred_at < period_start:
             raise PeriodClosed(
                 "the event belongs to a period that is closed; only the open period takes "
@@ -257,9 +270,10 @@ class MeteringService:
         rows: list[dict[str, Any]] = []
         by_key: dict[str, tuple[str, Meter, datetime, datetime, int, str | None]] = {}
         in_batch_duplicates: list[str] = []
+        periods: dict[str, tuple[datetime, datetime]] = {}
         for index, record in enumerate(records):
             meter, occurred_at, period_start, period_end, unique_value = self.check_record(
-                record, now=now, index=index
+                record, now=now, index=index, periods=periods
             )
             fingerprint = _fingerprint(record)
             seen = by_key.get(record.idempotency_key)
