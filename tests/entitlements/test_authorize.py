@@ -380,3 +380,30 @@ class TestIdempotencyUnderConcurrency:
         assert all(body["allowed"] for body in bodies)
         assert sum(not body["duplicate"] for body in bodies) == 1
         assert await used(client, account, "sync_runs") == 1
+
+
+class TestUniqueMeters:
+    async def test_templates_count_distinct_ones_against_the_free_limit_of_five(
+        self, client: httpx.AsyncClient, account: Account, headers: dict[str, str]
+    ) -> None:
+        async def acquire(template: str) -> dict[str, object]:
+            response = await authorize(
+                client, headers, feature="templates.install", properties={"template_id": template}
+            )
+            assert response.status_code == 200, response.text
+            body: dict[str, object] = response.json()
+            return body
+
+        for template in ["a", "b", "c", "d", "e", "a", "b"]:
+            assert (await acquire(template))["allowed"] is True
+        sixth = await acquire("f")
+        assert (sixth["allowed"], sixth["code"]) == (False, "quota_exceeded")
+        assert (await acquire("c"))["allowed"] is True
+        assert await used(client, account, "templates") == 5
+
+    async def test_a_unique_meter_without_its_property_is_422(
+        self, client: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        response = await authorize(client, headers, feature="templates.install")
+        assert response.status_code == 422
+        assert response.json()["code"] == "missing_property"

@@ -43,6 +43,7 @@ async def authorize(body: AuthorizeIn, principal: AuthorizeKey, request: Request
         quantity=body.quantity,
         credits=body.credits,
         idempotency_key=body.idempotency_key,
+        properties=body.properties,
     )
     # Serialised here rather than through the response model: this is the hot path,
     # and the document is exactly AuthorizeOut (which the OpenAPI schema shows).

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -16,6 +17,11 @@ class AuthorizeIn(BaseModel):
         min_length=1,
         max_length=255,
         description="a retry with the same key is answered without counting again",
+    )
+    properties: dict[str, Any] | None = Field(
+        None,
+        description="stored with the usage event; a unique meter (templates) counts "
+        "distinct values of its property",
     )
 
 

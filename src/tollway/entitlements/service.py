@@ -136,12 +136,14 @@ class EntitlementsService:
         quantity: int = 1,
         credits: int = 0,
         idempotency_key: str | None = None,
+        properties: dict[str, Any] | None = None,
         tier_rate_limit: bool = False,
         source: str = "authorize",
     ) -> Decision:
         """Run the checks of DESIGN.md §5 in order; a denial is an answer, not an error.
 
-        ``subject`` is who the rate limits count (the API key). ``tier_rate_limit``
+        ``subject`` is who the rate limits count (the API key); ``properties`` go with
+        the usage event (a ``unique`` meter counts one of them). ``tier_rate_limit``
         applies the plan's per-minute limit (Tollway's own API) instead of the feature's.
         Bad input (unknown feature, quantity < 1, credits < 0) raises a 422.
         """
@@ -191,7 +193,7 @@ class EntitlementsService:
         if feature_def.meter is None and credits == 0:
             return Decision(allowed=True, rate_limit=rate_limit)
         meter = catalog_service.catalog.meters[feature_def.meter] if feature_def.meter else None
-        if credits == 0 and meter is not None and meter.aggregation != "unique":
+        if credits == 0 and meter is not None and meter.aggregation != "unique" and not properties:
             # The hot path: quota and usage event only, metered together with the
             # other decisions of the round in a few statements.
             consumption: Consumption = await runtime.committer.run_batched(
@@ -221,6 +223,7 @@ class EntitlementsService:
                 quantity=quantity,
                 credits=credits,
                 idempotency_key=idempotency_key,
+                properties=properties,
                 quota=plan_feature.quota,
                 hard=plan_feature.enforcement == "hard",
                 rate_limit=rate_limit,
@@ -243,6 +246,7 @@ class EntitlementsService:
         quantity: int,
         credits: int,
         idempotency_key: str | None,
+        properties: dict[str, Any] | None,
         quota: int | None,
         hard: bool,
         rate_limit: RateLimitStatus | None,
@@ -279,6 +283,7 @@ class EntitlementsService:
                 limit=quota,
                 hard=hard,
                 now=now,
+                properties=properties,
                 source=source,
             )
             if not consumption.allowed:
