@@ -407,3 +407,33 @@ class TestUniqueMeters:
         response = await authorize(client, headers, feature="templates.install")
         assert response.status_code == 422
         assert response.json()["code"] == "missing_property"
+
+
+class TestDecidingInsideAnotherTransaction:
+    async def test_a_decision_in_the_callers_session_commits_or_rolls_back_with_it(
+        self, app: FastAPI, client: httpx.AsyncClient, account: Account, database: Database
+    ) -> None:
+        from tollway.entitlements.service import entitlements_service
+
+        async with database.transaction() as session:
+            kept = await entitlements_service.decide(
+                runtime(app),
+                organization_id=account.organization_id,
+                subject="marketplace",
+                feature="templates.install",
+                properties={"template_id": "kept"},
+                session=session,
+            )
+        assert kept.allowed
+        with pytest.raises(RuntimeError):
+            async with database.transaction() as session:
+                await entitlements_service.decide(
+                    runtime(app),
+                    organization_id=account.organization_id,
+                    subject="marketplace",
+                    feature="sync",
+                    session=session,
+                )
+                raise RuntimeError("the purchase failed")
+        assert await used(client, account, "templates") == 1
+        assert await used(client, account, "sync_runs") == 0

@@ -139,6 +139,7 @@ class EntitlementsService:
         properties: dict[str, Any] | None = None,
         tier_rate_limit: bool = False,
         source: str = "authorize",
+        session: AsyncSession | None = None,
     ) -> Decision:
         """Run the checks of DESIGN.md §5 in order; a denial is an answer, not an error.
 
@@ -146,6 +147,11 @@ class EntitlementsService:
         the usage event (a ``unique`` meter counts one of them). ``tier_rate_limit``
         applies the plan's per-minute limit (Tollway's own API) instead of the feature's.
         Bad input (unknown feature, quantity < 1, credits < 0) raises a 422.
+
+        Without ``session`` the writes are group-committed before this returns. Another
+        domain deciding inside its own transaction passes its ``session``: the writes
+        then commit (or roll back) with the caller's work. Never call it without a
+        session while holding a write transaction: on SQLite it would wait for itself.
         """
         feature_def = catalog_service.catalog.features.get(feature)
         if feature_def is None:
@@ -196,24 +202,26 @@ class EntitlementsService:
         if credits == 0 and meter is not None and meter.aggregation != "unique" and not properties:
             # The hot path: quota and usage event only, metered together with the
             # other decisions of the round in a few statements.
-            consumption: Consumption = await runtime.committer.run_batched(
-                _consume_many,
-                ConsumeRequest(
-                    organization_id=organization_id,
-                    meter_id=meter.id,
-                    quantity=quantity,
-                    idempotency_key=idempotency_key or new_id("authz"),
-                    limit=plan_feature.quota,
-                    hard=plan_feature.enforcement == "hard",
-                    now=now,
-                    source=source,
-                ),
+            request = ConsumeRequest(
+                organization_id=organization_id,
+                meter_id=meter.id,
+                quantity=quantity,
+                idempotency_key=idempotency_key or new_id("authz"),
+                limit=plan_feature.quota,
+                hard=plan_feature.enforcement == "hard",
+                now=now,
+                source=source,
+            )
+            consumption: Consumption = (
+                (await metering_service.consume_many(session, [request]))[0]
+                if session is not None
+                else await runtime.committer.run_batched(_consume_many, request)
             )
             return _decision_for(consumption, rate_limit=rate_limit)
 
-        async def unit(session: AsyncSession) -> Decision:
+        async def unit(shared: AsyncSession) -> Decision:
             return await self._write_steps(
-                session,
+                shared,
                 runtime,
                 org=org,
                 organization_id=organization_id,
@@ -231,6 +239,8 @@ class EntitlementsService:
                 source=source,
             )
 
+        if session is not None:
+            return await unit(session)
         return await runtime.committer.run(unit)
 
     async def _write_steps(
