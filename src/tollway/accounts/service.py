@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts import repository
 from tollway.accounts.models import Invitation, Membership, Organization, User
-from tollway.accounts.passwords import check_policy, hash_password
+from tollway.accounts.passwords import check_policy, hash_password_in_thread
 from tollway.audit.service import audit_service
 from tollway.auth.scopes import ROLES
 from tollway.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -79,11 +79,12 @@ class AccountService:
         users = repository.users(session)
         if await users.get_by_email(email) is not None:
             raise EmailTaken("an account with this email exists; log in instead")
+        password_hash = await hash_password_in_thread(password) if password is not None else None
         user = User(
             id=new_id("usr"),
             email=email,
             name=name,
-            password_hash=hash_password(password) if password is not None else None,
+            password_hash=password_hash,
             email_verified=email_verified,
             is_platform_admin=is_platform_admin,
             created_at=now,

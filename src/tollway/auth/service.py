@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Membership, Organization, User
-from tollway.accounts.passwords import verify_password
+from tollway.accounts.passwords import verify_password_in_thread
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
@@ -210,7 +210,7 @@ class AuthService:
         keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
         await login_throttle_service.check(session, keys=keys, now=now)
         user = await account_service.get_user_by_email(session, attempt.email)
-        valid, upgraded_hash = verify_password(
+        valid, upgraded_hash = await verify_password_in_thread(
             attempt.password, user.password_hash if user else None
         )
         if user is None or not valid or user.disabled_at is not None:

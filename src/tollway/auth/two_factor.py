@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import User
-from tollway.accounts.passwords import verify_password
+from tollway.accounts.passwords import verify_password_in_thread
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
@@ -152,7 +152,7 @@ class TwoFactorService:
         if code is not None:
             proven = await self._accept_code(session, user, code, secret_key=secret_key, now=now)
         if not proven and password is not None:
-            proven, _ = verify_password(password, user.password_hash)
+            proven, _ = await verify_password_in_thread(password, user.password_hash)
         if not proven:
             raise InvalidTotpInput("the code or password is wrong")
         user.totp_enabled = False
