@@ -47,6 +47,7 @@ from tollway.auth.tokens import InvalidToken, decode_access_token
 from tollway.config import Settings
 from tollway.db import Database
 from tollway.errors import Unauthorized
+from tollway.kit.cache import TTLCache
 from tollway.kit.clock import Clock
 from tollway.kit.routing import SAFE_METHODS
 from tollway.kit.signing import KeyRing
@@ -77,8 +78,12 @@ class TollwayAuthenticator:
         self.keys = keys
         self._pepper = settings.secret("api_key_pepper")
         self._cache_ttl = timedelta(seconds=CACHE_SECONDS)
-        self._keys: dict[str, tuple[_KeySnapshot | None, datetime]] = {}
-        self._sessions: dict[str, tuple[SessionSnapshot | None, datetime]] = {}
+        self._keys: TTLCache[str, _KeySnapshot | None] = TTLCache(
+            ttl=self._cache_ttl, max_entries=MAX_CACHED_KEYS
+        )
+        self._sessions: TTLCache[str, SessionSnapshot | None] = TTLCache(
+            ttl=self._cache_ttl, max_entries=MAX_CACHED_KEYS
+        )
         self._revoked: set[str] = set()
         self._revoked_loaded_at: datetime | None = None
         self._used: dict[str, datetime] = {}
@@ -146,21 +151,19 @@ class TollwayAuthenticator:
 
     async def _session_snapshot(self, token: str, now: datetime) -> SessionSnapshot | None:
         token_hash = hash_session_token(token)
-        cached = self._sessions.get(token_hash)
-        if cached is not None and cached[1] <= now < cached[1] + self._cache_ttl:
-            return cached[0]
+        hit, cached = self._sessions.get(token_hash, now=now)
+        if hit:
+            return cached
         async with self.database.transaction(write=False) as session:
             snapshot = await dashboard_session_service.resolve(session, token=token, now=now)
-        if len(self._sessions) >= MAX_CACHED_KEYS:
-            self._sessions.clear()
-        self._sessions[token_hash] = (snapshot, now)
+        self._sessions.put(token_hash, snapshot, now=now)
         return snapshot
 
     def forget_session(self, session_id: str) -> None:
         """Drop a dashboard session from this process's cache at once (closed here)."""
-        for token_hash, (snapshot, _at) in list(self._sessions.items()):
-            if snapshot is not None and snapshot.session_id == session_id:
-                del self._sessions[token_hash]
+        self._sessions.discard_where(
+            lambda snapshot: snapshot is not None and snapshot.session_id == session_id
+        )
 
     async def _revoked_tokens(self, now: datetime) -> set[str]:
         loaded_at = self._revoked_loaded_at
@@ -191,9 +194,9 @@ class TollwayAuthenticator:
 
     async def _key_snapshot(self, key: str, now: datetime) -> _KeySnapshot | None:
         key_hash = digest(key, self._pepper)
-        cached = self._keys.get(key_hash)
-        if cached is not None and cached[1] <= now < cached[1] + self._cache_ttl:
-            return cached[0]
+        hit, cached = self._keys.get(key_hash, now=now)
+        if hit:
+            return cached
         async with self.database.transaction(write=False) as session:
             record = await api_key_service.lookup(session, key=key, pepper=self._pepper)
             snapshot = (
@@ -208,16 +211,12 @@ class TollwayAuthenticator:
                     created_by_user_id=record.created_by_user_id,
                 )
             )
-        if len(self._keys) >= MAX_CACHED_KEYS:
-            self._keys.clear()
-        self._keys[key_hash] = (snapshot, now)
+        self._keys.put(key_hash, snapshot, now=now)
         return snapshot
 
     def forget_api_key(self, key_id: str) -> None:
         """Drop a key from this process's cache at once (its revocation was made here)."""
-        for key_hash, (snapshot, _at) in list(self._keys.items()):
-            if snapshot is not None and snapshot.id == key_id:
-                del self._keys[key_hash]
+        self._keys.discard_where(lambda snapshot: snapshot is not None and snapshot.id == key_id)
 
     def note_revoked_token(self, token_id: str) -> None:
         """Refuse an access token in this process at once (it was revoked here)."""
