@@ -249,3 +249,20 @@ class TestCallback:
         response = await oauth_login(web, "github", mode="token")
         assert response.status_code == 409
         assert response.json()["code"] == "oauth_link_refused"
+
+    async def test_an_oauth_signup_accepts_open_invitations(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        owner = await register(web)
+        members = f"/api/v1/organizations/{owner.organization_id}/members"
+        invited = await web.post(
+            members, json={"email": "invitee@example.com", "role": "admin"}, headers=owner.headers
+        )
+        assert invited.json()["status"] == "invited"
+        provider.next_user = ProviderUser("808", "invitee@example.com")
+        body = (await oauth_login(web, "github", mode="token")).json()
+        listed = (await web.get(members, headers=owner.headers)).json()
+        assert (body["user"]["id"], "admin") in {
+            (member["user_id"], member["role"]) for member in listed["items"]
+        }
+        assert listed["invitations"] == []

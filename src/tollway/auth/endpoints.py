@@ -268,7 +268,7 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
 
 @router.post("/2fa/setup", response_model=TotpSetupOut)
 async def setup_two_factor(
-    principal: UserPrincipal, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: UserPrincipal, session: SessionDep, settings: SettingsDep
 ) -> TotpSetupOut:
     """Start two-factor set-up: a new TOTP secret and its `otpauth://` URI for the
     authenticator app. Nothing changes at login until `/2fa/enable` confirms a code.
@@ -278,7 +278,6 @@ async def setup_two_factor(
         session,
         user_id=principal.user_id,
         secret_key=settings.secret("secret_key"),
-        now=clock.now(),
     )
     return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
 

@@ -236,7 +236,7 @@ class AuthService:
         if upgraded_hash is not None:
             user.password_hash = upgraded_hash
         user.last_login_at = now
-        await login_throttle_service.record_success(session, email=attempt.email, now=now)
+        await login_throttle_service.record_success(session, email=attempt.email)
         return user
 
     async def _membership(

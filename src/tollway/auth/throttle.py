@@ -114,9 +114,8 @@ class LoginThrottleService:
         row.failures += 1
         row.last_failure_at = now
 
-    async def record_success(self, session: AsyncSession, *, email: str, now: datetime) -> None:
+    async def record_success(self, session: AsyncSession, *, email: str) -> None:
         """A correct login clears the account's count (not the address's, see above)."""
-        del now
         for row in await repository.login_throttles(session).list_by_keys(
             throttle_keys(email=email, client_address=None)
         ):

@@ -86,9 +86,7 @@ class TwoFactorService:
     def _recovery_hash(self, secret_key: str, code: str) -> str:
         return keyed_digest(secret_key, _normalize_recovery_code(code), purpose="recovery-code")
 
-    async def setup(
-        self, session: AsyncSession, *, user_id: str, secret_key: str, now: datetime
-    ) -> TotpSetup:
+    async def setup(self, session: AsyncSession, *, user_id: str, secret_key: str) -> TotpSetup:
         """A new secret for the user's authenticator app; 2FA is not on until enabled."""
         user = await account_service.get_user(session, user_id)
         if user.totp_enabled:
@@ -101,7 +99,6 @@ class TwoFactorService:
         user.totp_last_step = None
         await session.flush()
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
-        del now
         return TotpSetup(secret=secret, otpauth_uri=uri)
 
     async def enable(
