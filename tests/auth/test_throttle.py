@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from tests.fixtures.identity import PASSWORD, register
 from tollway.audit.models import AuditEntry
+from tollway.auth.throttle import account_key, address_key, login_throttle_service
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
 
@@ -158,3 +159,19 @@ class TestSharedState:
         assert sorted(entry.details["scope"] for entry in entries) == ["account", "address"]
         account_entry = next(entry for entry in entries if entry.details["scope"] == "account")
         assert account_entry.target == account.user_id
+
+
+class TestOperator:
+    async def test_an_operator_can_lift_a_lock_before_it_ends(
+        self, client: httpx.AsyncClient, database: Database
+    ) -> None:
+        account = await register(client)
+        for _ in range(5):
+            await attempt(client, account.email, "wrong password!")
+        assert (await attempt(client, account.email, PASSWORD)).status_code == 429
+        async with database.transaction() as session:
+            cleared = await login_throttle_service.unlock(
+                session, keys=[account_key(account.email), address_key("127.0.0.1")]
+            )
+        assert cleared == 2
+        assert (await attempt(client, account.email, PASSWORD)).status_code == 200

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from tests.fixtures.identity import Account, create_api_key, enable_two_factor, register
 from tollway.accounts.models import User
 from tollway.audit.models import AuditEntry
+from tollway.auth.two_factor import two_factor_service
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
 
@@ -216,3 +217,13 @@ class TestDisable:
         nothing = await client.post("/api/v1/auth/2fa/disable", json={}, headers=account.headers)
         assert nothing.status_code == 422
         assert (await login(client, account)).json()["code"] == "totp_required"
+
+    async def test_an_operator_reset_turns_it_off_without_proof(
+        self, client: httpx.AsyncClient, clock: ManualClock, database: Database
+    ) -> None:
+        account = await register(client)
+        await enable_two_factor(client, account, now=clock.now())
+        assert (await login(client, account)).json()["code"] == "totp_required"
+        async with database.transaction() as session:
+            await two_factor_service.reset(session, user_id=account.user_id, now=clock.now())
+        assert (await login(client, account)).status_code == 200

@@ -46,7 +46,7 @@ from tollway.auth.sessions import (
 from tollway.auth.tokens import InvalidToken, decode_access_token
 from tollway.config import Settings
 from tollway.db import Database
-from tollway.errors import Unauthorized
+from tollway.errors import Forbidden, Unauthorized
 from tollway.kit.cache import TTLCache
 from tollway.kit.clock import Clock
 from tollway.kit.routing import SAFE_METHODS
@@ -247,7 +247,8 @@ class TollwayAuthenticator:
         """Idempotency keys live per organization, whatever credential the caller uses."""
         try:
             principal = await optional_principal(request)
-        except Unauthorized:
-            # The route's own authentication answers 401; nothing will be stored.
+        except (Unauthorized, Forbidden):
+            # The route's own authentication answers 401 (or 403 csrf_failed); nothing
+            # will be stored.
             return "anonymous"
         return principal.organization_id if principal is not None else "anonymous"

@@ -47,10 +47,18 @@ class ThrottlePolicy:
         return min(lockout, MAX_LOCKOUT)
 
 
+def account_key(email: str) -> str:
+    return f"account:{email.strip().lower()}"
+
+
+def address_key(client_address: str) -> str:
+    return f"address:{client_address}"
+
+
 def throttle_keys(*, email: str, client_address: str | None) -> list[str]:
-    keys = [f"account:{email.strip().lower()}"]
+    keys = [account_key(email)]
     if client_address:
-        keys.append(f"address:{client_address}")
+        keys.append(address_key(client_address))
     return keys
 
 
@@ -121,6 +129,14 @@ class LoginThrottleService:
         ):
             row.failures = 0
         await session.flush()
+
+    async def unlock(self, session: AsyncSession, *, keys: list[str]) -> int:
+        """Forget the counts and locks of ``keys`` (``tollway admin unlock-login``)."""
+        throttles = repository.login_throttles(session)
+        rows = await throttles.list_by_keys(keys)
+        for row in rows:
+            await throttles.delete(row)
+        return len(rows)
 
     async def purge(self, session: AsyncSession, *, now: datetime) -> int:
         return await repository.login_throttles(session).purge_idle(

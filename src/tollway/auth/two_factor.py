@@ -160,6 +160,18 @@ class TwoFactorService:
         await self._audit(session, user, "user.2fa_disabled", now=now)
         return user
 
+    async def reset(self, session: AsyncSession, *, user_id: str, now: datetime) -> User:
+        """The operator turns 2FA off for a user who lost both app and recovery codes
+        (``tollway admin reset-2fa``); no proof asked, so it is audited as such."""
+        user = await account_service.get_user(session, user_id)
+        user.totp_enabled = False
+        user.totp_secret = None
+        user.totp_last_step = None
+        await repository.recovery_codes(session).delete_for_user(user.id)
+        await session.flush()
+        await self._audit(session, user, "user.2fa_reset", now=now)
+        return user
+
     async def check_login(
         self,
         session: AsyncSession,
@@ -226,7 +238,7 @@ class TwoFactorService:
             action=action,
             target=user.id,
             organization_id=membership.organization_id,
-            actor=f"user:{user.id}",
+            actor="system" if action == "user.2fa_reset" else f"user:{user.id}",
             occurred_at=now,
         )
 
