@@ -97,6 +97,47 @@ def _clear_session_cookies(response: Response, settings: Settings) -> None:
         )
 
 
+# The hot paths first: routes are matched in order.
+@router.post("/validate", response_model=Validation)
+async def validate(body: ValidateIn, request: Request, session: SessionDep) -> Validation:
+    """Check an access token or API key for another service: 200 with `valid` either way."""
+    authenticator: TollwayAuthenticator = request.app.state.authenticator
+    try:
+        principal = await authenticator.principal_for(body.token)
+    except Unauthorized as error:
+        return Validation(valid=False, code=error.code)
+    return Validation(
+        valid=True,
+        kind=principal.kind,
+        user_id=principal.user_id,
+        organization_id=principal.organization_id,
+        tier=await tier_of(session, principal.organization_id),
+        scopes=sorted(principal.scopes),
+        expires_at=None,
+    )
+
+
+@router.get("/me", response_model=Me)
+async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) -> Me:
+    """Who the credential belongs to: user (none for an API key), organization, role, tier."""
+    organization = await account_service.organization_view(
+        session, principal.organization_id, now=clock.now()
+    )
+    user = (
+        await account_service.get_user(session, principal.user_id)
+        if principal.kind == "user" and principal.user_id is not None
+        else None
+    )
+    return Me(
+        user=UserOut.model_validate(user) if user is not None else None,
+        organization=OrganizationOut.model_validate(organization),
+        role=principal.role,
+        tier=await tier_of(session, principal.organization_id),
+        scopes=sorted(principal.scopes),
+        api_key_id=principal.api_key_id,
+    )
+
+
 @router.post("/register", status_code=201, response_model=Session)
 async def register(
     body: RegistrationIn, request: Request, session: SessionDep, clock: ClockDep
@@ -224,46 +265,6 @@ async def logout(
         authenticator.forget_session(session_id)
         _clear_session_cookies(response, settings)
     return response
-
-
-@router.post("/validate", response_model=Validation)
-async def validate(body: ValidateIn, request: Request, session: SessionDep) -> Validation:
-    """Check an access token or API key for another service: 200 with `valid` either way."""
-    authenticator: TollwayAuthenticator = request.app.state.authenticator
-    try:
-        principal = await authenticator.principal_for(body.token)
-    except Unauthorized as error:
-        return Validation(valid=False, code=error.code)
-    return Validation(
-        valid=True,
-        kind=principal.kind,
-        user_id=principal.user_id,
-        organization_id=principal.organization_id,
-        tier=await tier_of(session, principal.organization_id),
-        scopes=sorted(principal.scopes),
-        expires_at=None,
-    )
-
-
-@router.get("/me", response_model=Me)
-async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) -> Me:
-    """Who the credential belongs to: user (none for an API key), organization, role, tier."""
-    organization = await account_service.organization_view(
-        session, principal.organization_id, now=clock.now()
-    )
-    user = (
-        await account_service.get_user(session, principal.user_id)
-        if principal.kind == "user" and principal.user_id is not None
-        else None
-    )
-    return Me(
-        user=UserOut.model_validate(user) if user is not None else None,
-        organization=OrganizationOut.model_validate(organization),
-        role=principal.role,
-        tier=await tier_of(session, principal.organization_id),
-        scopes=sorted(principal.scopes),
-        api_key_id=principal.api_key_id,
-    )
 
 
 @router.post("/2fa/setup", response_model=TotpSetupOut)
