@@ -1,5 +1,7 @@
 """Organizations and members: roles, invitations, the last owner, tenant isolation."""
 
+import asyncio
+
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -261,3 +263,26 @@ class TestMembers:
         response = await add(client, alice, "kim@example.com", "superuser")
         assert response.status_code == 422
         assert response.json()["code"] == "validation_error"
+
+
+class TestConcurrency:
+    async def test_two_owners_demoting_each_other_at_once_leave_one_owner(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        bob = await register(client)
+        await add(client, alice, bob.email, "owner")
+        bob_in_alice = await login_into(client, bob, alice.organization_id)
+        results = await asyncio.gather(
+            client.patch(
+                f"{members_url(alice)}/{bob.user_id}", json={"role": "admin"}, headers=alice.headers
+            ),
+            client.patch(
+                f"{members_url(alice)}/{alice.user_id}",
+                json={"role": "admin"},
+                headers=bob_in_alice.headers,
+            ),
+        )
+        assert sorted(response.status_code for response in results) == [200, 403]
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert [m["role"] for m in listed["items"]].count("owner") == 1

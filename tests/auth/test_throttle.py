@@ -1,5 +1,6 @@
 """Login throttling: 5 failures per account or per client address within 15 minutes."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -175,3 +176,18 @@ class TestOperator:
             )
         assert cleared == 2
         assert (await attempt(client, account.email, PASSWORD)).status_code == 200
+
+
+class TestConcurrency:
+    async def test_simultaneous_failures_are_all_counted(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        """Five wrong passwords at once from five addresses: none of them is lost."""
+        account = await register(client)
+
+        async def fail(number: int) -> int:
+            async with client_from(app, f"10.9.0.{number}") as http:
+                return (await attempt(http, account.email, "wrong password!")).status_code
+
+        assert await asyncio.gather(*(fail(number) for number in range(1, 6))) == [401] * 5
+        assert (await attempt(client, account.email, PASSWORD)).status_code == 429
