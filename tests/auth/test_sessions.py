@@ -146,6 +146,19 @@ class TestClosing:
                 refused = await second.get("/api/v1/auth/me", headers=cookies)
         assert refused.status_code == 401
 
+    async def test_the_general_logout_closes_a_cookie_session_too(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        account = await register(client)
+        opened = await open_session(client, account)
+        csrf = {"X-CSRF-Token": opened.json()["csrf_token"]}
+        assert (await client.post("/api/v1/auth/logout")).status_code == 403
+        stolen = {"Cookie": f"tollway_session={opened.cookies['tollway_session']}"}
+        assert (await client.post("/api/v1/auth/logout", headers=csrf)).status_code == 204
+        replay = await client.get("/api/v1/auth/me", headers=stolen)
+        assert replay.status_code == 401
+        assert replay.json()["code"] == "invalid_session"
+
     async def test_the_session_expires(self, client: httpx.AsyncClient, clock: ManualClock) -> None:
         account = await register(client)
         await open_session(client, account)

@@ -37,7 +37,14 @@ from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import OAuthAccount, OAuthState
 from tollway.config import Settings
-from tollway.errors import BadRequest, Conflict, Forbidden, NotFound, TollwayError
+from tollway.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TollwayError,
+    Unprocessable,
+)
 from tollway.kit.ids import new_id
 
 log = structlog.get_logger("tollway.auth.oauth")
@@ -314,7 +321,7 @@ class OAuthService:
         """The provider URL to send the browser to; its state and verifier are kept here."""
         client = provider_for(settings, provider)
         if mode not in MODES:
-            raise BadRequest("mode must be cookie or token", code="invalid_oauth_mode")
+            raise Unprocessable("mode must be cookie or token")
         target = safe_redirect_target(redirect_to)
         state = secrets.token_urlsafe(32)
         code_verifier = secrets.token_urlsafe(64)
