@@ -25,12 +25,27 @@ from tollway.auth.schemas import (
     ValidateIn,
     Validation,
 )
-from tollway.auth.service import IssuedSession, LoginAttempt, auth_service, tier_of
+from tollway.auth.service import (
+    IssuedSession,
+    LoginAttempt,
+    PasswordCheck,
+    auth_service,
+    tier_of,
+)
 from tollway.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, OpenedSession
 from tollway.auth.two_factor import two_factor_service
 from tollway.config import Settings
+from tollway.db import Database
 from tollway.errors import Unauthorized
-from tollway.kit.routing import ClockDep, DatabaseDep, SessionDep, SettingsDep, api_router
+from tollway.kit.clock import Clock
+from tollway.kit.routing import (
+    ClockDep,
+    DatabaseDep,
+    SessionDep,
+    SettingsDep,
+    api_router,
+    get_session,
+)
 
 router = api_router(prefix="/api/v1/auth", tags=["auth"])
 
@@ -59,6 +74,19 @@ def _attempt(body: LoginIn, request: Request) -> LoginAttempt:
         totp_code=body.totp_code,
         client_address=_client_address(request),
         organization_id=body.organization_id,
+    )
+
+
+async def _check_password(attempt: LoginAttempt, database: Database, clock: Clock) -> PasswordCheck:
+    """Steps one and two of a login, before the request's write transaction opens: a
+    short read, then the password hash, verified while no database lock or connection
+    is held (on SQLite every write of the process would otherwise wait for it)."""
+    async with database.transaction(write=False) as reading:
+        user_id, password_hash = await auth_service.look_up_login(
+            reading, attempt=attempt, now=clock.now()
+        )
+    return await auth_service.check_password(
+        user_id=user_id, password_hash=password_hash, password=attempt.password
     )
 
 
@@ -162,7 +190,7 @@ async def register(
 
 @router.post("/login", response_model=Session)
 async def login(
-    body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    body: LoginIn, request: Request, database: DatabaseDep, settings: SettingsDep, clock: ClockDep
 ) -> Session:
     """Exchange email and password for an access token (15 minutes) and a refresh token.
 
@@ -172,11 +200,14 @@ async def login(
     failures for one account or from one address within 15 minutes, logins are refused
     with 429 `login_throttled` and `Retry-After`; repeated lock-outs last longer.
     """
+    attempt = _attempt(body, request)
+    check = await _check_password(attempt, database, clock)
     issued = await auth_service.login(
-        session,
+        await get_session(request),
         keys=request.app.state.signing_keys,
         settings=settings,
-        attempt=_attempt(body, request),
+        attempt=attempt,
+        check=check,
         now=clock.now(),
     )
     return _session(issued)
@@ -187,7 +218,7 @@ async def open_session(
     body: LoginIn,
     request: Request,
     response: Response,
-    session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> DashboardSessionOut:
@@ -197,8 +228,14 @@ async def open_session(
     `tollway_csrf`. Requests authenticated by the cookie that change something
     (POST, PUT, PATCH, DELETE) must send the CSRF token in `X-CSRF-Token` (403 `csrf_failed`).
     """
+    attempt = _attempt(body, request)
+    check = await _check_password(attempt, database, clock)
     opened = await auth_service.open_dashboard_session(
-        session, settings=settings, attempt=_attempt(body, request), now=clock.now()
+        await get_session(request),
+        settings=settings,
+        attempt=attempt,
+        check=check,
+        now=clock.now(),
     )
     _set_session_cookies(response, opened, settings)
     return DashboardSessionOut(

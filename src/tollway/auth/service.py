@@ -75,6 +75,18 @@ class LoginAttempt:
     organization_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """The verdict on a login's password, reached outside any transaction (hashing takes
+    tens to hundreds of milliseconds; no database lock or connection waits for it)."""
+
+    user_id: str | None
+    #: The stored hash that was checked; if it changed meanwhile, the check is redone.
+    password_hash: str | None
+    valid: bool
+    upgraded_hash: str | None
+
+
 def throttle_policy(settings: Settings) -> ThrottlePolicy:
     return ThrottlePolicy(
         max_failures=settings.login_max_failures,
@@ -133,10 +145,13 @@ class AuthService:
         keys: KeyRing,
         settings: Settings,
         attempt: LoginAttempt,
+        check: PasswordCheck,
         now: datetime,
     ) -> IssuedSession:
         """Password (and TOTP code, when on) for an access and a refresh token."""
-        user = await self.verify_login(session, settings=settings, attempt=attempt, now=now)
+        user = await self.verify_login(
+            session, settings=settings, attempt=attempt, check=check, now=now
+        )
         membership = await self._membership(
             session, user=user, organization_id=attempt.organization_id
         )
@@ -151,10 +166,13 @@ class AuthService:
         *,
         settings: Settings,
         attempt: LoginAttempt,
+        check: PasswordCheck,
         now: datetime,
     ) -> OpenedSession:
         """Password (and TOTP code, when on) for a dashboard cookie session."""
-        user = await self.verify_login(session, settings=settings, attempt=attempt, now=now)
+        user = await self.verify_login(
+            session, settings=settings, attempt=attempt, check=check, now=now
+        )
         membership = await self._membership(
             session, user=user, organization_id=attempt.organization_id
         )
@@ -198,21 +216,52 @@ class AuthService:
             now=now,
         )
 
-    async def verify_login(
-        self, session: AsyncSession, *, settings: Settings, attempt: LoginAttempt, now: datetime
-    ) -> User:
-        """The user whose credentials these are, or a counted failure.
-
-        Order matters: a locked account or address is refused before any password is
-        checked; a wrong password and a wrong TOTP code both count as failures; the
-        password hash is upgraded (bcrypt -> argon2id) only once the whole login holds.
-        """
+    async def look_up_login(
+        self, session: AsyncSession, *, attempt: LoginAttempt, now: datetime
+    ) -> tuple[str | None, str | None]:
+        """Step one of a login, read-only: refuse a locked account or address (429
+        ``login_throttled``) before any hashing; answer (user id, stored hash) or Nones."""
         keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
         await login_throttle_service.check(session, keys=keys, now=now)
         user = await account_service.get_user_by_email(session, attempt.email)
-        valid, upgraded_hash = await verify_password_in_thread(
-            attempt.password, user.password_hash if user else None
+        return (user.id, user.password_hash) if user is not None else (None, None)
+
+    async def check_password(
+        self, *, user_id: str | None, password_hash: str | None, password: str
+    ) -> PasswordCheck:
+        """Step two, without a session: verify the password (the same work for an unknown
+        email, whose hash is None, as for a known one)."""
+        valid, upgraded_hash = await verify_password_in_thread(password, password_hash)
+        return PasswordCheck(
+            user_id=user_id, password_hash=password_hash, valid=valid, upgraded_hash=upgraded_hash
         )
+
+    async def verify_login(
+        self,
+        session: AsyncSession,
+        *,
+        settings: Settings,
+        attempt: LoginAttempt,
+        check: PasswordCheck,
+        now: datetime,
+    ) -> User:
+        """Step three, in the write transaction: the user whose credentials these are, or
+        a counted failure.
+
+        A wrong password and a wrong TOTP code both count as failures (the error keeps
+        its transaction's writes); the password hash is upgraded (bcrypt -> argon2id)
+        only once the whole login holds.
+        """
+        keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
+        user = await account_service.get_user_by_email(session, attempt.email)
+        valid, upgraded_hash = check.valid, check.upgraded_hash
+        if user is not None and (
+            user.id != check.user_id or user.password_hash != check.password_hash
+        ):
+            # The account or its password changed since step two: judge again.
+            valid, upgraded_hash = await verify_password_in_thread(
+                attempt.password, user.password_hash
+            )
         if user is None or not valid or user.disabled_at is not None:
             await login_throttle_service.record_failure(
                 session,
