@@ -14,7 +14,7 @@ from fastapi import APIRouter
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
-    "tollway.accounts": ("service", "endpoints"),
+    "tollway.accounts": ("service", "endpoints", "tasks"),
     "tollway.auth": ("endpoints", "tasks"),
     "tollway.api_keys": ("endpoints",),
 }

@@ -6,11 +6,13 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from tests.fixtures.identity import PASSWORD, Account, create_api_key, register
+from tests.fixtures.identity import PASSWORD, Account, create_api_key, login, register
+from tollway.accounts.tasks import purge_expired_invitations
 from tollway.audit.models import AuditEntry
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.kit.outbox import outbox
+from tollway.kit.sweeps import SweepContext
 
 
 def members_url(account: Account) -> str:
@@ -120,6 +122,22 @@ class TestMembers:
         # Dave still lands in his own organization; he can log into Alice's.
         assert dave.organization_id != alice.organization_id
         await login_into(client, dave, alice.organization_id)
+
+    async def test_an_expired_invitation_is_not_accepted_and_is_swept(
+        self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock, database: Database
+    ) -> None:
+        alice = await register(client)
+        await add(client, alice, "late@example.com", "admin")
+        clock.advance(days=14, seconds=1)
+        alice = await login(client, alice)  # the first access token has long expired
+        context = SweepContext(database=database, clock=clock, settings=app.state.settings)
+        late = await register(client, email="late@example.com")
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert late.user_id not in {m["user_id"] for m in listed["items"]}
+        assert await purge_expired_invitations(context) == 1
+        assert await purge_expired_invitations(context) == 0
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert listed["invitations"] == []
 
     async def test_an_invitation_can_be_withdrawn(self, client: httpx.AsyncClient) -> None:
         alice = await register(client)

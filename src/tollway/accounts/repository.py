@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Invitation, Membership, Organization, User
@@ -95,6 +95,10 @@ class InvitationRepository(Repository[Invitation]):
             .order_by(Invitation.id)
         )
         return list((await self.session.execute(statement)).scalars())
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        result = await self.session.execute(delete(Invitation).where(Invitation.expires_at <= now))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def list_open_for_email(self, email: str, *, now: datetime) -> list[Invitation]:
         statement = (

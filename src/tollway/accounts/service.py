@@ -467,6 +467,9 @@ class AccountService:
             occurred_at=now,
         )
 
+    async def purge_expired_invitations(self, session: AsyncSession, *, now: datetime) -> int:
+        return await repository.invitations(session).purge_expired(now=now)
+
     def check_role(self, role: str) -> str:
         if role not in ROLES:
             raise Unprocessable(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
