@@ -1,7 +1,7 @@
 """entitlements: catalog versions, plans, usage
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-23 18:56:24.447516
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import tollway.kit.models
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
