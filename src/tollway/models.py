@@ -12,6 +12,7 @@ from tollway.audit import models as audit_models
 from tollway.auth import models as auth_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
+from tollway.ledger import models as ledger_models
 
 metadata = Base.metadata
 
@@ -21,6 +22,7 @@ __all__ = [
     "audit_models",
     "auth_models",
     "idempotency",
+    "ledger_models",
     "metadata",
     "outbox",
 ]

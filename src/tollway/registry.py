@@ -14,6 +14,7 @@ from fastapi import APIRouter
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
+    "tollway.ledger": ("endpoints", "tasks"),
 }
 
 
