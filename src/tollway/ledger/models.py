@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tollway.kit.models import Base, id_column
 
@@ -109,6 +109,9 @@ class CreditEntry(Base):
     transfer_kind: Mapped[str] = mapped_column(String(20), nullable=False)
     amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     occurred_at: Mapped[datetime] = mapped_column(nullable=False)
+
+    #: Never loaded; it tells the unit of work to insert the transfer before its entries.
+    transfer: Mapped[CreditTransfer] = relationship(lazy="raise")
 
 
 class CreditGrant(Base):
