@@ -466,7 +466,9 @@ class TestExpiryAndReversal:
                 period_end=end,
                 rollover_cap=50,
             )
-        assert first is not None and again is not None and first.id == again.id
+        assert first is not None
+        assert again is not None
+        assert first.id == again.id
         await reserve(database, clock, organization_id, 10)
         clock.set(end)
         async with database.transaction() as session:
