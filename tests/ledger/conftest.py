@@ -47,7 +47,8 @@ async def assert_books_balance(database: Database, organization_id: str) -> dict
         transfers = await repository.list_transfers(session, organization_id=organization_id)
     assert {transfer.id for transfer in transfers} == set(per_transfer)
     assert all(total == 0 for total in per_transfer.values()), per_transfer
-    balances = {kind: account.balance for kind, account in accounts.items()}
+    balances = {kind.value: 0 for kind in AccountKind}
+    balances.update({kind: account.balance for kind, account in accounts.items()})
     for kind in AccountKind:
         assert balances.get(kind.value, 0) == per_account.get(kind.value, 0), kind
     assert sum(balances.values()) == 0
