@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import TypeVar
 
 from hypothesis import HealthCheck, given, settings
@@ -155,7 +156,7 @@ class TestLedgerProperties:
                         now + timedelta(seconds=expires_in) if isinstance(expires_in, int) else None
                     )
                     async with database.transaction() as session:
-                        lot = await ledger_service.grant(
+                        created = await ledger_service.grant(
                             session,
                             organization_id=organization_id,
                             amount=amount,
@@ -165,7 +166,9 @@ class TestLedgerProperties:
                             priority=priority,
                             reason="property",
                         )
-                    model.lots.append(Lot(lot.id, amount, expires_at, priority, len(model.lots)))
+                    model.lots.append(
+                        Lot(created.id, amount, expires_at, priority, len(model.lots))
+                    )
                     model.granted += amount
                 case ("reserve", int(amount), int(ttl)):
                     expected_ok = model.available(now) >= amount
@@ -197,7 +200,7 @@ class TestLedgerProperties:
                     model.holds.append(Hold(held.id, amount, taken, now + timedelta(seconds=ttl)))
                 case ("commit", int(index), fraction) if model.holds:
                     hold = model.holds[index % len(model.holds)]
-                    amount = int(hold.amount * fraction)  # type: ignore[operator]
+                    amount = int(hold.amount * Fraction(str(fraction)))
                     async with database.transaction() as session:
                         result = await outcome(
                             ledger_service.commit(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -51,7 +53,7 @@ async def balance(database: Database, clock: ManualClock, organization_id: str) 
 
 
 async def reserve(
-    database: Database, clock: ManualClock, organization_id: str, amount: int, **kwargs: object
+    database: Database, clock: ManualClock, organization_id: str, amount: int, **kwargs: Any
 ) -> str:
     async with database.transaction() as session:
         reservation = await ledger_service.reserve(
@@ -59,14 +61,14 @@ async def reserve(
             organization_id=organization_id,
             amount=amount,
             now=clock.now(),
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         return reservation.id
 
 
-async def error_of(work: object) -> TollwayError:
+async def error_of(work: Awaitable[object]) -> TollwayError:
     with pytest.raises(TollwayError) as raised:
-        await work  # type: ignore[misc]
+        await work
     return raised.value
 
 
