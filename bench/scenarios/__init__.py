@@ -44,4 +44,10 @@ def auth_me(server: Server, options: Options) -> dict[str, Any]:
     return {"load": result.as_dict(), "goal": {"ratio_to_baseline": ">= 0.60"}}
 
 
-SCENARIOS: dict[str, Scenario] = {"health": health, "auth_me": auth_me}
+from bench.scenarios.credits import credits_reserve_commit  # noqa: E402 - needs Options above
+
+SCENARIOS: dict[str, Scenario] = {
+    "health": health,
+    "auth_me": auth_me,
+    "credits_reserve_commit": credits_reserve_commit,
+}
