@@ -187,3 +187,16 @@ class TestAbuseBattery:
         assert getattr(raised.value, "code", None) == "output_too_large"
         abuse_service.check_output(2000)
         abuse_service.check_output(None)
+
+
+class TestAbuseBatteryOrdering:
+    async def test_without_a_minimum_gap_a_request_timed_before_the_last_one_passes(
+        self, database: Database, clock: ManualClock, organization_id: str
+    ) -> None:
+        policy = AbusePolicy(min_interval_seconds=0)
+        clock.advance(5)
+        assert (await evaluate(database, clock, organization_id, policy=policy)).allowed
+        clock.advance(-1)  # read its time before the previous request took the lock
+        assert (await evaluate(database, clock, organization_id, policy=policy)).allowed
+        clock.advance(-1)
+        assert (await evaluate(database, clock, organization_id)).code == "too_frequent"

@@ -146,7 +146,10 @@ class AbuseService:
                 f"at most {policy.requests_per_minute} credit-spending requests a minute",
             )
         gap = timedelta(seconds=policy.min_interval_seconds)
-        if state.last_request_at is not None and now - state.last_request_at < gap:
+        # ``now`` is read before the caller waited for the organization's lock, so a
+        # concurrent request may have stored a later time: with no minimum gap that is
+        # no reason to refuse.
+        if gap and state.last_request_at is not None and now - state.last_request_at < gap:
             return AbuseDecision(
                 False,
                 "too_frequent",
@@ -154,7 +157,7 @@ class AbuseService:
                 f"at least {policy.min_interval_seconds:g} s between credit-spending requests",
             )
         state.minute_requests += 1
-        state.last_request_at = now
+        state.last_request_at = max(now, state.last_request_at or now)
         await self._count_credits(session, state, credits=credits, now=now, policy=policy)
         return AbuseDecision(True)
 
