@@ -14,6 +14,7 @@ from tollway.accounts.passwords import check_policy, hash_password
 from tollway.audit.service import audit_service
 from tollway.auth.scopes import ROLES
 from tollway.errors import Conflict, NotFound, Unprocessable
+from tollway.kit.cache import TTLCache
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 
@@ -34,7 +35,21 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+@dataclass(frozen=True, slots=True)
+class OrganizationView:
+    """What callers show of an organization; cheap to cache."""
+
+    id: str
+    name: str
+    billing_country: str | None
+    billing_email: str | None
+    created_at: datetime
+
+
 class AccountService:
+    def __init__(self) -> None:
+        self._organizations: TTLCache[str, OrganizationView] = TTLCache()
+
     async def register(
         self,
         session: AsyncSession,
@@ -121,6 +136,24 @@ class AccountService:
         if organization is None:
             raise NotFound("no such organization")
         return organization
+
+    async def organization_view(
+        self, session: AsyncSession, organization_id: str, *, now: datetime
+    ) -> OrganizationView:
+        """The organization as callers see it, read at most once a second per process."""
+        hit, view = self._organizations.get(organization_id, now=now)
+        if hit and view is not None:
+            return view
+        organization = await self.get_organization(session, organization_id)
+        view = OrganizationView(
+            id=organization.id,
+            name=organization.name,
+            billing_country=organization.billing_country,
+            billing_email=organization.billing_email,
+            created_at=organization.created_at,
+        )
+        self._organizations.put(organization_id, view, now=now)
+        return view
 
     async def get_membership(
         self, session: AsyncSession, *, user_id: str, organization_id: str

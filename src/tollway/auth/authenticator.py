@@ -30,6 +30,7 @@ from tollway.auth.tokens import InvalidToken, decode_access_token
 from tollway.config import Settings
 from tollway.db import Database
 from tollway.errors import Unauthorized
+from tollway.kit.cache import TTLCache
 from tollway.kit.clock import Clock
 from tollway.kit.signing import KeyRing
 
@@ -59,7 +60,9 @@ class TollwayAuthenticator:
         self.keys = keys
         self._pepper = settings.secret("api_key_pepper")
         self._cache_ttl = timedelta(seconds=CACHE_SECONDS)
-        self._keys: dict[str, tuple[_KeySnapshot | None, datetime]] = {}
+        self._keys: TTLCache[str, _KeySnapshot | None] = TTLCache(
+            ttl=self._cache_ttl, max_entries=MAX_CACHED_KEYS
+        )
         self._revoked: set[str] = set()
         self._revoked_loaded_at: datetime | None = None
         self._used: dict[str, datetime] = {}
@@ -126,9 +129,9 @@ class TollwayAuthenticator:
 
     async def _key_snapshot(self, key: str, now: datetime) -> _KeySnapshot | None:
         key_hash = digest(key, self._pepper)
-        cached = self._keys.get(key_hash)
-        if cached is not None and cached[1] <= now < cached[1] + self._cache_ttl:
-            return cached[0]
+        hit, cached = self._keys.get(key_hash, now=now)
+        if hit:
+            return cached
         async with self.database.transaction(write=False) as session:
             record = await api_key_service.lookup(session, key=key, pepper=self._pepper)
             snapshot = (
@@ -143,16 +146,12 @@ class TollwayAuthenticator:
                     created_by_user_id=record.created_by_user_id,
                 )
             )
-        if len(self._keys) >= MAX_CACHED_KEYS:
-            self._keys.clear()
-        self._keys[key_hash] = (snapshot, now)
+        self._keys.put(key_hash, snapshot, now=now)
         return snapshot
 
     def forget_api_key(self, key_id: str) -> None:
         """Drop a key from this process's cache at once (its revocation was made here)."""
-        for key_hash, (snapshot, _at) in list(self._keys.items()):
-            if snapshot is not None and snapshot.id == key_id:
-                del self._keys[key_hash]
+        self._keys.discard_where(lambda snapshot: snapshot is not None and snapshot.id == key_id)
 
     def note_revoked_token(self, token_id: str) -> None:
         """Refuse an access token in this process at once (it was revoked here)."""

@@ -110,9 +110,11 @@ async def validate(body: ValidateIn, request: Request, session: SessionDep) -> V
 
 
 @router.get("/me", response_model=Me)
-async def me(principal: CurrentPrincipal, session: SessionDep) -> Me:
+async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) -> Me:
     """Who the credential belongs to: user (none for an API key), organization, role, tier."""
-    organization = await account_service.get_organization(session, principal.organization_id)
+    organization = await account_service.organization_view(
+        session, principal.organization_id, now=clock.now()
+    )
     user = (
         await account_service.get_user(session, principal.user_id)
         if principal.kind == "user" and principal.user_id is not None
