@@ -266,7 +266,6 @@ class AbuseService:
                 organization_id=state.organization_id,
                 occurred_at=now,
             )
-        await session.flush()
 
     async def list_fraud_flags(
         self, session: AsyncSession, *, params: PageParams, organization_id: str | None = None

@@ -23,7 +23,8 @@ Concurrency: every write takes the organization's wallet row lock first
 (:func:`repository.lock_accounts`; on SQLite write transactions are serialised by the
 database's writer lock), then checks and changes. ``available`` therefore never goes
 below zero however many reserves run at once. Services only flush; the caller's edge
-commits. Every transfer writes an audit entry in the same transaction.
+commits (and flushes what is pending: the hot paths leave it to that single flush).
+Every transfer writes an audit entry in the same transaction.
 """
 
 from __future__ import annotations
@@ -426,6 +427,10 @@ class LedgerService:
                         "this idempotency key was used for another reservation"
                     )
                 return existing
+        # Read the lots before the battery changes its state: one flush, at commit.
+        grants = await repository.list_spendable_grants(
+            session, organization_id=organization_id, now=now
+        )
         if abuse_policy is not None:
             await abuse_service.enforce(
                 session,
@@ -435,9 +440,6 @@ class LedgerService:
                 now=now,
                 policy=abuse_policy,
             )
-        grants = await repository.list_spendable_grants(
-            session, organization_id=organization_id, now=now
-        )
         available = sum(grant.remaining for grant in grants)
         if available < amount:
             await abuse_service.record_failure(
@@ -481,7 +483,6 @@ class LedgerService:
             reservation_id=reservation.id,
             description=feature,
         )
-        await session.flush()
         return reservation
 
     async def commit(
@@ -551,7 +552,6 @@ class LedgerService:
             description=reservation.feature,
             low_balance_threshold=low_balance_threshold,
         )
-        await session.flush()
         return CommitResult(reservation, committed, rest)
 
     async def release(
@@ -656,7 +656,6 @@ class LedgerService:
             reservation_id=reservation.id,
             description=status.value,
         )
-        await session.flush()
 
     async def _return_held(
         self, session: AsyncSession, reservation: Reservation, *, amount: int, now: datetime
