@@ -395,3 +395,27 @@ class TestAbuseBattery:
             403,
             "admin_only",
         )
+
+
+class TestMetrics:
+    async def test_committed_credit_movements_are_counted(
+        self, client: httpx.AsyncClient, admin: Account, account: Account, clock: ManualClock
+    ) -> None:
+        def committed_so_far(text: str) -> float:
+            for line in text.splitlines():
+                if line.startswith('tollway_credits_total{kind="commit"}'):
+                    return float(line.split()[-1])
+            return 0.0
+
+        before = committed_so_far((await client.get("/metrics")).text)
+        await funded(client, admin, account, 50)
+        held = (await reserve(client, account, clock, 5)).json()["id"]
+        await client.post(
+            f"{RESERVATIONS}/{held}/commit", json={"amount": 4}, headers=account.headers
+        )
+        # A refused commit moves nothing and counts nothing.
+        await client.post(
+            f"{RESERVATIONS}/{held}/commit", json={"amount": 3}, headers=account.headers
+        )
+        after = committed_so_far((await client.get("/metrics")).text)
+        assert after - before == 4

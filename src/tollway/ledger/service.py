@@ -33,9 +33,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from tollway.audit.service import audit_service
+from tollway.db import TollwaySession
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
@@ -64,6 +67,7 @@ from tollway.ledger.models import (
     ReservationStatus,
     TransferKind,
 )
+from tollway.observability.metrics import CREDITS_MOVED
 
 DEFAULT_HOLD_TTL_SECONDS = 30
 DEFAULT_MAX_HOLD_TTL_SECONDS = 3600
@@ -78,6 +82,9 @@ DEFAULT_PRIORITY: dict[GrantSource, int] = {
 }
 
 Accounts = dict[str, CreditAccount]
+
+#: Transfers of the open transaction, counted in the metrics once it commits.
+_UNCOUNTED = "tollway.ledger.uncounted"
 
 
 class LedgerImbalance(AssertionError):
@@ -737,6 +744,11 @@ class LedgerService:
                 )
             )
         repository.add_transfer(session, transfer, entries)
+        # A commit counts what it spent; the part it gave back is not "committed".
+        counted = (
+            legs.get(AccountKind.SPENDING, 0) if kind is TransferKind.COMMIT else transfer.amount
+        )
+        session.sync_session.info.setdefault(_UNCOUNTED, []).append((kind.value, counted))
         audit_service.record(
             session,
             action=f"credits.{kind.value}",
@@ -786,5 +798,19 @@ class LedgerService:
         elif after >= threshold and wallet.low_balance_notified:
             wallet.low_balance_notified = False
 
+
+def _count_committed(session: Session) -> None:
+    for kind, amount in session.info.pop(_UNCOUNTED, []):
+        CREDITS_MOVED.labels(kind=kind).inc(amount)
+
+
+def _forget_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    # Runs after after_commit; only the outermost transaction's end (a rollback) drops.
+    if transaction.parent is None:
+        session.info.pop(_UNCOUNTED, None)
+
+
+event.listen(TollwaySession, "after_commit", _count_committed)
+event.listen(TollwaySession, "after_transaction_end", _forget_uncommitted)
 
 ledger_service = LedgerService()
