@@ -253,6 +253,26 @@ class TestHolds:
         error = await error_of(reserve(database, clock, organization_id, 1, ttl_seconds=0))
         assert error.code == "invalid_ttl"
 
+    @pytest.mark.parametrize(
+        ("extra", "code"),
+        [
+            ({"idempotency_key": "k" * 256}, "invalid_idempotency_key"),
+            ({"feature": "f" * 101}, "validation_error"),
+            ({"subject": "s" * 101}, "validation_error"),
+        ],
+    )
+    async def test_overlong_labels_are_refused_before_anything_is_written(
+        self,
+        database: Database,
+        clock: ManualClock,
+        organization_id: str,
+        extra: dict[str, str],
+        code: str,
+    ) -> None:
+        await grant(database, clock, organization_id, 3)
+        error = await error_of(reserve(database, clock, organization_id, 1, **extra))
+        assert (error.status, error.code) == (422, code)
+
     async def test_commit_above_the_hold_is_refused(
         self, database: Database, clock: ManualClock, organization_id: str
     ) -> None:

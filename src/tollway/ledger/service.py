@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from tollway.audit.service import audit_service
 from tollway.db import TollwaySession
+from tollway.errors import Unprocessable
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
@@ -183,6 +184,8 @@ class LedgerService:
             ) from None
         if expires_at is not None and expires_at <= now:
             raise InvalidAmount("expires_at must be in the future", code="invalid_expiry")
+        if reference is not None and not 1 <= len(reference) <= 200:
+            raise Unprocessable("reference must be 1-200 characters")
         if rollover_cap is not None and rollover_cap < 0:
             raise InvalidAmount("rollover_cap must not be negative")
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
@@ -421,6 +424,14 @@ class LedgerService:
         expiry, oldest.
         """
         _require_positive(amount)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise Unprocessable(
+                "idempotency_key must be 1-255 characters", code="invalid_idempotency_key"
+            )
+        if feature is not None and len(feature) > 100:
+            raise Unprocessable("feature must be at most 100 characters")
+        if subject is not None and len(subject) > 100:
+            raise Unprocessable("subject must be at most 100 characters")
         if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= max_ttl_seconds:
             raise InvalidTtl(f"ttl_seconds must be between 1 and {max_ttl_seconds}")
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
