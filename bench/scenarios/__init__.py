@@ -65,10 +65,13 @@ def auth_me_session(server: Server, options: Options) -> dict[str, Any]:
     return {"load": result.as_dict()}
 
 
+from bench.scenarios.credits import credits_reserve_commit  # noqa: E402 - needs Options above
+
 SCENARIOS: dict[str, Scenario] = {
     "health": health,
     "auth_me": auth_me,
     "auth_me_session": auth_me_session,
     "authorize": authorize,
     "usage_batch": usage_batch,
+    "credits_reserve_commit": credits_reserve_commit,
 }

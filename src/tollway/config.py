@@ -102,6 +102,23 @@ class Settings(BaseSettings):
     payment_provider: Literal["sandbox", "stripe"] = Field(
         "sandbox", description="sandbox (offline, default) or stripe"
     )
+    credits_hold_ttl_seconds: int = Field(
+        30, ge=1, description="how long a credit hold lives when the caller names no ttl_seconds"
+    )
+    credits_hold_max_ttl_seconds: int = Field(
+        3600, ge=1, description="the longest ttl_seconds a credit hold may ask for"
+    )
+    credits_low_balance_threshold: int = Field(
+        10,
+        ge=0,
+        description="a credits.low_balance event is published when the balance drops below "
+        "this (0: never)",
+    )
+    abuse_policy: dict[str, int | float] = Field(
+        default_factory=dict,
+        description="JSON overrides of the abuse battery's defaults for credit spending, "
+        'e.g. {"requests_per_minute": 60, "min_interval_seconds": 1}',
+    )
     secret_key: SecretStr | None = Field(
         None, description="signs tokens and sessions; generated in development"
     )
@@ -166,6 +183,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
+        return value
+
+    @field_validator("abuse_policy")
+    @classmethod
+    def _known_abuse_settings(cls, value: dict[str, int | float]) -> dict[str, int | float]:
+        from tollway.ledger.abuse import AbusePolicy  # the ledger imports settings' users
+
+        AbusePolicy.from_mapping(value)
         return value
 
     @cached_property

@@ -12,6 +12,7 @@ from tollway.audit import models as audit_models
 from tollway.auth import models as auth_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
+from tollway.ledger import models as ledger_models
 from tollway.metering import models as metering_models
 from tollway.plans import models as plans_models
 
@@ -23,6 +24,7 @@ __all__ = [
     "audit_models",
     "auth_models",
     "idempotency",
+    "ledger_models",
     "metadata",
     "metering_models",
     "outbox",

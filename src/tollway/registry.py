@@ -20,6 +20,7 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.plans": ("endpoints",),
     "tollway.metering": ("endpoints",),
     "tollway.entitlements": ("endpoints",),
+    "tollway.ledger": ("endpoints", "tasks"),
 }
 
 

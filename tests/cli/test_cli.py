@@ -1,3 +1,4 @@
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,61 @@ class TestIdentityCommands:
         unknown = runner.invoke(app, ["admin", "reset-2fa", "--email", "nobody@example.com"])
         assert unknown.exit_code == 1
         assert "not_found" in unknown.output
+
+
+class TestCreditsCommands:
+    def test_credits_grant_books_a_grant_an_operator_can_audit(self, environment: Path) -> None:
+        created = runner.invoke(
+            app, ["admin", "create", "--email", "ops@example.com", "--password", "a strong pass 1"]
+        )
+        assert created.exit_code == 0, created.output
+        with sqlite3.connect(environment / "cli.db") as connection:
+            (organization_id,) = connection.execute("SELECT id FROM organizations").fetchone()
+        granted = runner.invoke(
+            app,
+            [
+                "credits",
+                "grant",
+                "--org",
+                organization_id,
+                "--amount",
+                "25",
+                "--reason",
+                "goodwill",
+            ],
+        )
+        assert granted.exit_code == 0, granted.output
+        assert f"granted 25 credits to {organization_id}" in granted.output
+        with sqlite3.connect(environment / "cli.db") as connection:
+            wallet = connection.execute(
+                "SELECT balance FROM credit_accounts WHERE kind = 'wallet'"
+            ).fetchone()
+            actors = connection.execute(
+                "SELECT actor FROM audit_log WHERE action = 'credits.grant'"
+            ).fetchall()
+        assert wallet == (25,)
+        assert actors == [("cli",)]
+        assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+    def test_credits_grant_refuses_bad_input_with_its_code(self, environment: Path) -> None:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        unknown = runner.invoke(
+            app,
+            [
+                "credits",
+                "grant",
+                "--org",
+                "org_01JD8X3N5Q8W6Y2ZB4C7D9E0F1",
+                "--amount",
+                "5",
+                "--reason",
+                "x",
+            ],
+        )
+        assert unknown.exit_code == 1
+        assert "organization_not_found" in unknown.output
+        zero = runner.invoke(
+            app, ["credits", "grant", "--org", "org_x", "--amount", "0", "--reason", "x"]
+        )
+        assert zero.exit_code == 1
+        assert "invalid_amount" in zero.output

@@ -17,6 +17,7 @@ from tollway.db import Database
 from tollway.entitlements.seams import AbuseVerdict, CreditsHold
 from tollway.entitlements.service import EntitlementsRuntime
 from tollway.kit.clock import ManualClock
+from tollway.ledger.service import ledger_service
 from tollway.plans.catalog import AbuseLimits
 
 
@@ -221,23 +222,54 @@ class TestDenials:
         assert await used(client, account, "sync_runs") == 5
 
     async def test_insufficient_credits_takes_the_quota_back(
-        self, app: FastAPI, client: httpx.AsyncClient, account: Account, headers: dict[str, str]
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
     ) -> None:
         await put_on_plan(app, account.organization_id, "pro")
         runtime(app).credits = FakeCredits(balance=4)
         allowed = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+        clock.advance(seconds=4)  # past the abuse battery's minimum gap
         denied = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
         assert (allowed["allowed"], allowed["reservation_id"]) == (True, "res_fake")
         assert (denied["allowed"], denied["code"]) == (False, "insufficient_credits")
         assert await used(client, account, "ai_requests") == 1
 
-    async def test_without_a_ledger_credits_are_unavailable(
-        self, app: FastAPI, client: httpx.AsyncClient, account: Account, headers: dict[str, str]
+    async def test_credits_are_held_in_the_ledger_and_the_abuse_battery_applies(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
     ) -> None:
         await put_on_plan(app, account.organization_id, "pro")
-        body = (await authorize(client, headers, feature="ai.generate", credits=2)).json()
-        assert (body["allowed"], body["code"]) == (False, "credits_unavailable")
-        assert await used(client, account, "ai_requests") == 0
+        database: Database = app.state.database
+        async with database.transaction() as session:
+            await ledger_service.grant(
+                session,
+                organization_id=account.organization_id,
+                amount=5,
+                source="admin",
+                now=clock.now(),
+                reason="test credits",
+            )
+        held = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+        assert held["allowed"] is True
+        assert held["reservation_id"].startswith("res_")
+        # The seed's minimum gap of 3 s between credit-spending requests.
+        at_once = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+        assert (at_once["allowed"], at_once["code"]) == (False, "too_frequent")
+        too_big = (await authorize(client, headers, feature="ai.generate", credits=11)).json()
+        assert (too_big["allowed"], too_big["code"]) == (False, "request_too_large")
+        clock.advance(seconds=4)
+        short = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+        assert (short["allowed"], short["code"]) == (False, "insufficient_credits")
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert (balance["balance"], balance["reserved"], balance["available"]) == (5, 3, 2)
 
     async def test_a_revoked_key_is_401_invalid_api_key(
         self, client: httpx.AsyncClient, account: Account

@@ -29,7 +29,7 @@ async def authorize(body: AuthorizeIn, principal: AuthorizeKey, request: Request
     §5 run in order and the first failure answers ``allowed: false`` with its ``code``:
     ``license_degraded``, ``feature_not_in_plan``, ``rate_limited`` (``Retry-After``),
     ``too_frequent``, ``request_too_large``, ``temporarily_blocked``, ``quota_exceeded``,
-    ``insufficient_credits`` / ``credits_unavailable``. An allowed decision has recorded
+    ``insufficient_credits``. An allowed decision has recorded
     its usage event (and reserved ``credits``) durably before it is answered; a retry
     with the same ``idempotency_key`` is answered again without counting twice.
     ``RateLimit-*`` headers come with every answer of a rate-limited feature. An

@@ -2,9 +2,8 @@
 
 Entitlements owns the order of the checks (DESIGN.md §5); the ledger owns what the
 abuse battery remembers and where credits are held. These protocols are the whole
-contract between the two. Until the ledger is installed the defaults below stand
-in: no abuse battery, and no credits (a request for credits is denied with
-``credits_unavailable``).
+contract between the two; the adapters below connect them to :mod:`tollway.ledger`
+(tests may install other implementations on the runtime).
 """
 
 from __future__ import annotations
@@ -15,6 +14,9 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.ledger.abuse import AbusePolicy, abuse_service
+from tollway.ledger.errors import IdempotencyKeyReused, InsufficientCredits
+from tollway.ledger.service import ledger_service
 from tollway.plans.catalog import AbuseLimits
 
 
@@ -71,8 +73,22 @@ class CreditsReserver(Protocol):
     ) -> CreditsHold: ...
 
 
-class NoAbuseBattery:
-    """No abuse battery installed: every request passes step 4's ledger part."""
+def abuse_policy(limits: AbuseLimits) -> AbusePolicy:
+    """The ledger's abuse policy for a plan's catalog limits."""
+    return AbusePolicy(
+        requests_per_minute=limits.requests_per_minute,
+        min_interval_seconds=limits.min_interval_seconds,
+        max_credits_per_request=limits.max_credits_per_request,
+        max_output_units=limits.max_output_units,
+        fraud_credits_per_hour=limits.fraud_credits_per_hour,
+        max_failures=limits.max_failures,
+        failure_window_seconds=limits.failure_window_seconds,
+        block_seconds=limits.block_seconds,
+    )
+
+
+class LedgerAbuseBattery:
+    """Step 4's ledger part: the abuse battery of :mod:`tollway.ledger.abuse`."""
 
     async def evaluate(
         self,
@@ -84,11 +100,24 @@ class NoAbuseBattery:
         now: datetime,
         limits: AbuseLimits,
     ) -> AbuseVerdict:
-        return AbuseVerdict(allowed=True)
+        decision = await abuse_service.evaluate(
+            session,
+            organization_id=organization_id,
+            subject=subject,
+            credits=credits,
+            now=now,
+            policy=abuse_policy(limits),
+        )
+        return AbuseVerdict(
+            allowed=decision.allowed,
+            code=decision.code,
+            retry_after=decision.retry_after,
+            detail=decision.detail,
+        )
 
 
-class NoCredits:
-    """No credit ledger installed: a decision that needs credits cannot be allowed."""
+class LedgerCredits:
+    """Step 6: a hold in the credit ledger, released by its TTL unless committed."""
 
     async def reserve(
         self,
@@ -101,9 +130,20 @@ class NoCredits:
         idempotency_key: str | None,
         subject: str | None,
     ) -> CreditsHold:
-        return CreditsHold(
-            reservation_id=None,
-            allowed=False,
-            code="credits_unavailable",
-            detail="this Tollway has no credit ledger; ask for credits: 0",
-        )
+        try:
+            reservation = await ledger_service.reserve(
+                session,
+                organization_id=organization_id,
+                amount=amount,
+                now=now,
+                feature=feature,
+                idempotency_key=idempotency_key,
+                subject=subject,
+            )
+        except (InsufficientCredits, IdempotencyKeyReused) as refusal:
+            # The ledger kept what it counts (a failure for the abuse battery); the
+            # decision answers ``allowed: false`` with the ledger's code.
+            return CreditsHold(
+                reservation_id=None, allowed=False, code=refusal.code, detail=refusal.detail
+            )
+        return CreditsHold(reservation_id=reservation.id)

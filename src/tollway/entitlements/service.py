@@ -9,8 +9,7 @@ Checks in order, the first failure wins:
    asked for, the ledger's abuse battery (``too_frequent``, ``request_too_large``,
    ``temporarily_blocked``, its own ``rate_limited``)
 5. the quota of the period (``quota_exceeded``), hard or soft per plan
-6. credits: reserve ``credits`` if > 0 (``insufficient_credits``; ``credits_unavailable``
-   while no ledger is installed)
+6. credits: reserve ``credits`` if > 0 (``insufficient_credits``)
 7. the usage event, idempotent on ``idempotency_key``
 
 Steps 1-4 (rate limit) read only caches and the rate limiter. Steps 4 (abuse), 5, 6
@@ -34,8 +33,8 @@ from tollway.entitlements.ratelimit import RateLimiter, RateLimitStatus
 from tollway.entitlements.seams import (
     AbuseBattery,
     CreditsReserver,
-    NoAbuseBattery,
-    NoCredits,
+    LedgerAbuseBattery,
+    LedgerCredits,
 )
 from tollway.entitlements.writer import GroupCommitter
 from tollway.errors import Unprocessable
@@ -63,8 +62,8 @@ class EntitlementsRuntime:
     limiter: RateLimiter
     cache: EntitlementsCache
     committer: GroupCommitter
-    abuse: AbuseBattery = field(default_factory=NoAbuseBattery)
-    credits: CreditsReserver = field(default_factory=NoCredits)
+    abuse: AbuseBattery = field(default_factory=LedgerAbuseBattery)
+    credits: CreditsReserver = field(default_factory=LedgerCredits)
 
     async def close(self) -> None:
         await self.limiter.close()

@@ -28,6 +28,12 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+CREDITS_MOVED = Counter(
+    "tollway_credits_total",
+    "Credits moved by committed ledger transfers, by kind (grant, reserve, commit: the "
+    "part spent, release, expire, reverse).",
+    ["kind"],
+)
 
 
 def render_metrics() -> tuple[bytes, str]:

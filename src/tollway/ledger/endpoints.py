@@ -1,0 +1,220 @@
+"""Credits: balance, ledger, holds (reserve -> commit/release) and admin grants."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Query
+
+from tollway.auth.dependencies import AdminPrincipal, require_scope
+from tollway.auth.principal import Principal
+from tollway.kit.pagination import Page, PageParams, page_params
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.ledger import schemas
+from tollway.ledger.abuse import AbusePolicy, abuse_service
+from tollway.ledger.auth import spending_subject
+from tollway.ledger.models import CreditGrant, FraudFlag, Reservation
+from tollway.ledger.service import ledger_service
+
+router = api_router(prefix="/api/v1", tags=["credits"])
+
+CreditsReader = Annotated[Principal, Depends(require_scope("credits:read"))]
+CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
+ReservationId = Annotated[str, Path(max_length=40, description="the hold's id (res_...)")]
+
+
+def _grant(grant: CreditGrant) -> schemas.Grant:
+    return schemas.Grant(
+        id=grant.id,
+        amount=grant.amount,
+        remaining=grant.remaining,
+        expires_at=grant.expires_at,
+        source=grant.source,
+        priority=grant.priority,
+    )
+
+
+def _reservation(reservation: Reservation) -> schemas.Reservation:
+    return schemas.Reservation(
+        id=reservation.id,
+        amount=reservation.amount,
+        status=reservation.status,
+        expires_at=reservation.expires_at,
+        feature=reservation.feature,
+    )
+
+
+def _flag(flag: FraudFlag) -> schemas.FraudFlag:
+    return schemas.FraudFlag(
+        id=flag.id,
+        organization_id=flag.organization_id,
+        subject=flag.subject,
+        credits_in_window=flag.credits_in_window,
+        threshold=flag.threshold,
+        window_started_at=flag.window_started_at,
+        created_at=flag.created_at,
+    )
+
+
+@router.get("/credits/balance")
+async def get_balance(
+    principal: CreditsReader, session: SessionDep, clock: ClockDep
+) -> schemas.Balance:
+    """The organization's credits: `balance` (granted - spent - expired), `reserved` (held),
+    `available` (`balance - reserved`), and the live grants in spending order (priority,
+    then earliest expiry, then oldest)."""
+    balance = await ledger_service.balance(
+        session, organization_id=principal.organization_id, now=clock.now()
+    )
+    return schemas.Balance(
+        balance=balance.balance,
+        reserved=balance.reserved,
+        available=balance.available,
+        grants=[_grant(grant) for grant in balance.grants],
+    )
+
+
+@router.get("/credits/ledger")
+async def get_ledger(
+    principal: CreditsReader,
+    session: SessionDep,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Page[schemas.LedgerEntry]:
+    """The organization's ledger entries, newest first. Each transfer (grant, reserve,
+    commit, release, expire, reverse) has entries on two or more accounts summing to zero."""
+    page = await ledger_service.list_entries(
+        session, organization_id=principal.organization_id, params=params
+    )
+    return Page(
+        items=[
+            schemas.LedgerEntry(
+                id=entry.id,
+                transfer_id=entry.transfer_id,
+                account=entry.account_kind,
+                kind=entry.transfer_kind,
+                amount=entry.amount,
+                occurred_at=entry.occurred_at,
+            )
+            for entry in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post("/credits/reservations", status_code=201)
+async def create_reservation(
+    body: schemas.ReservationCreate,
+    principal: CreditsWriter,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> schemas.Reservation:
+    """Hold `amount` credits for `ttl_seconds` (default 30 s). The hold is released by
+    itself when neither committed nor released in time. Runs the abuse battery first
+    (`rate_limited`, `too_frequent`, `temporarily_blocked` with `Retry-After`;
+    `request_too_large`). 402 `insufficient_credits` when fewer are available.
+    Send `Idempotency-Key` to make retries safe."""
+    reservation = await ledger_service.reserve(
+        session,
+        organization_id=principal.organization_id,
+        amount=body.amount,
+        now=clock.now(),
+        ttl_seconds=body.ttl_seconds or settings.credits_hold_ttl_seconds,
+        max_ttl_seconds=settings.credits_hold_max_ttl_seconds,
+        feature=body.feature,
+        subject=spending_subject(principal),
+        abuse_policy=AbusePolicy.from_mapping(settings.abuse_policy),
+    )
+    return _reservation(reservation)
+
+
+@router.post("/credits/reservations/{reservation_id}/commit")
+async def commit_reservation(
+    reservation_id: ReservationId,
+    principal: CreditsWriter,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    body: schemas.ReservationCommit | None = None,
+) -> schemas.ReservationCommitted:
+    """Spend `amount` credits of the hold (default: all of it) and return the rest.
+    409 `hold_not_active` once released or expired, 422 `amount_exceeds_hold` above the
+    held amount, 422 `output_too_large` when `output_units` exceeds the abuse policy."""
+    body = body or schemas.ReservationCommit()
+    result = await ledger_service.commit(
+        session,
+        organization_id=principal.organization_id,
+        reservation_id=reservation_id,
+        now=clock.now(),
+        amount=body.amount,
+        output_units=body.output_units,
+        abuse_policy=AbusePolicy.from_mapping(settings.abuse_policy),
+        low_balance_threshold=settings.credits_low_balance_threshold,
+    )
+    return schemas.ReservationCommitted(
+        id=result.reservation.id,
+        status=result.reservation.status,
+        committed=result.committed,
+        released=result.released,
+    )
+
+
+@router.post("/credits/reservations/{reservation_id}/release")
+async def release_reservation(
+    reservation_id: ReservationId, principal: CreditsWriter, session: SessionDep, clock: ClockDep
+) -> schemas.ReservationReleased:
+    """Give the whole hold back. Releasing twice is harmless; a committed hold answers
+    409 `hold_not_active`."""
+    reservation = await ledger_service.release(
+        session,
+        organization_id=principal.organization_id,
+        reservation_id=reservation_id,
+        now=clock.now(),
+    )
+    return schemas.ReservationReleased(
+        id=reservation.id, status=reservation.status, released=reservation.released or 0
+    )
+
+
+@router.post("/admin/credits/grant", status_code=201, tags=["admin"])
+async def admin_grant(
+    body: schemas.AdminGrantCreate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> schemas.AdminGrant:
+    """Platform administrators: grant credits to any organization (audited, with a reason)."""
+    grant = await ledger_service.grant(
+        session,
+        organization_id=body.organization_id,
+        amount=body.amount,
+        source=body.source,
+        now=clock.now(),
+        expires_at=body.expires_at,
+        reason=body.reason,
+        low_balance_threshold=settings.credits_low_balance_threshold,
+    )
+    return schemas.AdminGrant(
+        id=grant.id,
+        organization_id=grant.organization_id,
+        amount=grant.amount,
+        source=grant.source,
+        expires_at=grant.expires_at,
+        reason=grant.reason,
+    )
+
+
+@router.get("/admin/fraud-flags", tags=["admin"])
+async def list_fraud_flags(
+    principal: AdminPrincipal,
+    session: SessionDep,
+    params: Annotated[PageParams, Depends(page_params)],
+    organization_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> Page[schemas.FraudFlag]:
+    """Platform administrators: subjects that spent more credits in an hour than the
+    abuse policy's fraud threshold, newest first. Flags never deny a request."""
+    page = await abuse_service.list_fraud_flags(
+        session, params=params, organization_id=organization_id
+    )
+    return Page(items=[_flag(flag) for flag in page.items], next_cursor=page.next_cursor)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class Grant(BaseModel):
+    id: str
+    amount: int
+    remaining: int
+    expires_at: datetime | None
+    source: str
+    priority: int
+
+
+class Balance(BaseModel):
+    balance: int = Field(description="granted - spent - expired - reversed (includes reserved)")
+    reserved: int = Field(description="credits held by open reservations")
+    available: int = Field(description="credits that can be reserved now")
+    grants: list[Grant] = Field(description="live lots in spending order")
+
+
+class LedgerEntry(BaseModel):
+    id: str
+    transfer_id: str
+    account: str = Field(
+        description="wallet, holds, issuance, purchases, spending, expiry, refunds"
+    )
+    kind: str = Field(description="grant, reserve, commit, release, expire, reverse")
+    amount: int = Field(description="signed; the entries of one transfer sum to zero")
+    occurred_at: datetime
+
+
+class ReservationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int = Field(gt=0, description="credits to hold")
+    feature: str | None = Field(None, min_length=1, max_length=100)
+    ttl_seconds: int | None = Field(
+        None, ge=1, description="hold lifetime (default 30 s, at most the configured maximum)"
+    )
+
+
+class Reservation(BaseModel):
+    id: str
+    amount: int
+    status: str
+    expires_at: datetime
+    feature: str | None = None
+
+
+class ReservationCommit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int | None = Field(None, ge=0, description="credits spent (<= held; default all)")
+    output_units: int | None = Field(
+        None, ge=0, description="size of the output produced, checked against the abuse policy"
+    )
+
+
+class ReservationCommitted(BaseModel):
+    id: str
+    status: str
+    committed: int
+    released: int
+
+
+class ReservationReleased(BaseModel):
+    id: str
+    status: str
+    released: int
+
+
+class AdminGrantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    organization_id: str = Field(min_length=1, max_length=40)
+    amount: int = Field(gt=0)
+    reason: str = Field(min_length=1, max_length=500)
+    expires_at: AwareDatetime | None = None
+    source: Literal["admin", "promo"] = "admin"
+
+
+class AdminGrant(BaseModel):
+    id: str
+    organization_id: str
+    amount: int
+    source: str
+    expires_at: datetime | None
+    reason: str
+
+
+class FraudFlag(BaseModel):
+    id: str
+    organization_id: str
+    subject: str
+    credits_in_window: int
+    threshold: int
+    window_started_at: datetime
+    created_at: datetime
