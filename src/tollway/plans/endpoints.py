@@ -4,7 +4,7 @@ from fastapi import Path
 
 from tollway.auth.dependencies import AdminPrincipal
 from tollway.kit.routing import ClockDep, SessionDep, api_router
-from tollway.plans.catalog import Plan
+from tollway.plans.catalog import Plan, TokenPack
 from tollway.plans.schemas import (
     MoneyOut,
     OverridesIn,
@@ -15,6 +15,7 @@ from tollway.plans.schemas import (
     PlanOut,
     PriceOut,
     Pricing,
+    TokenPackList,
     TokenPackOut,
 )
 from tollway.plans.service import apply_overrides, catalog_service, plans_service
@@ -67,16 +68,25 @@ async def pricing(session: SessionDep, clock: ClockDep) -> Pricing:
     return Pricing(
         catalog_version=catalog_service.current_version,
         plans=[_plan_out(plan) for plan in catalog_service.list_plans()],
-        token_packs=[
-            TokenPackOut(
-                id=pack.id,
-                name=pack.name,
-                tokens=pack.tokens,
-                price=MoneyOut(amount=pack.price.amount_minor, currency=pack.price.currency),
-            )
-            for pack in catalog_service.token_packs()
-        ],
+        token_packs=[_pack_out(pack) for pack in catalog_service.token_packs()],
     )
+
+
+def _pack_out(pack: TokenPack) -> TokenPackOut:
+    return TokenPackOut(
+        id=pack.id,
+        name=pack.name,
+        tokens=pack.tokens,
+        price=MoneyOut(amount=pack.price.amount_minor, currency=pack.price.currency),
+    )
+
+
+@router.get("/api/v1/credits/packs", response_model=TokenPackList)
+async def token_packs(session: SessionDep, clock: ClockDep) -> TokenPackList:
+    """The token packs for sale (credits and price); buy one with
+    ``POST /api/v1/credits/packs/{id}/purchase``. Needs no credentials."""
+    await catalog_service.refresh(session, now=clock.now())
+    return TokenPackList(items=[_pack_out(pack) for pack in catalog_service.token_packs()])
 
 
 @router.get("/api/v1/admin/organizations/{organization_id}/overrides", response_model=OverridesOut)

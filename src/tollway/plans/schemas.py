@@ -44,6 +44,10 @@ class TokenPackOut(BaseModel):
     price: MoneyOut
 
 
+class TokenPackList(BaseModel):
+    items: list[TokenPackOut]
+
+
 class Pricing(BaseModel):
     catalog_version: int | None
     plans: list[PlanOut]
