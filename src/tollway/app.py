@@ -22,6 +22,7 @@ from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
 from tollway.registry import load_domains
+from tollway.testclock.service import clock_service
 
 log = structlog.get_logger("tollway.app")
 
@@ -47,6 +48,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         if settings.migrate_on_start:
             await migrations.upgrade_with_engine(database.engine, settings)
         sweep_context = SweepContext(database=database, clock=clock, settings=settings)
+        clock_task: asyncio.Task[None] | None = None
+        if settings.payment_provider == "sandbox" and isinstance(clock, SystemClock):
+            # The sandbox test clock: follow the offset every process shares.
+            await clock_service.restore(database, clock)
+            clock_task = asyncio.create_task(
+                clock_service.follow(database, clock, interval_seconds=1.0), name="tollway-clock"
+            )
         if settings.load_demo:
             for name, summary in await run_demo_loaders(sweep_context):
                 log.info("demo.loaded", loader=name, summary=summary)
@@ -61,6 +69,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             sweeper.stop()
             if sweeper_task is not None:
                 await sweeper_task
+            if clock_task is not None:
+                clock_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await clock_task
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await database.dispose()

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     payment_provider: Literal["sandbox", "stripe"] = Field(
         "sandbox", description="sandbox (offline, default) or stripe"
     )
+    seller_name: str = Field("Tollway operator", description="seller name printed on invoices")
+    seller_address: str = Field("", description="seller postal address printed on invoices")
+    seller_tax_id: str = Field("", description="seller VAT / tax number printed on invoices")
     secret_key: SecretStr | None = Field(
         None, description="signs tokens and sessions; generated in development"
     )

@@ -10,8 +10,11 @@ from tollway.accounts import models as accounts_models
 from tollway.api_keys import models as api_keys_models
 from tollway.audit import models as audit_models
 from tollway.auth import models as auth_models
+from tollway.billing import models as billing_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
+from tollway.payments import models as payments_models
+from tollway.testclock import models as testclock_models
 
 metadata = Base.metadata
 
@@ -20,7 +23,10 @@ __all__ = [
     "api_keys_models",
     "audit_models",
     "auth_models",
+    "billing_models",
     "idempotency",
     "metadata",
     "outbox",
+    "payments_models",
+    "testclock_models",
 ]

@@ -14,6 +14,10 @@ from fastapi import APIRouter
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
+    "tollway.payments": ("service", "endpoints", "tasks"),
+    "tollway.billing": ("service", "endpoints", "tasks"),
+    "tollway.license": ("endpoints",),
+    "tollway.testclock": ("endpoints",),
 }
 
 
