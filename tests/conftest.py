@@ -47,24 +47,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def database_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DatabaseTemplate:
+def worker_name() -> str:
+    """``gw0``, ``gw1``... under pytest-xdist, ``main`` without it (``-p no:xdist`` works)."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_template(
+    tmp_path_factory: pytest.TempPathFactory, worker_name: str
+) -> DatabaseTemplate:
     if TEST_DATABASE_URL:
-        return build_postgres_template(TEST_DATABASE_URL, worker_id)
+        return build_postgres_template(TEST_DATABASE_URL, worker_name)
     return build_sqlite_template(tmp_path_factory.mktemp("template"))
 
 
-def _redis_url_for(worker_id: str) -> str | None:
-    """Each xdist worker gets its own Redis database number (1-15) so flushes don't collide."""
+def _redis_url_for(worker: str) -> str | None:
+    """Each xdist worker gets its own Redis database number so flushes don't collide:
+    the URL's number + 1 + the worker's index (parallel runs can take disjoint ranges)."""
     if not TEST_REDIS_URL:
         return None
-
-    number = 1 + (int(worker_id[2:]) if worker_id.startswith("gw") else 0) % 15
-    return make_url(TEST_REDIS_URL).set(database=str(number)).render_as_string(hide_password=False)
+    url = make_url(TEST_REDIS_URL)
+    index = int(worker[2:]) if worker.startswith("gw") else 0
+    number = (int(url.database or 0) + 1 + index) % 16
+    return url.set(database=str(number)).render_as_string(hide_password=False)
 
 
 @pytest.fixture
-async def settings(database_template: DatabaseTemplate, tmp_path: Path, worker_id: str) -> Settings:
-    redis_url = _redis_url_for(worker_id)
+async def settings(
+    database_template: DatabaseTemplate, tmp_path: Path, worker_name: str
+) -> Settings:
+    redis_url = _redis_url_for(worker_name)
     if redis_url is not None:
         redis = Redis.from_url(redis_url)
         await redis.flushdb()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.load import LoadResult, Request, run_load
+from bench.scenarios.setup import new_account
 from bench.server import Server
 
 
@@ -31,4 +32,16 @@ def health(server: Server, options: Options) -> dict[str, Any]:
     return {"load": result.as_dict()}
 
 
-SCENARIOS: dict[str, Scenario] = {"health": health}
+def auth_me(server: Server, options: Options) -> dict[str, Any]:
+    """GET /api/v1/auth/me with an API key: authentication plus two primary-key reads."""
+    account = new_account(server.base_url)
+    result = run_load(
+        server.base_url,
+        Request("GET", "/api/v1/auth/me", headers={"Authorization": f"Bearer {account.api_key}"}),
+        connections=options.connections,
+        duration_s=options.duration_s,
+    )
+    return {"load": result.as_dict(), "goal": {"ratio_to_baseline": ">= 0.60"}}
+
+
+SCENARIOS: dict[str, Scenario] = {"health": health, "auth_me": auth_me}

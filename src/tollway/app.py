@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from tollway import __version__, migrations
+from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.config import Settings, ensure_secrets
 from tollway.db import Database
 from tollway.kit.clock import Clock, SystemClock
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         try:
             yield
         finally:
+            await app.state.authenticator.flush_last_used()
             sweeper.stop()
             if sweeper_task is not None:
                 await sweeper_task
@@ -91,6 +93,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.database = database
     app.state.clock = clock
     app.state.signing_keys = load_key_ring(settings)
+    authenticator = TollwayAuthenticator(
+        database=database, settings=settings, clock=clock, keys=app.state.signing_keys
+    )
+    app.state.authenticator = authenticator
+    app.state.idempotency_scope = authenticator.idempotency_scope
     app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
 
     install_exception_handlers(app)

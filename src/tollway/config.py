@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["full", "normal"] = Field(
         "full", description="SQLite fsync policy: full survives power loss, normal only crashes"
     )
+    sqlite_driver: Literal["inline", "thread"] = Field(
+        "inline",
+        description="inline: SQLite calls run on the event loop (fast, one process); "
+        "thread: aiosqlite's helper threads",
+    )
     redis_url: str | None = Field(
         None, description="redis://host:port/db for shared rate limits and caches"
     )

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from tollway.config import Settings
+from tollway.kit.sqlite_inline import inline_creator
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -49,12 +50,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
         path = sqlite_path(settings.database_url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {}
+        if settings.sqlite_driver == "inline" and path is not None:
+            options["async_creator"] = inline_creator(
+                str(path), timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+            )
+        else:
+            options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = create_async_engine(
             settings.database_url,
             echo=settings.database_echo,
             pool_size=settings.database_pool_size,
             max_overflow=0,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **options,
         )
         _configure_sqlite(engine, settings)
         return engine

@@ -14,6 +14,9 @@ from fastapi import APIRouter
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
+    "tollway.accounts": ("service",),
+    "tollway.auth": ("endpoints",),
+    "tollway.api_keys": ("endpoints",),
     "tollway.payments": ("service", "endpoints", "tasks"),
     "tollway.billing": ("service", "endpoints", "tasks"),
     "tollway.license": ("endpoints",),

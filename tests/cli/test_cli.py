@@ -49,3 +49,26 @@ class TestConfiguration:
         result = runner.invoke(app, ["db", "upgrade"])
         assert result.exit_code == 2
         assert "configuration error" in result.output
+
+
+class TestAdminCommands:
+    def test_admin_create_makes_a_platform_admin_who_can_log_in(self, environment: Path) -> None:
+        result = runner.invoke(
+            app,
+            ["admin", "create", "--email", "ops@example.com", "--password", "a strong admin pass"],
+        )
+        assert result.exit_code == 0, result.output
+        assert "created platform admin ops@example.com" in result.output
+        again = runner.invoke(
+            app,
+            ["admin", "create", "--email", "ops@example.com", "--password", "a strong admin pass"],
+        )
+        assert again.exit_code == 0, again.output
+        assert "is now a platform admin" in again.output
+
+    def test_admin_create_refuses_a_weak_password(self, environment: Path) -> None:
+        result = runner.invoke(
+            app, ["admin", "create", "--email", "ops@example.com", "--password", "short"]
+        )
+        assert result.exit_code == 1
+        assert "weak_password" in result.output

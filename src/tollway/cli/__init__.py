@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tollway.cli import audit, billing, db, demo, serve
+from tollway.cli import admin, audit, billing, db, demo, serve
 
 app = typer.Typer(
     name="tollway",
@@ -17,6 +17,7 @@ app.command("worker")(serve.worker)
 app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(audit.app, name="audit")
+app.add_typer(admin.app, name="admin")
 app.add_typer(billing.app, name="billing")
 
 

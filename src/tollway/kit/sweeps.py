@@ -103,7 +103,8 @@ class Sweeper:
     async def tick(self) -> None:
         for sweep in registered_sweeps():
             now = time.monotonic()
-            if now - self._last_run.get(sweep.name, 0.0) < sweep.interval_seconds:
+            last = self._last_run.get(sweep.name)
+            if last is not None and now - last < sweep.interval_seconds:
                 continue
             self._last_run[sweep.name] = now
             try:

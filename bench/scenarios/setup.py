@@ -1,0 +1,38 @@
+"""Set-up helpers: scenarios create what they need through the public HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import httpx
+
+PASSWORD = "bench password that is long enough"  # noqa: S105 - a throwaway bench account
+
+
+@dataclass(frozen=True)
+class BenchAccount:
+    organization_id: str
+    access_token: str
+    api_key: str
+
+
+def new_account(base_url: str, *, scopes: list[str] | None = None) -> BenchAccount:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        registered = client.post(
+            "/api/v1/auth/register",
+            json={"email": f"bench-{uuid.uuid4().hex[:12]}@example.com", "password": PASSWORD},
+        )
+        registered.raise_for_status()
+        body = registered.json()
+        headers = {"Authorization": f"Bearer {body['access_token']}"}
+        payload: dict[str, object] = {"name": "bench"}
+        if scopes is not None:
+            payload["scopes"] = scopes
+        key = client.post("/api/v1/auth/keys", json=payload, headers=headers)
+        key.raise_for_status()
+        return BenchAccount(
+            organization_id=body["organization"]["id"],
+            access_token=body["access_token"],
+            api_key=key.json()["key"],
+        )

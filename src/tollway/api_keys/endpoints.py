@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tollway.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
+from tollway.api_keys.service import api_key_service
+from tollway.auth.dependencies import require_scope
+from tollway.auth.principal import Principal
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+
+router = api_router(prefix="/api/v1/auth/keys", tags=["api keys"])
+
+KeyManager = Annotated[Principal, Depends(require_scope("keys:manage"))]
+
+
+@router.post("", status_code=201, response_model=ApiKeyCreated)
+async def create_key(
+    body: ApiKeyCreate,
+    principal: KeyManager,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ApiKeyCreated:
+    """Create an API key for the caller's organization. The `key` is shown only in this
+    answer; Tollway keeps only its HMAC. Scopes default to using the product (authorize,
+    usage, credits, marketplace) and may not exceed the caller's own."""
+    created = await api_key_service.create(
+        session,
+        principal=principal,
+        name=body.name,
+        scopes=body.scopes,
+        expires_at=body.expires_at,
+        environment=body.environment,
+        pepper=settings.secret("api_key_pepper"),
+        now=clock.now(),
+    )
+    return ApiKeyCreated(**ApiKeyOut.model_validate(created.record).model_dump(), key=created.key)
+
+
+@router.get("", response_model=ApiKeyList)
+async def list_keys(principal: KeyManager, session: SessionDep) -> ApiKeyList:
+    """The organization's API keys, newest first, without the keys themselves."""
+    records = await api_key_service.list(session, organization_id=principal.organization_id)
+    return ApiKeyList(items=[ApiKeyOut.model_validate(record) for record in records])
+
+
+@router.post("/{key_id}/revoke", response_model=ApiKeyOut)
+async def revoke_key(
+    key_id: str, principal: KeyManager, request: Request, session: SessionDep, clock: ClockDep
+) -> ApiKeyOut:
+    """Revoke a key. This process refuses it at once, every other within one second."""
+    record = await api_key_service.revoke(
+        session, organization_id=principal.organization_id, key_id=key_id, now=clock.now()
+    )
+    request.app.state.authenticator.forget_api_key(record.id)
+    return ApiKeyOut.model_validate(record)

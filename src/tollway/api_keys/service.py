@@ -1,0 +1,120 @@
+"""API keys: creation (shown once), listing, revocation and lookup by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollway.api_keys import keys, repository
+from tollway.api_keys.models import ApiKey
+from tollway.audit.service import audit_service
+from tollway.auth.principal import Principal
+from tollway.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES
+from tollway.errors import Conflict, Forbidden, NotFound, Unauthorized, Unprocessable
+from tollway.kit.ids import new_id
+from tollway.kit.outbox import outbox
+
+
+class InvalidApiKey(Unauthorized):
+    code = "invalid_api_key"
+    title = "Invalid API key"
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    record: ApiKey
+    key: str
+
+
+class ApiKeyService:
+    async def create(
+        self,
+        session: AsyncSession,
+        *,
+        principal: Principal,
+        name: str,
+        scopes: list[str] | None,
+        expires_at: datetime | None,
+        environment: str,
+        pepper: str,
+        now: datetime,
+    ) -> CreatedKey:
+        """A new key for the caller's organization; it may not grant more than the caller has."""
+        chosen = frozenset(scopes) if scopes is not None else DEFAULT_API_KEY_SCOPES
+        unknown = sorted(chosen - ALL_SCOPES)
+        if unknown:
+            raise Unprocessable(f"unknown scopes: {', '.join(unknown)}", code="invalid_scope")
+        beyond = sorted(chosen - principal.scopes)
+        if beyond:
+            raise Forbidden(
+                f"a key cannot grant scopes its creator lacks: {', '.join(beyond)}",
+                code="insufficient_scope",
+            )
+        if expires_at is not None and expires_at <= now:
+            raise Unprocessable("expires_at must be in the future", code="invalid_expiry")
+        key = keys.generate(environment)
+        record = ApiKey(
+            id=new_id("key"),
+            organization_id=principal.organization_id,
+            created_by_user_id=principal.user_id,
+            name=name,
+            environment=environment,
+            prefix=keys.display_prefix(key),
+            key_hash=keys.digest(key, pepper),
+            scopes=sorted(chosen),
+            expires_at=expires_at,
+            created_at=now,
+        )
+        await repository.api_keys(session).add(record)
+        audit_service.record(
+            session,
+            action="api_key.created",
+            target=record.id,
+            organization_id=record.organization_id,
+            details={"name": name, "scopes": record.scopes, "environment": environment},
+            occurred_at=now,
+        )
+        return CreatedKey(record=record, key=key)
+
+    async def list(self, session: AsyncSession, *, organization_id: str) -> list[ApiKey]:
+        return await repository.api_keys(session).list_for_organization(organization_id)
+
+    async def revoke(
+        self, session: AsyncSession, *, organization_id: str, key_id: str, now: datetime
+    ) -> ApiKey:
+        record = await repository.api_keys(session).get_for_organization(key_id, organization_id)
+        if record is None:
+            raise NotFound("no such API key")
+        if record.revoked_at is not None:
+            raise Conflict("this key is already revoked", code="api_key_revoked")
+        record.revoked_at = now
+        await session.flush()
+        audit_service.record(
+            session,
+            action="api_key.revoked",
+            target=record.id,
+            organization_id=organization_id,
+            occurred_at=now,
+        )
+        await outbox.publish(
+            session,
+            "api_key.revoked",
+            {"api_key_id": record.id},
+            organization_id=organization_id,
+            occurred_at=now,
+        )
+        return record
+
+    async def lookup(self, session: AsyncSession, *, key: str, pepper: str) -> ApiKey | None:
+        """The stored key for ``key`` (any state), or None; garbage never reaches the DB."""
+        if not keys.looks_valid(key):
+            return None
+        return await repository.api_keys(session).get_by_hash(keys.digest(key, pepper))
+
+    async def record_use(self, session: AsyncSession, used: dict[str, datetime]) -> None:
+        await repository.api_keys(session).touch_last_used(used)
+
+
+api_key_service = ApiKeyService()
