@@ -70,7 +70,7 @@ class TestTaxAndNumbers:
     async def test_inclusive_tax_is_contained_in_the_price(
         self, app: FastAPI, client: httpx.AsyncClient, database: Database, account: BillingAccount
     ) -> None:
-        british = await create_organization(database, name="Acme Ltd", country="GB")
+        british = await create_organization(client, app, name="Acme Ltd", country="GB")
         await add_card(client, british, "4242424242424242")
         invoice = await buy_pack(client, british)
         # 10.00 including 20 % VAT: net 8.33, VAT 1.67
@@ -79,12 +79,13 @@ class TestTaxAndNumbers:
 
     async def test_numbers_are_gapless_and_restart_each_year(
         self,
+        app: FastAPI,
         client: httpx.AsyncClient,
         database: Database,
         account: BillingAccount,
         clock: ManualClock,
     ) -> None:
-        other = await create_organization(database, name="Other", country=None)
+        other = await create_organization(client, app, name="Other", country=None)
         await add_card(client, account, "4242424242424242")
         await add_card(client, other, "4242424242424242")
         numbers = [(await buy_pack(client, account))["number"]]
@@ -97,11 +98,11 @@ class TestTaxAndNumbers:
         assert (await buy_pack(client, account))["number"] == "TW-2027-000001"
 
     async def test_another_organizations_invoice_is_not_found(
-        self, client: httpx.AsyncClient, database: Database, account: BillingAccount
+        self, app: FastAPI, client: httpx.AsyncClient, account: BillingAccount
     ) -> None:
         await add_card(client, account, "4242424242424242")
         invoice = await buy_pack(client, account)
-        other = await create_organization(database, name="Other")
+        other = await create_organization(client, app, name="Other")
         for path in ("", "/pdf"):
             response = await client.get(
                 f"/api/v1/billing/invoices/{invoice['id']}{path}", headers=other.headers

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -9,17 +10,14 @@ from tests.fixtures.billing import (
     StaticCatalog,
     catalog,
     create_organization,
-    install_test_auth,
     ledger,
 )
-from tollway.db import Database
 
 __all__ = ["catalog", "ledger"]
 
 
 @pytest.fixture
 async def account(
-    app: FastAPI, database: Database, catalog: StaticCatalog, ledger: MemoryCredits
+    app: FastAPI, client: httpx.AsyncClient, catalog: StaticCatalog, ledger: MemoryCredits
 ) -> BillingAccount:
-    install_test_auth(app)
-    return await create_organization(database)
+    return await create_organization(client, app)

@@ -346,6 +346,7 @@ class TestRetries:
             clock.advance(seconds=backoff_seconds(attempt))
         await sweep(app)
         assert len(calls) == MAX_ATTEMPTS
+        await account.log_in_again(client)
         response = await client.get(
             "/api/v1/admin/webhook-events?status=parked", headers=account.admin_headers
         )

@@ -7,7 +7,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from tests.fixtures.billing import BillingAccount, install_test_auth
+from tests.fixtures.billing import BillingAccount
 from tollway.kit.clock import ManualClock, SystemClock
 from tollway.kit.sweeps import SweepContext
 from tollway.testclock.service import clock_service
@@ -40,7 +40,6 @@ class TestClockAdvance:
         self, app_factory: Callable[..., FastAPI], account: BillingAccount
     ) -> None:
         stripe_app = app_factory(payment_provider="stripe")
-        install_test_auth(stripe_app)
         async with LifespanManager(stripe_app):
             transport = httpx.ASGITransport(app=stripe_app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

@@ -10,7 +10,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.accounts.models import Organization
 from tollway.billing.models import (
     CreditNote,
     Invoice,
@@ -185,9 +184,3 @@ async def list_credit_notes(session: AsyncSession, *, invoice_id: str) -> list[C
         select(CreditNote).where(CreditNote.invoice_id == invoice_id).order_by(CreditNote.id)
     )
     return list((await session.execute(statement)).scalars())
-
-
-async def get_organization(session: AsyncSession, organization_id: str) -> Organization | None:
-    # The accounts domain has no service for billing details yet; this read is the
-    # only place billing looks at its table.
-    return await session.get(Organization, organization_id)

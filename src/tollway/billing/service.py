@@ -28,6 +28,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.billing import repository
 from tollway.billing.arithmetic import (
@@ -719,12 +720,8 @@ class BillingService:
     ) -> Invoice:
         """Build, tax and finalize an invoice (draft -> open, numbered); paid at once if 0."""
         now = env.clock.now()
-        organization = await repository.get_organization(session, organization_id)
-        country = (
-            organization.billing_country.upper()
-            if organization and organization.billing_country
-            else None
-        )
+        organization = await account_service.get_organization(session, organization_id)
+        country = organization.billing_country.upper() if organization.billing_country else None
         rate = await catalog().tax_rate(session, country)
         subtotal = sum(line.amount_minor for line in lines)
         rate_bp = rate.rate_bp if rate else 0
@@ -760,8 +757,8 @@ class BillingService:
                 },
                 "buyer": {
                     "organization_id": organization_id,
-                    "name": organization.name if organization else organization_id,
-                    "email": organization.billing_email if organization else None,
+                    "name": organization.name,
+                    "email": organization.billing_email,
                     "country": country,
                 },
                 "tax_name": rate.name if rate else None,
