@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.load import LoadResult, Request, run_load
+from bench.scenarios.billing import billing_renewals
 from bench.scenarios.setup import new_account
 from bench.server import Server
 
@@ -44,4 +45,8 @@ def auth_me(server: Server, options: Options) -> dict[str, Any]:
     return {"load": result.as_dict(), "goal": {"ratio_to_baseline": ">= 0.60"}}
 
 
-SCENARIOS: dict[str, Scenario] = {"health": health, "auth_me": auth_me}
+SCENARIOS: dict[str, Scenario] = {
+    "health": health,
+    "auth_me": auth_me,
+    "billing_renewals": billing_renewals,
+}
