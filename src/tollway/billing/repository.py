@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from tollway.billing.models import (
     CreditNote,
@@ -18,9 +19,11 @@ from tollway.billing.models import (
     PackOrder,
     Subscription,
 )
+from tollway.db import TollwaySession
 from tollway.kit.pagination import PageParams, PageResult, paginate
 
 LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid")
+_HELD_COUNTERS = "tollway.billing.held_counters"
 
 
 async def add(session: AsyncSession, instance: object) -> None:
@@ -160,6 +163,12 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     The row lock makes concurrent finalizations queue, and because the number is
     taken in the invoice's own transaction a rollback gives it back: no gaps.
     """
+    held: dict[str, InvoiceCounter] = session.sync_session.info.setdefault(_HELD_COUNTERS, {})
+    counter = held.get(series)
+    if counter is not None:
+        # Already locked by this transaction (a sweep renewing a batch): no round trip.
+        counter.last_number += 1
+        return counter.last_number
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     await session.execute(
@@ -170,7 +179,7 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     statement = select(InvoiceCounter).where(InvoiceCounter.series == series).with_for_update()
     counter = (await session.execute(statement)).scalar_one()
     counter.last_number += 1
-    await session.flush()
+    held[series] = counter
     return counter.last_number
 
 
@@ -184,3 +193,11 @@ async def list_credit_notes(session: AsyncSession, *, invoice_id: str) -> list[C
         select(CreditNote).where(CreditNote.invoice_id == invoice_id).order_by(CreditNote.id)
     )
     return list((await session.execute(statement)).scalars())
+
+
+def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HELD_COUNTERS, None)
+
+
+event.listen(TollwaySession, "after_transaction_end", _forget_counters)

@@ -432,8 +432,11 @@ class BillingService:
     # -- the sweeps' work, one subscription per call ------------------------------------
 
     async def renew(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
-        """Close the ended period of one subscription; False when it was not due."""
-        sub = await repository.get_subscription(session, subscription_id, for_update=True)
+        """Close the ended period of one subscription; False when it was not due.
+
+        The caller holds the row (the sweep claims it with ``claim_due``).
+        """
+        sub = await session.get(Subscription, subscription_id)
         now = env.clock.now()
         if (
             sub is None
@@ -454,6 +457,7 @@ class BillingService:
                 await self._end(session, env, sub, at=ended_end, void_open=False)
                 return True
             sub.plan_id = target.id
+            await self._sync_license(session, sub)
             await self._publish(
                 session, env, sub, "subscription.plan_changed", previous_plan=old_plan.id
             )
@@ -465,7 +469,6 @@ class BillingService:
         if sub.status == "trialing":
             await self._set_status(session, env, sub, "active")
         await self._touch(session, env, sub)
-        await self._sync_license(session, sub)
         await self._publish(session, env, sub, "subscription.renewed")
         lines: list[LineSpec] = []
         if not plan.is_free:
@@ -490,8 +493,8 @@ class BillingService:
         return True
 
     async def retry(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
-        """The next dunning attempt of one past-due subscription."""
-        sub = await repository.get_subscription(session, subscription_id, for_update=True)
+        """The next dunning attempt of one past-due subscription (row claimed by the caller)."""
+        sub = await session.get(Subscription, subscription_id)
         now = env.clock.now()
         if (
             sub is None
@@ -509,7 +512,8 @@ class BillingService:
     async def end_grace(
         self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str
     ) -> bool:
-        sub = await repository.get_subscription(session, subscription_id, for_update=True)
+        """Grace is over: the license becomes restricted (row claimed by the caller)."""
+        sub = await session.get(Subscription, subscription_id)
         now = env.clock.now()
         if (
             sub is None
@@ -558,7 +562,11 @@ class BillingService:
     ) -> None:
         if invoice.status != "open":
             return
-        order = await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
+        order = (
+            await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
+            if invoice.billing_reason == "token_pack"
+            else None
+        )
         if order is not None:
             if order.status == "pending":
                 order.status = "failed"
@@ -619,7 +627,11 @@ class BillingService:
             details={"total": invoice.total_minor},
         )
         await self._publish_invoice(session, env, invoice, "invoice.paid")
-        order = await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
+        order = (
+            await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
+            if invoice.billing_reason == "token_pack"
+            else None
+        )
         if order is not None:
             await self._fulfil_order(session, env, order)
             return
@@ -734,11 +746,17 @@ class BillingService:
             tax = tax_exclusive(subtotal, rate_bp)
         total = subtotal if inclusive else subtotal + tax
         settings = env.settings
+        # The draft is built and finalized (numbered, open) in this one transaction, so
+        # no other transaction ever sees it as a draft; the number is taken last-moment
+        # from the locked per-year counter.
+        number = await repository.next_number(session, series=f"TW-{now.year}")
         invoice = Invoice(
             id=new_id("inv"),
+            number=f"TW-{now.year}-{number:06d}",
+            issued_at=now,
             organization_id=organization_id,
             subscription_id=sub.id if sub else None,
-            status="draft",
+            status="open",
             billing_reason=reason,
             currency=currency,
             subtotal_minor=subtotal,
@@ -784,11 +802,6 @@ class BillingService:
                     reference=spec.reference,
                 )
             )
-        await session.flush()
-        number = await repository.next_number(session, series=f"TW-{now.year}")
-        invoice.number = f"TW-{now.year}-{number:06d}"
-        invoice.status = "open"
-        invoice.issued_at = now
         await session.flush()
         await self._publish_invoice(session, env, invoice, "invoice.finalized")
         if invoice.total_minor == 0:
@@ -1085,8 +1098,8 @@ class BillingService:
         )
 
     async def _touch(self, session: AsyncSession, env: PaymentEnv, sub: Subscription) -> None:
+        # No flush: the row is written once, by the next query's autoflush or the commit.
         sub.updated_at = env.clock.now()
-        await session.flush()
 
     async def _publish(
         self,

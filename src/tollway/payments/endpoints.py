@@ -103,14 +103,14 @@ async def receive_sandbox_event(
     stored and answered at once, and processed by a background sweep. A duplicate
     delivery is answered 200 and changes nothing.
     """
-    row, duplicate = await webhook_service.receive(
+    row_id, duplicate = await webhook_service.receive(
         session,
         PaymentEnv(settings, clock),
         provider_name="sandbox",
         raw_body=await request.body(),
         signature_header=request.headers.get(SIGNATURE_HEADER),
     )
-    return WebhookReceipt(received=True, duplicate=duplicate, id=row.id)
+    return WebhookReceipt(received=True, duplicate=duplicate, id=row_id)
 
 
 @router.get("/admin/webhook-events")

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.kit.pagination import PageParams, PageResult, paginate
@@ -46,6 +47,30 @@ async def list_methods(
         .order_by(PaymentMethod.id.desc())
     )
     return list((await session.execute(statement)).scalars())
+
+
+async def get_default_method_and_customer(
+    session: AsyncSession, *, organization_id: str, provider: str
+) -> tuple[PaymentMethod, str | None] | None:
+    """The default payment method and the provider's customer reference, in one query."""
+    statement = (
+        select(PaymentMethod, PaymentCustomer.provider_ref)
+        .outerjoin(
+            PaymentCustomer,
+            (PaymentCustomer.organization_id == PaymentMethod.organization_id)
+            & (PaymentCustomer.provider == PaymentMethod.provider),
+        )
+        .where(
+            PaymentMethod.organization_id == organization_id,
+            PaymentMethod.provider == provider,
+            PaymentMethod.is_default,
+            PaymentMethod.detached_at.is_(None),
+        )
+        .order_by(PaymentMethod.id.desc())
+        .limit(1)
+    )
+    row = (await session.execute(statement)).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 async def get_method(
@@ -105,14 +130,20 @@ async def get_checkout_by_ref(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def insert_event(session: AsyncSession, event: WebhookEvent) -> bool:
-    """Insert the event; False when (provider, event_id) is already there."""
-    try:
-        async with session.begin_nested():
-            session.add(event)
-    except IntegrityError:
-        return False
-    return True
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert the event; False when (provider, event_id) is already there.
+
+    ``ON CONFLICT DO NOTHING`` on the unique (provider, event_id): a concurrent
+    duplicate waits for the first insert's transaction and then inserts nothing.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(WebhookEvent)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def get_event(session: AsyncSession, *, provider: str, event_id: str) -> WebhookEvent | None:

@@ -269,13 +269,18 @@ class PaymentService:
         attempt: int = 1,
     ) -> Payment:
         """Charge the default payment method off-session; the outcome arrives as an event."""
-        method = await self.default_method(session, env, organization_id=organization_id)
-        if method is None:
+        provider = self.provider(session, env)
+        found = await repository.get_default_method_and_customer(
+            session, organization_id=organization_id, provider=provider.name
+        )
+        if found is None:
             raise PaymentMethodRequired(
                 "add a card first: POST /api/v1/billing/payment-methods",
                 add_payment_method_url="/api/v1/billing/payment-methods",
             )
-        customer_ref = await self.ensure_customer(session, env, organization_id=organization_id)
+        method, customer_ref = found
+        if customer_ref is None:
+            customer_ref = await self.ensure_customer(session, env, organization_id=organization_id)
         payment = Payment(
             id=new_id("pay"),
             organization_id=organization_id,
@@ -289,8 +294,10 @@ class PaymentService:
             payment_method_id=method.id,
             created_at=env.clock.now(),
         )
-        await repository.add(session, payment)
-        started = await self.provider(session, env).charge_off_session(
+        # The provider is called before the row is written, so the row is inserted once,
+        # with its reference; the idempotency key (the payment's ID) makes a retried call
+        # return the same intent.
+        started = await provider.charge_off_session(
             ChargeRequest(
                 amount_minor=amount_minor,
                 currency=currency,
@@ -302,7 +309,7 @@ class PaymentService:
             )
         )
         payment.provider_ref = started.provider_ref
-        await session.flush()
+        session.add(payment)
         return payment
 
     async def start_checkout(
@@ -521,29 +528,35 @@ class WebhookService:
         provider_name: str,
         raw_body: bytes,
         signature_header: str | None,
-    ) -> tuple[WebhookEvent, bool]:
-        """Verify and store one incoming event; returns (row, duplicate)."""
+    ) -> tuple[str, bool]:
+        """Verify and store one incoming event; returns (stored row id, duplicate)."""
         provider = payment_service.provider(session, env, name=provider_name)
         event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
         now = env.clock.now()
-        row = WebhookEvent(
-            id=new_id("whe"),
-            provider=provider_name,
-            event_id=event.id,
-            event_type=event.type,
-            payload=event.payload,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            received_at=now,
+        row_id = new_id("whe")
+        inserted = await repository.insert_event(
+            session,
+            {
+                "id": row_id,
+                "provider": provider_name,
+                "event_id": event.id,
+                "event_type": event.type,
+                "payload": event.payload,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "received_at": now,
+            },
         )
-        if await repository.insert_event(session, row):
-            log.info("webhook.received", provider=provider_name, event_id=event.id, type=event.type)
-            return row, False
+        if inserted:
+            log.debug(
+                "webhook.received", provider=provider_name, event_id=event.id, type=event.type
+            )
+            return row_id, False
         existing = await repository.get_event(session, provider=provider_name, event_id=event.id)
         assert existing is not None
         log.info("webhook.duplicate", provider=provider_name, event_id=event.id)
-        return existing, True
+        return existing.id, True
 
     async def apply(self, session: AsyncSession, env: PaymentEnv, row: WebhookEvent) -> str:
         """Run the handler of one stored event; returns the new status (processed/ignored)."""
