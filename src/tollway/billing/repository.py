@@ -163,12 +163,12 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     The row lock makes concurrent finalizations queue, and because the number is
     taken in the invoice's own transaction a rollback gives it back: no gaps.
     """
-    held: dict[str, InvoiceCounter] = session.sync_session.info.setdefault(_HELD_COUNTERS, {})
-    counter = held.get(series)
-    if counter is not None:
-        # Already locked by this transaction (a sweep renewing a batch): no round trip.
-        counter.last_number += 1
-        return counter.last_number
+    held: dict[str, list[Any]] = session.sync_session.info.setdefault(_HELD_COUNTERS, {})
+    if series in held:
+        # Already locked by this transaction (a sweep renewing a chunk): no round trip;
+        # the row gets the final figure once, just before the commit.
+        held[series][1] += 1
+        return int(held[series][1])
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     await session.execute(
@@ -178,9 +178,8 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     )
     statement = select(InvoiceCounter).where(InvoiceCounter.series == series).with_for_update()
     counter = (await session.execute(statement)).scalar_one()
-    counter.last_number += 1
-    held[series] = counter
-    return counter.last_number
+    held[series] = [counter, counter.last_number + 1]
+    return counter.last_number + 1
 
 
 async def get_pack_order_by_invoice(session: AsyncSession, *, invoice_id: str) -> PackOrder | None:
@@ -195,9 +194,19 @@ async def list_credit_notes(session: AsyncSession, *, invoice_id: str) -> list[C
     return list((await session.execute(statement)).scalars())
 
 
+def _write_counters(session: Session) -> None:
+    held = session.info.pop(_HELD_COUNTERS, None)
+    if not held:
+        return
+    for counter, last_number in held.values():
+        counter.last_number = last_number
+    session.flush()
+
+
 def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_HELD_COUNTERS, None)
 
 
+event.listen(TollwaySession, "before_commit", _write_counters)
 event.listen(TollwaySession, "after_transaction_end", _forget_counters)
