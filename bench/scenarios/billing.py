@@ -29,6 +29,7 @@ from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.kit.ids import new_id
 from tollway.kit.sweeps import SweepContext
+from tollway.observability.logging import configure_logging
 from tollway.payments.models import PaymentCustomer, PaymentMethod
 
 SUBSCRIPTIONS = 10_000
@@ -140,6 +141,7 @@ async def _run(database_url: str, count: int) -> dict[str, Any]:
 
 def billing_renewals(server: Any, options: Any, *, count: int = SUBSCRIPTIONS) -> dict[str, Any]:
     """Renew ``count`` subscriptions through the billing sweeps (in-process)."""
+    configure_logging(level="warning", json=True)
     with tempfile.TemporaryDirectory(prefix="tollway-bench-billing-") as tmp:
         url = (
             server.database_url

@@ -42,8 +42,8 @@ class PlanTerms:
     #: feature -> degradation policy when payment fails
     features: dict[str, Degradation] = field(default_factory=dict)
     meter_prices: tuple[MeterPrice, ...] = ()
-    #: allotment left at period end carries over instead of expiring
-    rollover: bool = False
+    #: up to this many unspent allotment tokens carry over into the next period
+    rollover_cap: int = 0
 
     @property
     def is_free(self) -> bool:
@@ -120,7 +120,7 @@ class Catalog(Protocol):
 
 
 class Credits(Protocol):
-    """The credit ledger, as billing sees it. ``reference`` makes each grant idempotent."""
+    """The credit ledger, as billing sees it; every grant is idempotent."""
 
     async def grant_allotment(
         self,
@@ -128,35 +128,36 @@ class Credits(Protocol):
         organization_id: str,
         *,
         amount: int,
-        reference: str,
-        expires_at: datetime | None,
-        now: datetime,
-    ) -> None: ...
+        period_start: datetime,
+        period_end: datetime,
+        rollover_cap: int | None,
+    ) -> None:
+        """A plan's tokens for one period (once per organization and ``period_start``)."""
+        ...
 
-    async def grant_purchase(
+    async def grant(
         self,
         session: AsyncSession,
         organization_id: str,
         *,
         amount: int,
+        source: Literal["allotment", "purchase"],
         reference: str,
+        expires_at: datetime | None,
         now: datetime,
-    ) -> None: ...
+        reason: str,
+    ) -> None:
+        """Extra credits (an upgrade's difference, a token pack), once per ``reference``."""
+        ...
 
     async def release_open_holds(
         self, session: AsyncSession, organization_id: str, *, now: datetime
     ) -> int: ...
 
     async def reverse_unspent(
-        self,
-        session: AsyncSession,
-        organization_id: str,
-        *,
-        reference: str,
-        amount: int,
-        now: datetime,
+        self, session: AsyncSession, organization_id: str, *, reference: str, now: datetime
     ) -> int:
-        """Take back up to ``amount`` of the grant ``reference`` still unspent; returns it."""
+        """Take back what is left of the purchase ``reference``; returns how much."""
         ...
 
 

@@ -51,6 +51,23 @@ async def get_subscription(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def allotment_period_taken(
+    session: AsyncSession,
+    *,
+    organization_id: str,
+    period_start: datetime,
+    except_subscription_id: str,
+) -> bool:
+    """Whether another subscription of the organization had its allotment for a period
+    starting at ``period_start``."""
+    statement = select(func.count()).where(
+        Subscription.organization_id == organization_id,
+        Subscription.id != except_subscription_id,
+        Subscription.allotment_granted_for == period_start,
+    )
+    return int((await session.execute(statement)).scalar_one()) > 0
+
+
 async def has_trialed(session: AsyncSession, *, organization_id: str) -> bool:
     statement = select(func.count()).where(
         Subscription.organization_id == organization_id, Subscription.trial_end.is_not(None)

@@ -837,7 +837,7 @@ class BillingService:
         reason: str,
     ) -> CreditNote:
         """Refund part or all of a paid invoice: a credit note, the provider's refund, and
-        for a token pack the unspent part of the refunded credits taken back."""
+        for a fully refunded token pack the unspent credits taken back."""
         invoice = await repository.get_invoice(session, invoice_id, for_update=True)
         if invoice is None or invoice.status == "draft":
             raise InvoiceNotFound("no such invoice")
@@ -870,13 +870,15 @@ class BillingService:
         invoice.amount_refunded_minor += amount
         reversed_credits = 0
         order = await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
-        if order is not None and order.granted_at is not None:
-            tokens = order.tokens * amount // max(1, invoice.total_minor)
+        fully_refunded = invoice.amount_refunded_minor >= invoice.amount_paid_minor
+        if order is not None and order.granted_at is not None and fully_refunded:
+            # The ledger takes back a lot's whole unspent rest, so a pack's credits are
+            # reversed by the refund that completes the refund of its invoice; a partial
+            # refund leaves the credits with the customer.
             reversed_credits = await credits().reverse_unspent(
-                session, order.organization_id, reference=f"pack:{order.id}", amount=tokens, now=now
+                session, order.organization_id, reference=f"pack:{order.id}", now=now
             )
-            if invoice.amount_refunded_minor >= invoice.amount_paid_minor:
-                order.status = "refunded"
+            order.status = "refunded"
         number = await repository.next_number(session, series=f"CN-{now.year}")
         note = CreditNote(
             id=new_id("cn"),
@@ -989,12 +991,15 @@ class BillingService:
         if order.granted_at is not None:
             return
         now = env.clock.now()
-        await credits().grant_purchase(
+        await credits().grant(
             session,
             order.organization_id,
             amount=order.tokens,
+            source="purchase",
             reference=f"pack:{order.id}",
+            expires_at=None,
             now=now,
+            reason=f"token pack {order.pack_id} ({order.id})",
         )
         order.status = "paid"
         order.granted_at = now
@@ -1024,16 +1029,34 @@ class BillingService:
         ):
             return
         sub.allotment_granted_for = sub.current_period_start
-        await session.flush()
         if plan.monthly_tokens <= 0:
+            return
+        if await repository.allotment_period_taken(
+            session,
+            organization_id=sub.organization_id,
+            period_start=sub.current_period_start,
+            except_subscription_id=sub.id,
+        ):
+            # The ledger keeps one allotment per period start; a plan started in the very
+            # instant another subscription's period began gets its own lot by reference.
+            await credits().grant(
+                session,
+                sub.organization_id,
+                amount=plan.monthly_tokens,
+                source="allotment",
+                reference=f"allotment:{sub.id}:{sub.period_index}",
+                expires_at=sub.current_period_end,
+                now=env.clock.now(),
+                reason=f"{plan.name} allotment",
+            )
             return
         await credits().grant_allotment(
             session,
             sub.organization_id,
             amount=plan.monthly_tokens,
-            reference=f"allotment:{sub.id}:{sub.period_index}",
-            expires_at=None if plan.rollover else sub.current_period_end,
-            now=env.clock.now(),
+            period_start=sub.current_period_start,
+            period_end=sub.current_period_end,
+            rollover_cap=plan.rollover_cap or None,
         )
 
     async def _grant_upgrade_tokens(
@@ -1047,13 +1070,15 @@ class BillingService:
         extra = new.monthly_tokens - old.monthly_tokens
         if extra <= 0 or sub.allotment_granted_for != sub.current_period_start:
             return
-        await credits().grant_allotment(
+        await credits().grant(
             session,
             sub.organization_id,
             amount=extra,
-            reference=f"allotment:{sub.id}:{sub.period_index}:{new.id}",
-            expires_at=None if new.rollover else sub.current_period_end,
+            source="allotment",
+            reference=f"upgrade:{sub.id}:{sub.period_index}:{new.id}",
+            expires_at=sub.current_period_end,
             now=env.clock.now(),
+            reason=f"upgrade to {new.name}: the difference for this period",
         )
 
     async def _sync_license(self, session: AsyncSession, sub: Subscription) -> None:
