@@ -175,3 +175,25 @@ class TestDunningPolicy:
         before = await subscription(client, account)
         assert (await advance(client, account, 0))["handled"] == 0
         assert await subscription(client, account) == before
+
+
+class TestIncomplete:
+    async def test_an_unpaid_first_invoice_expires_after_23_hours_and_free_stays(
+        self, client: httpx.AsyncClient, account: BillingAccount, catalog: StaticCatalog
+    ) -> None:
+        await add_card(client, account, "4242424242424242")
+        await put_plan(client, account, "pro")  # uses up the trial
+        await client.delete(
+            "/api/v1/billing/subscription?at_period_end=false", headers=account.headers
+        )
+        await add_card(client, account, "4000000000000341")
+        assert (await put_plan(client, account, "pro")).json()["status"] == "incomplete"
+        await advance(client, account, 0)
+        sub = await subscription(client, account)
+        assert (sub["plan"], sub["status"]) == ("pro", "incomplete")
+        assert catalog.assignments[account.organization_id].plan_id == "free"
+        await advance(client, account, 23 * 3600)
+        sub = await subscription(client, account)
+        assert (sub["plan"], sub["status"]) == ("free", "active")
+        [invoice] = await invoices(client, account)
+        assert invoice["status"] == "void"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, event, func, select
@@ -101,6 +101,19 @@ def due_retries(now: datetime, *, limit: int) -> Select[Any]:
     )
 
 
+def due_incomplete_expiries(cutoff: datetime, *, limit: int) -> Select[Any]:
+    """First invoices left unpaid since before ``cutoff``."""
+    return (
+        select(Subscription.id)
+        .where(
+            Subscription.is_current,
+            Subscription.status == "incomplete",
+            Subscription.current_period_start <= cutoff,
+        )
+        .limit(limit)
+    )
+
+
 def due_grace_ends(now: datetime, *, limit: int) -> Select[Any]:
     return (
         select(Subscription.id)
@@ -113,7 +126,7 @@ def due_grace_ends(now: datetime, *, limit: int) -> Select[Any]:
     )
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
+async def next_due_at(session: AsyncSession, *, incomplete_expiry: timedelta) -> datetime | None:
     """The earliest moment a billing sweep has work: a period end, a retry, a grace end."""
     candidates = [
         select(func.min(Subscription.current_period_end)).where(
@@ -126,8 +139,13 @@ async def next_due_at(session: AsyncSession) -> datetime | None:
         select(func.min(Subscription.grace_ends_at)).where(
             Subscription.is_current, Subscription.license_state == "grace"
         ),
+        select(func.min(Subscription.current_period_start)).where(
+            Subscription.is_current, Subscription.status == "incomplete"
+        ),
     ]
     moments = [(await session.execute(query)).scalar_one_or_none() for query in candidates]
+    if moments[3] is not None:
+        moments[3] += incomplete_expiry
     present = [moment for moment in moments if moment is not None]
     return min(present) if present else None
 

@@ -525,8 +525,24 @@ class BillingService:
         await self._set_license(session, env, sub, "restricted")
         return True
 
+    async def expire_incomplete(
+        self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str
+    ) -> bool:
+        """A first invoice unpaid for :data:`INCOMPLETE_EXPIRY`: void it, back to Free."""
+        sub = await session.get(Subscription, subscription_id)
+        now = env.clock.now()
+        if (
+            sub is None
+            or not sub.is_current
+            or sub.status != "incomplete"
+            or sub.current_period_start + INCOMPLETE_EXPIRY > now
+        ):
+            return False
+        await self._end(session, env, sub, at=now, void_open=True)
+        return True
+
     async def next_due_at(self, session: AsyncSession) -> datetime | None:
-        return await repository.next_due_at(session)
+        return await repository.next_due_at(session, incomplete_expiry=INCOMPLETE_EXPIRY)
 
     # -- collection and dunning -------------------------------------------------------
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.billing import repository
 from tollway.billing.models import Subscription
-from tollway.billing.service import billing_service
+from tollway.billing.service import INCOMPLETE_EXPIRY, billing_service
 from tollway.kit.sweeps import SweepContext, claim_due, register_sweep
 from tollway.payments.service import PaymentEnv
 from tollway.payments.tasks import process_webhook_events
@@ -104,7 +104,27 @@ async def end_grace_periods(context: SweepContext) -> int:
     )
 
 
-BILLING_SWEEPS = (end_grace_periods, renew_subscriptions, retry_collections, process_webhook_events)
+async def _expire(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
+    return await billing_service.expire_incomplete(session, env, subscription_id=subscription_id)
+
+
+@register_sweep("billing.expire_incomplete", interval_seconds=60.0)
+async def expire_incomplete(context: SweepContext) -> int:
+    """First invoices unpaid after 23 hours end the attempt; the organization stays on Free."""
+    return await _run_each(
+        context,
+        lambda now: repository.due_incomplete_expiries(now - INCOMPLETE_EXPIRY, limit=BATCH),
+        _expire,
+    )
+
+
+BILLING_SWEEPS = (
+    expire_incomplete,
+    end_grace_periods,
+    renew_subscriptions,
+    retry_collections,
+    process_webhook_events,
+)
 
 
 async def run_until_quiet(context: SweepContext, *, max_rounds: int = 100) -> int:
