@@ -2,8 +2,9 @@
 
 Billing calls those domains through these two protocols only, so it never reads
 their tables. :func:`catalog` and :func:`credits` answer the implementation in use:
-the adapters over ``tollway.plans`` / ``tollway.ledger`` once those domains are
-installed, or whatever :func:`use_catalog` / :func:`use_credits` set (tests, the bench).
+the adapters over ``tollway.plans`` / ``tollway.ledger`` (:mod:`tollway.billing.adapters`)
+when those domains are installed, or whatever :func:`use_catalog` / :func:`use_credits`
+set (tests, the bench); without either, 503 ``billing_unavailable``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.errors import ConfigurationError
+from tollway.errors import ServiceUnavailable
 
 LicenseState = Literal["active", "grace", "restricted", "canceled"]
 Degradation = Literal["immediate", "after_grace", "never"]
@@ -80,7 +81,10 @@ class TokenPack:
 class Catalog(Protocol):
     """The plans domain, as billing sees it."""
 
-    default_plan_id: str
+    @property
+    def default_plan_id(self) -> str:
+        """The plan every organization starts on (Free)."""
+        ...
 
     async def get_plan(self, session: AsyncSession, plan_id: str) -> PlanTerms | None: ...
 
@@ -175,17 +179,28 @@ def use_credits(implementation: Credits | None) -> None:
     _credits = implementation
 
 
+class BillingUnavailable(ServiceUnavailable):
+    code = "billing_unavailable"
+    title = "Billing unavailable"
+
+
 def catalog() -> Catalog:
-    if _catalog is not None:
-        return _catalog
-    raise ConfigurationError(
-        "billing needs the plans domain (tollway.plans); install it or call use_catalog()"
-    )
+    global _catalog
+    if _catalog is None:
+        from tollway.billing.adapters import installed_catalog
+
+        _catalog = installed_catalog()
+    if _catalog is None:
+        raise BillingUnavailable("billing needs the plans domain (tollway.plans), not installed")
+    return _catalog
 
 
 def credits() -> Credits:
-    if _credits is not None:
-        return _credits
-    raise ConfigurationError(
-        "billing needs the ledger domain (tollway.ledger); install it or call use_credits()"
-    )
+    global _credits
+    if _credits is None:
+        from tollway.billing.adapters import installed_credits
+
+        _credits = installed_credits()
+    if _credits is None:
+        raise BillingUnavailable("billing needs the ledger domain (tollway.ledger), not installed")
+    return _credits
