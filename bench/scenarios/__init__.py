@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.load import LoadResult, Request, run_load
 from bench.scenarios.billing import billing_renewals
-from bench.scenarios.setup import new_account
+from bench.scenarios.setup import new_account, new_dashboard_session
 from bench.server import Server
 
 
@@ -45,8 +45,21 @@ def auth_me(server: Server, options: Options) -> dict[str, Any]:
     return {"load": result.as_dict(), "goal": {"ratio_to_baseline": ">= 0.60"}}
 
 
+def auth_me_session(server: Server, options: Options) -> dict[str, Any]:
+    """GET /api/v1/auth/me with a dashboard session cookie (the dashboard's every page)."""
+    cookie = new_dashboard_session(server.base_url)
+    result = run_load(
+        server.base_url,
+        Request("GET", "/api/v1/auth/me", headers={"Cookie": f"tollway_session={cookie}"}),
+        connections=options.connections,
+        duration_s=options.duration_s,
+    )
+    return {"load": result.as_dict()}
+
+
 SCENARIOS: dict[str, Scenario] = {
     "health": health,
     "auth_me": auth_me,
+    "auth_me_session": auth_me_session,
     "billing_renewals": billing_renewals,
 }

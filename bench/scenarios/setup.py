@@ -36,3 +36,15 @@ def new_account(base_url: str, *, scopes: list[str] | None = None) -> BenchAccou
             access_token=body["access_token"],
             api_key=key.json()["key"],
         )
+
+
+def new_dashboard_session(base_url: str) -> str:
+    """A new account logged into a dashboard cookie session; answers the cookie value."""
+    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        client.post(
+            "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+        ).raise_for_status()
+        opened = client.post("/api/v1/auth/session", json={"email": email, "password": PASSWORD})
+        opened.raise_for_status()
+        return str(opened.cookies["tollway_session"])

@@ -109,6 +109,48 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="signs sandbox provider events; generated in development"
     )
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins per account or client address before a lock-out"
+    )
+    login_window_seconds: int = Field(
+        900, ge=1, description="the window in which failed logins are counted"
+    )
+    login_lockout_seconds: int = Field(
+        60, ge=1, description="the first lock-out; each repeated one doubles it (up to a day)"
+    )
+    session_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="lifetime of a dashboard cookie session"
+    )
+    github_client_id: str | None = Field(None, description="GitHub OAuth app client id")
+    github_client_secret: SecretStr | None = Field(
+        None, description="GitHub OAuth app client secret"
+    )
+    github_authorize_url: str = Field(
+        "https://github.com/login/oauth/authorize", description="GitHub authorization endpoint"
+    )
+    github_token_url: str = Field(
+        "https://github.com/login/oauth/access_token", description="GitHub token endpoint"
+    )
+    github_userinfo_url: str = Field(
+        "https://api.github.com/user", description="GitHub user endpoint"
+    )
+    github_emails_url: str = Field(
+        "https://api.github.com/user/emails",
+        description="GitHub endpoint listing the user's emails and whether they are verified",
+    )
+    google_client_id: str | None = Field(None, description="Google OAuth client id")
+    google_client_secret: SecretStr | None = Field(None, description="Google OAuth client secret")
+    google_authorize_url: str = Field(
+        "https://accounts.google.com/o/oauth2/v2/auth",
+        description="Google authorization endpoint",
+    )
+    google_token_url: str = Field(
+        "https://oauth2.googleapis.com/token", description="Google token endpoint"
+    )
+    google_userinfo_url: str = Field(
+        "https://openidconnect.googleapis.com/v1/userinfo",
+        description="Google OpenID Connect userinfo endpoint",
+    )
     signing_keys: SecretStr | None = Field(
         None,
         description="Ed25519 private keys (base64url, comma-separated, newest last) that sign "
@@ -133,6 +175,11 @@ class Settings(BaseSettings):
         if self.run_worker_in_process is None:
             return self.is_sqlite
         return self.run_worker_in_process
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry ``Secure`` when Tollway is served over https."""
+        return self.base_url.lower().startswith("https://")
 
     @property
     def secrets_file(self) -> Path:

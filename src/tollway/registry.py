@@ -14,8 +14,8 @@ from fastapi import APIRouter
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
-    "tollway.accounts": ("service",),
-    "tollway.auth": ("endpoints",),
+    "tollway.accounts": ("service", "endpoints", "tasks"),
+    "tollway.auth": ("endpoints", "tasks"),
     "tollway.api_keys": ("endpoints",),
     "tollway.payments": ("service", "endpoints", "tasks"),
     "tollway.billing": ("service", "endpoints", "tasks"),

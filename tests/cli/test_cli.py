@@ -98,3 +98,25 @@ class TestBillingRun:
         result = runner.invoke(app, ["billing", "run", "--until", "2099-01-01"])
         assert result.exit_code == 2
         assert "sandbox" in result.output
+
+
+class TestIdentityCommands:
+    def test_unlock_login_lifts_a_lock_out(self, environment: Path) -> None:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        nothing = runner.invoke(app, ["admin", "unlock-login", "--email", "a@example.com"])
+        assert nothing.exit_code == 0, nothing.output
+        assert "cleared 0" in nothing.output
+        missing = runner.invoke(app, ["admin", "unlock-login"])
+        assert missing.exit_code == 2
+
+    def test_reset_2fa_needs_a_known_user(self, environment: Path) -> None:
+        created = runner.invoke(
+            app, ["admin", "create", "--email", "ops@example.com", "--password", "a strong pass!!"]
+        )
+        assert created.exit_code == 0, created.output
+        reset = runner.invoke(app, ["admin", "reset-2fa", "--email", "ops@example.com"])
+        assert reset.exit_code == 0, reset.output
+        assert "two-factor authentication is off" in reset.output
+        unknown = runner.invoke(app, ["admin", "reset-2fa", "--email", "nobody@example.com"])
+        assert unknown.exit_code == 1
+        assert "not_found" in unknown.output

@@ -49,6 +49,18 @@ class TestIdempotencyKeys:
         assert other.status_code == 409
         assert other.json()["code"] == "idempotency_conflict"
 
+    async def test_a_failure_that_keeps_its_writes_does_not_burn_its_key(
+        self, edge: httpx.AsyncClient
+    ) -> None:
+        headers = {"Idempotency-Key": "order-46"}
+        for _ in range(2):
+            failed = await edge.post(
+                "/test/events/then-fail-keeping", json={"kind": "x"}, headers=headers
+            )
+            assert failed.status_code == 409
+            assert failed.json()["code"] == "kept"
+        assert await event_count(edge) == 2
+
     async def test_a_failed_request_does_not_burn_its_key(self, edge: httpx.AsyncClient) -> None:
         headers = {"Idempotency-Key": "order-45"}
         failed = await edge.post("/test/events/then-fail", json={"kind": "x"}, headers=headers)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollway.kit.models import Base, TimestampMixin, id_column
@@ -19,8 +19,12 @@ class User(TimestampMixin, Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     email_verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     is_platform_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    #: The TOTP secret, encrypted (Fernet, key derived from TOLLWAY_SECRET_KEY); set by
+    #: 2FA set-up, in force once ``totp_enabled``.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
     totp_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: The last accepted TOTP time step: a code is accepted once, never replayed.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     last_login_at: Mapped[datetime | None] = mapped_column()
     disabled_at: Mapped[datetime | None] = mapped_column()
 
@@ -51,3 +55,22 @@ class Membership(TimestampMixin, Base):
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
     role: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
+class Invitation(TimestampMixin, Base):
+    """A pending membership for an email without an account; it becomes a membership
+    when that email registers (password or OAuth), unless it expired or was withdrawn."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("organization_id", "email"),)
+
+    id: Mapped[str] = id_column()
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    email: Mapped[str] = mapped_column(String(320), nullable=False, index=True)
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    invited_by_user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    expires_at: Mapped[datetime] = mapped_column(nullable=False)

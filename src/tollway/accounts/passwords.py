@@ -1,5 +1,8 @@
 """Password hashing (argon2id through pwdlib) and the password policy.
 
+Hashing costs tens to hundreds of milliseconds of CPU by design, so the request path
+uses the ``*_in_thread`` variants, which leave the event loop free for other requests.
+
 Imported users may arrive with bcrypt hashes: they verify, and are rehashed with
 argon2id at their next successful login. Unknown emails still cost one hash, so a
 login's timing does not tell whether an account exists.
@@ -7,6 +10,7 @@ login's timing does not tell whether an account exists.
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 from importlib import resources
 
@@ -62,3 +66,13 @@ def verify_password(password: str, password_hash: str | None) -> tuple[bool, str
         return False, None
     valid, updated = _hasher.verify_and_update(password, password_hash)
     return valid, updated
+
+
+async def hash_password_in_thread(password: str) -> str:
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_in_thread(
+    password: str, password_hash: str | None
+) -> tuple[bool, str | None]:
+    return await asyncio.to_thread(verify_password, password, password_hash)

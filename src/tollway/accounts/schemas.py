@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+RoleName = Literal["owner", "admin", "billing", "member"]
 
 
 class UserOut(BaseModel):
@@ -32,3 +35,43 @@ class RegistrationIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
     name: str | None = Field(None, max_length=200)
     organization_name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class MemberOut(BaseModel):
+    user_id: str
+    email: str
+    name: str | None
+    role: str
+    joined_at: datetime
+
+
+class InvitationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class MemberList(BaseModel):
+    items: list[MemberOut]
+    invitations: list[InvitationOut] = Field(
+        description="invitations not yet accepted (accepted when the email registers)"
+    )
+
+
+class MemberAdd(BaseModel):
+    email: EmailStr
+    role: RoleName = "member"
+
+
+class MemberUpdate(BaseModel):
+    role: RoleName
+
+
+class MemberAdded(BaseModel):
+    status: Literal["added", "invited"]
+    member: MemberOut | None = None
+    invitation: InvitationOut | None = None

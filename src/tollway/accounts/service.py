@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts import repository
-from tollway.accounts.models import Membership, Organization, User
-from tollway.accounts.passwords import check_policy, hash_password
+from tollway.accounts.models import Invitation, Membership, Organization, User
+from tollway.accounts.passwords import check_policy, hash_password_in_thread
 from tollway.audit.service import audit_service
 from tollway.auth.scopes import ROLES
-from tollway.errors import Conflict, NotFound, Unprocessable
+from tollway.errors import Conflict, Forbidden, NotFound, Unprocessable
 from tollway.kit.cache import TTLCache
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
@@ -22,6 +22,28 @@ from tollway.kit.outbox import outbox
 class EmailTaken(Conflict):
     code = "email_taken"
     title = "Email already registered"
+
+
+INVITATION_TTL = timedelta(days=14)
+#: Roles that manage members; only owners make, unmake or remove owners.
+MANAGER_ROLES = frozenset({"owner", "admin"})
+
+
+class LastOwner(Conflict):
+    code = "last_owner"
+    title = "The last owner cannot leave"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    membership: Membership
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class AddedMember:
+    member: Member | None
+    invitation: Invitation | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +94,12 @@ class AccountService:
         users = repository.users(session)
         if await users.get_by_email(email) is not None:
             raise EmailTaken("an account with this email exists; log in instead")
+        password_hash = await hash_password_in_thread(password) if password is not None else None
         user = User(
             id=new_id("usr"),
             email=email,
             name=name,
-            password_hash=hash_password(password) if password is not None else None,
+            password_hash=password_hash,
             email_verified=email_verified,
             is_platform_admin=is_platform_admin,
             created_at=now,
@@ -105,6 +128,7 @@ class AccountService:
         except IntegrityError:
             # Two registrations of one email raced; the unique index decided.
             raise EmailTaken("an account with this email exists; log in instead") from None
+        await self._accept_invitations(session, user=user, now=now)
         audit_service.record(
             session,
             action="user.registered",
@@ -189,6 +213,262 @@ class AccountService:
         )
         await session.flush()
         return user
+
+    async def _accept_invitations(
+        self, session: AsyncSession, *, user: User, now: datetime
+    ) -> None:
+        """Open invitations to the new user's email become memberships."""
+        invitations = repository.invitations(session)
+        for invitation in await invitations.list_open_for_email(user.email, now=now):
+            membership = Membership(
+                id=new_id("mem"),
+                organization_id=invitation.organization_id,
+                user_id=user.id,
+                role=invitation.role,
+                created_at=now,
+            )
+            await repository.memberships(session).add(membership)
+            await invitations.delete(invitation)
+            audit_service.record(
+                session,
+                action="member.joined",
+                target=user.id,
+                organization_id=invitation.organization_id,
+                actor=f"user:{user.id}",
+                details={"role": invitation.role, "invitation_id": invitation.id},
+                occurred_at=now,
+            )
+            await outbox.publish(
+                session,
+                "member.added",
+                {"user_id": user.id, "role": invitation.role, "via": "invitation"},
+                organization_id=invitation.organization_id,
+                occurred_at=now,
+            )
+
+    async def list_members(
+        self, session: AsyncSession, *, organization_id: str
+    ) -> tuple[list[Member], list[Invitation]]:
+        rows = await repository.memberships(session).list_members(organization_id)
+        invitations = await repository.invitations(session).list_for_organization(organization_id)
+        return [Member(membership=m, user=u) for m, u in rows], invitations
+
+    async def _manager_role(
+        self, session: AsyncSession, *, organization_id: str, actor_user_id: str | None
+    ) -> str:
+        """The acting user's current role, checked against the database, not the token."""
+        membership = (
+            await self.get_membership(
+                session, user_id=actor_user_id, organization_id=organization_id
+            )
+            if actor_user_id is not None
+            else None
+        )
+        if membership is None or membership.role not in MANAGER_ROLES:
+            raise Forbidden("only owners and admins manage members", code="insufficient_role")
+        return membership.role
+
+    async def add_member(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        actor_user_id: str | None,
+        email: str,
+        role: str,
+        now: datetime,
+    ) -> AddedMember:
+        """Add the user with ``email``, or invite the email when no account has it yet."""
+        self.check_role(role)
+        actor_role = await self._manager_role(
+            session, organization_id=organization_id, actor_user_id=actor_user_id
+        )
+        if role == "owner" and actor_role != "owner":
+            raise Forbidden("only owners make owners", code="insufficient_role")
+        email = normalize_email(email)
+        user = await repository.users(session).get_by_email(email)
+        if user is None:
+            return AddedMember(
+                member=None,
+                invitation=await self._invite(
+                    session,
+                    organization_id=organization_id,
+                    actor_user_id=actor_user_id,
+                    email=email,
+                    role=role,
+                    now=now,
+                ),
+            )
+        memberships = repository.memberships(session)
+        if await memberships.get_by_user_and_organization(
+            user_id=user.id, organization_id=organization_id
+        ):
+            raise Conflict("this user is already a member", code="already_member")
+        membership = Membership(
+            id=new_id("mem"),
+            organization_id=organization_id,
+            user_id=user.id,
+            role=role,
+            created_at=now,
+        )
+        await memberships.add(membership)
+        audit_service.record(
+            session,
+            action="member.added",
+            target=user.id,
+            organization_id=organization_id,
+            details={"role": role},
+            occurred_at=now,
+        )
+        await outbox.publish(
+            session,
+            "member.added",
+            {"user_id": user.id, "role": role, "via": "direct"},
+            organization_id=organization_id,
+            occurred_at=now,
+        )
+        return AddedMember(member=Member(membership=membership, user=user), invitation=None)
+
+    async def _invite(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        actor_user_id: str | None,
+        email: str,
+        role: str,
+        now: datetime,
+    ) -> Invitation:
+        invitations = repository.invitations(session)
+        existing = await invitations.get_by_email(organization_id=organization_id, email=email)
+        if existing is not None and existing.expires_at > now:
+            raise Conflict("this email is already invited", code="already_invited")
+        if existing is not None:
+            await invitations.delete(existing)
+        invitation = Invitation(
+            id=new_id("invite"),
+            organization_id=organization_id,
+            email=email,
+            role=role,
+            invited_by_user_id=actor_user_id,
+            created_at=now,
+            expires_at=now + INVITATION_TTL,
+        )
+        await invitations.add(invitation)
+        audit_service.record(
+            session,
+            action="member.invited",
+            target=invitation.id,
+            organization_id=organization_id,
+            details={"email": email, "role": role},
+            occurred_at=now,
+        )
+        await outbox.publish(
+            session,
+            "member.invited",
+            {"invitation_id": invitation.id, "email": email, "role": role},
+            organization_id=organization_id,
+            occurred_at=now,
+        )
+        return invitation
+
+    async def change_role(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        actor_user_id: str | None,
+        user_id: str,
+        role: str,
+        now: datetime,
+    ) -> Member:
+        self.check_role(role)
+        memberships = await repository.memberships(session).lock_organization(organization_id)
+        actor_role = await self._manager_role(
+            session, organization_id=organization_id, actor_user_id=actor_user_id
+        )
+        target = next((m for m in memberships if m.user_id == user_id), None)
+        if target is None:
+            raise NotFound("no such member")
+        if "owner" in (role, target.role) and actor_role != "owner":
+            raise Forbidden("only owners make or unmake owners", code="insufficient_role")
+        owners = sum(1 for m in memberships if m.role == "owner")
+        if target.role == "owner" and role != "owner" and owners <= 1:
+            raise LastOwner("the organization needs an owner; make another member owner first")
+        previous, target.role = target.role, role
+        await session.flush()
+        if previous != role:
+            audit_service.record(
+                session,
+                action="member.role_changed",
+                target=user_id,
+                organization_id=organization_id,
+                details={"from": previous, "to": role},
+                occurred_at=now,
+            )
+            await outbox.publish(
+                session,
+                "member.role_changed",
+                {"user_id": user_id, "from": previous, "to": role},
+                organization_id=organization_id,
+                occurred_at=now,
+            )
+        return Member(membership=target, user=await self.get_user(session, user_id))
+
+    async def remove_member(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        actor_user_id: str | None,
+        member_id: str,
+        now: datetime,
+    ) -> None:
+        """Remove a member (by user id) or withdraw an invitation (by invitation id)."""
+        memberships = await repository.memberships(session).lock_organization(organization_id)
+        actor_role = await self._manager_role(
+            session, organization_id=organization_id, actor_user_id=actor_user_id
+        )
+        invitations = repository.invitations(session)
+        invitation = await invitations.get_for_organization(member_id, organization_id)
+        if invitation is not None:
+            await invitations.delete(invitation)
+            audit_service.record(
+                session,
+                action="member.invitation_withdrawn",
+                target=invitation.id,
+                organization_id=organization_id,
+                details={"email": invitation.email},
+                occurred_at=now,
+            )
+            return
+        target = next((m for m in memberships if m.user_id == member_id), None)
+        if target is None:
+            raise NotFound("no such member")
+        if target.role == "owner":
+            if actor_role != "owner":
+                raise Forbidden("only owners remove owners", code="insufficient_role")
+            if sum(1 for m in memberships if m.role == "owner") <= 1:
+                raise LastOwner("the organization needs an owner; make another member owner first")
+        await repository.memberships(session).delete(target)
+        audit_service.record(
+            session,
+            action="member.removed",
+            target=member_id,
+            organization_id=organization_id,
+            details={"role": target.role},
+            occurred_at=now,
+        )
+        await outbox.publish(
+            session,
+            "member.removed",
+            {"user_id": member_id, "role": target.role},
+            organization_id=organization_id,
+            occurred_at=now,
+        )
+
+    async def purge_expired_invitations(self, session: AsyncSession, *, now: datetime) -> int:
+        return await repository.invitations(session).purge_expired(now=now)
 
     def check_role(self, role: str) -> str:
         if role not in ROLES:

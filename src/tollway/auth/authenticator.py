@@ -1,4 +1,5 @@
-"""Turns ``Authorization: Bearer ...`` into a Principal, fast.
+"""Turns ``Authorization: Bearer ...`` (or, without that header, the dashboard's
+session cookie) into a Principal, fast.
 
 API keys are looked up by their HMAC and cached per process for at most
 ``CACHE_SECONDS`` (one second) of the business clock; revoked access tokens are
@@ -8,11 +9,16 @@ second per process instead of one per request.
 
 ``last_used_at`` of keys is collected in memory and written in batches, never on
 every request.
+
+Dashboard sessions are cached the same way (so logout and role changes reach every
+process within a second); unsafe requests authenticated by the cookie must carry the
+session's CSRF token (403 ``csrf_failed``), see :mod:`tollway.auth.sessions`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,12 +32,24 @@ from tollway.api_keys.service import InvalidApiKey, api_key_service
 from tollway.auth import repository
 from tollway.auth.dependencies import optional_principal
 from tollway.auth.principal import Principal
+from tollway.auth.scopes import ROLE_SCOPES
+from tollway.auth.sessions import (
+    CSRF_FORM_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    CsrfFailed,
+    InvalidSession,
+    SessionSnapshot,
+    dashboard_session_service,
+    hash_session_token,
+)
 from tollway.auth.tokens import InvalidToken, decode_access_token
 from tollway.config import Settings
 from tollway.db import Database
-from tollway.errors import Unauthorized
+from tollway.errors import Forbidden, Unauthorized
 from tollway.kit.cache import TTLCache
 from tollway.kit.clock import Clock
+from tollway.kit.routing import SAFE_METHODS
 from tollway.kit.signing import KeyRing
 
 log = structlog.get_logger("tollway.auth")
@@ -63,6 +81,9 @@ class TollwayAuthenticator:
         self._keys: TTLCache[str, _KeySnapshot | None] = TTLCache(
             ttl=self._cache_ttl, max_entries=MAX_CACHED_KEYS
         )
+        self._sessions: TTLCache[str, SessionSnapshot | None] = TTLCache(
+            ttl=self._cache_ttl, max_entries=MAX_CACHED_KEYS
+        )
         self._revoked: set[str] = set()
         self._revoked_loaded_at: datetime | None = None
         self._used: dict[str, datetime] = {}
@@ -72,7 +93,8 @@ class TollwayAuthenticator:
     async def authenticate(self, request: Request) -> Principal | None:
         header = request.headers.get("authorization")
         if header is None:
-            return None
+            cookie = request.cookies.get(SESSION_COOKIE)
+            return await self._cookie_principal(request, cookie) if cookie else None
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
@@ -98,6 +120,49 @@ class TollwayAuthenticator:
             is_platform_admin=claims.is_platform_admin,
             token_id=claims.token_id,
             extra={"tier": claims.tier},
+        )
+
+    async def _cookie_principal(self, request: Request, token: str) -> Principal:
+        now = self.clock.now()
+        snapshot = await self._session_snapshot(token, now)
+        if snapshot is None or snapshot.expires_at <= now:
+            raise InvalidSession("the dashboard session expired or was closed; log in again")
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER)
+            if sent is None and request.headers.get("content-type", "").startswith(
+                ("application/x-www-form-urlencoded", "multipart/form-data")
+            ):
+                field = (await request.form()).get(CSRF_FORM_FIELD)
+                sent = field if isinstance(field, str) else None
+            if sent is None or not hmac.compare_digest(sent, snapshot.csrf_token):
+                raise CsrfFailed(
+                    f"send the session's CSRF token in the {CSRF_HEADER} header "
+                    "(it is in the tollway_csrf cookie)"
+                )
+        return Principal(
+            kind="user",
+            organization_id=snapshot.organization_id,
+            role=snapshot.role,
+            scopes=ROLE_SCOPES[snapshot.role],
+            user_id=snapshot.user_id,
+            is_platform_admin=snapshot.is_platform_admin,
+            extra={"session_id": snapshot.session_id},
+        )
+
+    async def _session_snapshot(self, token: str, now: datetime) -> SessionSnapshot | None:
+        token_hash = hash_session_token(token)
+        hit, cached = self._sessions.get(token_hash, now=now)
+        if hit:
+            return cached
+        async with self.database.transaction(write=False) as session:
+            snapshot = await dashboard_session_service.resolve(session, token=token, now=now)
+        self._sessions.put(token_hash, snapshot, now=now)
+        return snapshot
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop a dashboard session from this process's cache at once (closed here)."""
+        self._sessions.discard_where(
+            lambda snapshot: snapshot is not None and snapshot.session_id == session_id
         )
 
     async def _revoked_tokens(self, now: datetime) -> set[str]:
@@ -182,7 +247,8 @@ class TollwayAuthenticator:
         """Idempotency keys live per organization, whatever credential the caller uses."""
         try:
             principal = await optional_principal(request)
-        except Unauthorized:
-            # The route's own authentication answers 401; nothing will be stored.
+        except (Unauthorized, Forbidden):
+            # The route's own authentication answers 401 (or 403 csrf_failed); nothing
+            # will be stored.
             return "anonymous"
         return principal.organization_id if principal is not None else "anonymous"

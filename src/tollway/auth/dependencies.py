@@ -85,6 +85,18 @@ async def require_api_key(
     return principal
 
 
+async def require_user(
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> Principal:
+    """Only a logged-in user (access token or dashboard session), not an API key: for
+    what a person does to their own account (2FA, their dashboard session)."""
+    if principal.kind != "user" or principal.user_id is None:
+        raise Forbidden(
+            "this endpoint is for a logged-in user, not an API key", code="user_required"
+        )
+    return principal
+
+
 async def require_platform_admin(
     principal: Annotated[Principal, Depends(current_principal)],
 ) -> Principal:
@@ -97,3 +109,4 @@ async def require_platform_admin(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 AdminPrincipal = Annotated[Principal, Depends(require_platform_admin)]
 ApiKeyPrincipal = Annotated[Principal, Depends(require_api_key)]
+UserPrincipal = Annotated[Principal, Depends(require_user)]

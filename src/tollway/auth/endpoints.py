@@ -1,16 +1,51 @@
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+from fastapi import Query
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from tollway.accounts.schemas import OrganizationOut, RegistrationIn, UserOut
 from tollway.accounts.service import account_service
 from tollway.auth.authenticator import TollwayAuthenticator
-from tollway.auth.dependencies import CurrentPrincipal
-from tollway.auth.schemas import LoginIn, Me, RefreshIn, Session, ValidateIn, Validation
-from tollway.auth.service import IssuedSession, auth_service, tier_of
+from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
+from tollway.auth.oauth import oauth_service
+from tollway.auth.schemas import (
+    DashboardSessionOut,
+    LoginIn,
+    Me,
+    RefreshIn,
+    Session,
+    TotpCodeIn,
+    TotpDisableIn,
+    TotpEnabledOut,
+    TotpSetupOut,
+    TotpStatus,
+    ValidateIn,
+    Validation,
+)
+from tollway.auth.service import (
+    IssuedSession,
+    LoginAttempt,
+    PasswordCheck,
+    auth_service,
+    tier_of,
+)
+from tollway.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, OpenedSession
+from tollway.auth.two_factor import two_factor_service
+from tollway.config import Settings
+from tollway.db import Database
 from tollway.errors import Unauthorized
-from tollway.kit.routing import ClockDep, SessionDep, api_router
+from tollway.kit.clock import Clock
+from tollway.kit.routing import (
+    ClockDep,
+    DatabaseDep,
+    SessionDep,
+    SettingsDep,
+    api_router,
+    get_session,
+)
 
 router = api_router(prefix="/api/v1/auth", tags=["auth"])
 
@@ -26,70 +61,71 @@ def _session(issued: IssuedSession) -> Session:
     )
 
 
-@router.post("/register", status_code=201, response_model=Session)
-async def register(
-    body: RegistrationIn, request: Request, session: SessionDep, clock: ClockDep
-) -> Session:
-    """Create a user and their personal organization (the user is its `owner`), and log in.
+def _client_address(request: Request) -> str | None:
+    """The caller's address; behind a proxy, run uvicorn with --proxy-headers so that
+    this is the client's and not the proxy's."""
+    return request.client.host if request.client is not None else None
 
-    Passwords need at least 10 characters, must not be the email and must not be a
-    commonly used password (422 `weak_password`). A registered email is 409 `email_taken`.
-    """
-    issued = await auth_service.register(
-        session,
-        keys=request.app.state.signing_keys,
+
+def _attempt(body: LoginIn, request: Request) -> LoginAttempt:
+    return LoginAttempt(
         email=str(body.email),
         password=body.password,
-        name=body.name,
-        organization_name=body.organization_name,
-        now=clock.now(),
-    )
-    return _session(issued)
-
-
-@router.post("/login", response_model=Session)
-async def login(body: LoginIn, request: Request, session: SessionDep, clock: ClockDep) -> Session:
-    """Exchange email and password for an access token (15 minutes) and a refresh token.
-
-    A wrong email or password is 401 `invalid_credentials`, in the same time either way.
-    """
-    issued = await auth_service.login(
-        session,
-        keys=request.app.state.signing_keys,
-        email=str(body.email),
-        password=body.password,
+        totp_code=body.totp_code,
+        client_address=_client_address(request),
         organization_id=body.organization_id,
-        now=clock.now(),
     )
-    return _session(issued)
 
 
-@router.post("/refresh", response_model=Session)
-async def refresh(
-    body: RefreshIn, request: Request, session: SessionDep, clock: ClockDep
-) -> Session:
-    """Rotate a refresh token: it is spent and a new pair comes back. Presenting a spent
-    refresh token again is 401 `refresh_token_reused` and revokes that whole login."""
-    issued = await auth_service.refresh(
-        session,
-        keys=request.app.state.signing_keys,
-        refresh_token=body.refresh_token,
-        now=clock.now(),
+async def _check_password(attempt: LoginAttempt, database: Database, clock: Clock) -> PasswordCheck:
+    """Steps one and two of a login, before the request's write transaction opens: a
+    short read, then the password hash, verified while no database lock or connection
+    is held (on SQLite every write of the process would otherwise wait for it)."""
+    async with database.transaction(write=False) as reading:
+        user_id, password_hash = await auth_service.look_up_login(
+            reading, attempt=attempt, now=clock.now()
+        )
+    return await auth_service.check_password(
+        user_id=user_id, password_hash=password_hash, password=attempt.password
     )
-    return _session(issued)
 
 
-@router.post("/logout", status_code=204)
-async def logout(
-    principal: CurrentPrincipal, request: Request, session: SessionDep, clock: ClockDep
-) -> Response:
-    """Revoke the access token used for this call and every refresh token of its login."""
-    await auth_service.logout(session, principal=principal, now=clock.now())
-    if principal.token_id is not None:
-        request.app.state.authenticator.note_revoked_token(principal.token_id)
-    return Response(status_code=204)
+def _set_session_cookies(response: Response, opened: OpenedSession, settings: Settings) -> None:
+    max_age = settings.session_ttl_seconds
+    secure = settings.secure_cookies
+    response.set_cookie(
+        SESSION_COOKIE,
+        opened.token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+    )
+    # Readable by the dashboard's scripts, which echo it in X-CSRF-Token.
+    response.set_cookie(
+        CSRF_COOKIE,
+        opened.record.csrf_token,
+        max_age=max_age,
+        path="/",
+        httponly=False,
+        samesite="lax",
+        secure=secure,
+    )
 
 
+def _clear_session_cookies(response: Response, settings: Settings) -> None:
+    for name in (SESSION_COOKIE, CSRF_COOKIE):
+        response.delete_cookie(
+            name,
+            path="/",
+            secure=settings.secure_cookies,
+            httponly=name == SESSION_COOKIE,
+            samesite="lax",
+        )
+
+
+# The hot paths first: routes are matched in order.
 @router.post("/validate", response_model=Validation)
 async def validate(body: ValidateIn, request: Request, session: SessionDep) -> Validation:
     """Check an access token or API key for another service: 200 with `valid` either way."""
@@ -127,4 +163,274 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
         tier=await tier_of(session, principal.organization_id),
         scopes=sorted(principal.scopes),
         api_key_id=principal.api_key_id,
+    )
+
+
+@router.post("/register", status_code=201, response_model=Session)
+async def register(
+    body: RegistrationIn, request: Request, session: SessionDep, clock: ClockDep
+) -> Session:
+    """Create a user and their personal organization (the user is its `owner`), and log in.
+
+    Passwords need at least 10 characters, must not be the email and must not be a
+    commonly used password (422 `weak_password`). A registered email is 409 `email_taken`.
+    Open invitations to this email become memberships.
+    """
+    issued = await auth_service.register(
+        session,
+        keys=request.app.state.signing_keys,
+        email=str(body.email),
+        password=body.password,
+        name=body.name,
+        organization_name=body.organization_name,
+        now=clock.now(),
+    )
+    return _session(issued)
+
+
+@router.post("/login", response_model=Session)
+async def login(
+    body: LoginIn, request: Request, database: DatabaseDep, settings: SettingsDep, clock: ClockDep
+) -> Session:
+    """Exchange email and password for an access token (15 minutes) and a refresh token.
+
+    A wrong email or password is 401 `invalid_credentials`, in the same time either way.
+    With two-factor authentication on, `totp_code` (a current code or a recovery code) is
+    needed: 401 `totp_required` without it, 401 `invalid_totp` when wrong. After 5
+    failures for one account or from one address within 15 minutes, logins are refused
+    with 429 `login_throttled` and `Retry-After`; repeated lock-outs last longer.
+    """
+    attempt = _attempt(body, request)
+    check = await _check_password(attempt, database, clock)
+    issued = await auth_service.login(
+        await get_session(request),
+        keys=request.app.state.signing_keys,
+        settings=settings,
+        attempt=attempt,
+        check=check,
+        now=clock.now(),
+    )
+    return _session(issued)
+
+
+@router.post("/session", response_model=DashboardSessionOut)
+async def open_session(
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> DashboardSessionOut:
+    """Log into a dashboard cookie session (same checks and errors as `/auth/login`).
+
+    Sets `tollway_session` (HttpOnly, SameSite=Lax, Secure behind https) and
+    `tollway_csrf`. Requests authenticated by the cookie that change something
+    (POST, PUT, PATCH, DELETE) must send the CSRF token in `X-CSRF-Token` (403 `csrf_failed`).
+    """
+    attempt = _attempt(body, request)
+    check = await _check_password(attempt, database, clock)
+    opened = await auth_service.open_dashboard_session(
+        await get_session(request),
+        settings=settings,
+        attempt=attempt,
+        check=check,
+        now=clock.now(),
+    )
+    _set_session_cookies(response, opened, settings)
+    return DashboardSessionOut(
+        user=UserOut.model_validate(opened.user),
+        organization=OrganizationOut.model_validate(opened.organization),
+        role=opened.role,
+        csrf_token=opened.record.csrf_token,
+        expires_at=opened.record.expires_at,
+    )
+
+
+@router.delete("/session", status_code=204)
+async def close_session(
+    principal: UserPrincipal,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Response:
+    """Log out of the dashboard: the session stops working everywhere within a second."""
+    session_id = principal.extra.get("session_id")
+    if session_id is None:
+        raise Unauthorized("this call closes a dashboard session; send its cookie")
+    await auth_service.logout(session, principal=principal, now=clock.now())
+    authenticator: TollwayAuthenticator = request.app.state.authenticator
+    authenticator.forget_session(session_id)
+    response = Response(status_code=204)
+    _clear_session_cookies(response, settings)
+    return response
+
+
+@router.post("/refresh", response_model=Session)
+async def refresh(
+    body: RefreshIn, request: Request, session: SessionDep, clock: ClockDep
+) -> Session:
+    """Rotate a refresh token: it is spent and a new pair comes back. Presenting a spent
+    refresh token again is 401 `refresh_token_reused` and revokes that whole login."""
+    issued = await auth_service.refresh(
+        session,
+        keys=request.app.state.signing_keys,
+        refresh_token=body.refresh_token,
+        now=clock.now(),
+    )
+    return _session(issued)
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    principal: CurrentPrincipal,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Response:
+    """Revoke the access token used for this call and every refresh token of its login
+    (with a dashboard cookie: close that session)."""
+    await auth_service.logout(session, principal=principal, now=clock.now())
+    authenticator: TollwayAuthenticator = request.app.state.authenticator
+    if principal.token_id is not None:
+        authenticator.note_revoked_token(principal.token_id)
+    response = Response(status_code=204)
+    session_id = principal.extra.get("session_id")
+    if session_id is not None:
+        authenticator.forget_session(session_id)
+        _clear_session_cookies(response, settings)
+    return response
+
+
+@router.post("/2fa/setup", response_model=TotpSetupOut)
+async def setup_two_factor(
+    principal: UserPrincipal, session: SessionDep, settings: SettingsDep
+) -> TotpSetupOut:
+    """Start two-factor set-up: a new TOTP secret and its `otpauth://` URI for the
+    authenticator app. Nothing changes at login until `/2fa/enable` confirms a code.
+    409 `totp_already_enabled` while 2FA is on."""
+    assert principal.user_id is not None
+    setup = await two_factor_service.setup(
+        session,
+        user_id=principal.user_id,
+        secret_key=settings.secret("secret_key"),
+    )
+    return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
+
+
+@router.post("/2fa/enable", response_model=TotpEnabledOut)
+async def enable_two_factor(
+    body: TotpCodeIn,
+    principal: UserPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> TotpEnabledOut:
+    """Turn two-factor authentication on with a current code from the app (422
+    `invalid_totp` when wrong). Answers ten one-time recovery codes, shown only here."""
+    assert principal.user_id is not None
+    codes = await two_factor_service.enable(
+        session,
+        user_id=principal.user_id,
+        code=body.code,
+        secret_key=settings.secret("secret_key"),
+        now=clock.now(),
+    )
+    return TotpEnabledOut(recovery_codes=codes)
+
+
+@router.post("/2fa/disable", response_model=TotpStatus)
+async def disable_two_factor(
+    body: TotpDisableIn,
+    principal: UserPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> TotpStatus:
+    """Turn two-factor authentication off, proven by a current code, an unused recovery
+    code or the password (422 `invalid_totp` when none holds). Recovery codes are deleted."""
+    assert principal.user_id is not None
+    await two_factor_service.disable(
+        session,
+        user_id=principal.user_id,
+        code=body.code,
+        password=body.password,
+        secret_key=settings.secret("secret_key"),
+        now=clock.now(),
+    )
+    return TotpStatus(enabled=False)
+
+
+@router.get("/oauth/{provider}/authorize", status_code=302)
+async def oauth_authorize(
+    provider: str,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    mode: Annotated[Literal["cookie", "token"], Query()] = "cookie",
+    redirect_to: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """Start an OAuth login with `github` or `google`: redirects to the provider with
+    `state` and a PKCE challenge. `mode=cookie` (default) ends in a dashboard session and
+    a redirect to `redirect_to` (a path here, default `/dashboard`); `mode=token` ends
+    with the JSON session of `/auth/login`. 404 `oauth_provider_not_configured`."""
+    # A GET that writes (the state row): its own write transaction, not the read one.
+    async with database.transaction() as session:
+        url = await oauth_service.begin(
+            session,
+            settings=settings,
+            provider=provider,
+            mode=mode,
+            redirect_to=redirect_to,
+            now=clock.now(),
+        )
+    return RedirectResponse(url, status_code=302)
+
+
+@router.get("/oauth/{provider}/callback", response_model=Session)
+async def oauth_callback(
+    provider: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    state: Annotated[str | None, Query(max_length=200)] = None,
+    code: Annotated[str | None, Query(max_length=2000)] = None,
+    error: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """Where the provider sends the browser back: completes the login, linking the
+    provider identity to the account with the same *verified* email or creating one.
+
+    400 `invalid_oauth_state` for a state not issued here (or used, or expired),
+    400 `oauth_denied` when the user declined, 403 `oauth_email_unverified` when the
+    provider has no verified email, 409 `oauth_link_refused` for an account with 2FA,
+    502 `oauth_provider_error` when the provider fails.
+    """
+    # Three steps, so that no transaction stays open while the provider answers: the
+    # state is spent (kept spent even if the rest fails), the code is exchanged over
+    # the network, then the account is found, linked or created.
+    async with database.transaction() as session:
+        pending = await oauth_service.take_state(
+            session, provider=provider, state=state, now=clock.now()
+        )
+    identity = await oauth_service.identify(
+        settings=settings, pending=pending, code=code, error=error
+    )
+    async with database.transaction() as session:
+        result = await auth_service.oauth_login(
+            session,
+            keys=request.app.state.signing_keys,
+            settings=settings,
+            identity=identity,
+            mode=pending.mode,
+            now=clock.now(),
+        )
+    if isinstance(result, OpenedSession):
+        response: Response = RedirectResponse(pending.redirect_to, status_code=303)
+        _set_session_cookies(response, result, settings)
+        return response
+    return Response(
+        content=_session(result).model_dump_json(), media_type="application/json", status_code=200
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollway.kit.models import Base, id_column
@@ -42,3 +42,90 @@ class RevokedAccessToken(Base):
     jti: Mapped[str] = mapped_column(String(40), primary_key=True)
     revoked_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
     expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+
+
+class LoginThrottle(Base):
+    """Failed logins of one account (``account:<email>``) or one client address
+    (``address:<ip>``), shared by every process through the database.
+
+    ``failures`` count within the window that began at ``window_started_at``; reaching
+    the limit locks the key until ``locked_until``, and each repeated lock-out
+    (``lockouts``) doubles the lock.
+    """
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    window_started_at: Mapped[datetime] = mapped_column(nullable=False)
+    lockouts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_failure_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+
+
+class RecoveryCode(Base):
+    """A one-time 2FA recovery code, stored as an HMAC; ``used_at`` set when spent."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[str] = id_column()
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column()
+
+
+class OAuthAccount(Base):
+    """A provider identity (GitHub, Google) linked to a user."""
+
+    __tablename__ = "oauth_accounts"
+    __table_args__ = (UniqueConstraint("provider", "provider_user_id"),)
+
+    id: Mapped[str] = id_column()
+    provider: Mapped[str] = mapped_column(String(20), nullable=False)
+    provider_user_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+
+class OAuthState(Base):
+    """An authorization request in flight: its ``state`` (stored as SHA-256) and PKCE
+    verifier, kept server-side so any process can complete the callback."""
+
+    __tablename__ = "oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20), nullable=False)
+    code_verifier: Mapped[str] = mapped_column(String(128), nullable=False)
+    #: ``cookie``: the callback opens a dashboard session and redirects to ``redirect_to``;
+    #: ``token``: it answers with the JSON session of /auth/login.
+    mode: Mapped[str] = mapped_column(String(10), nullable=False)
+    redirect_to: Mapped[str] = mapped_column(String(500), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+
+
+class DashboardSession(Base):
+    """A cookie session of the dashboard: the cookie holds an opaque token, stored here
+    as its SHA-256, with the synchronizer CSRF token unsafe requests must echo."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[str] = id_column()
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column()

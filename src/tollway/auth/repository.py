@@ -3,9 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.auth.models import RefreshToken, RevokedAccessToken
+from tollway.auth.models import (
+    DashboardSession,
+    LoginThrottle,
+    OAuthAccount,
+    OAuthState,
+    RecoveryCode,
+    RefreshToken,
+    RevokedAccessToken,
+)
 from tollway.kit.repository import Repository
 
 
@@ -58,9 +68,158 @@ class RevokedTokenRepository(Repository[RevokedAccessToken]):
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+class LoginThrottleRepository(Repository[LoginThrottle]):
+    model = LoginThrottle
+
+    async def list_by_keys(self, keys: list[str]) -> list[LoginThrottle]:
+        statement = select(LoginThrottle).where(LoginThrottle.key.in_(keys))
+        return list((await self.session.execute(statement)).scalars())
+
+    async def lock_or_create(self, key: str, *, now: datetime) -> LoginThrottle:
+        """The key's row, locked for this transaction (created when missing).
+
+        Insert-or-ignore first, so two processes failing at once for a new key do not
+        collide on the primary key; then ``FOR UPDATE`` serialises their counting.
+        """
+        values = {
+            "key": key,
+            "failures": 0,
+            "window_started_at": now,
+            "lockouts": 0,
+            "last_failure_at": now,
+        }
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            await self.session.execute(
+                postgresql_insert(LoginThrottle).values(**values).on_conflict_do_nothing()
+            )
+        else:
+            await self.session.execute(
+                sqlite_insert(LoginThrottle).values(**values).on_conflict_do_nothing()
+            )
+        statement = (
+            select(LoginThrottle)
+            .where(LoginThrottle.key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(statement)).scalar_one()
+
+    async def purge_idle(self, *, idle_since: datetime, now: datetime) -> int:
+        """Forget keys without a failure since ``idle_since`` and not locked any more."""
+        result = await self.session.execute(
+            delete(LoginThrottle).where(
+                LoginThrottle.last_failure_at < idle_since,
+                (LoginThrottle.locked_until.is_(None)) | (LoginThrottle.locked_until <= now),
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class RecoveryCodeRepository(Repository[RecoveryCode]):
+    model = RecoveryCode
+
+    async def get_unused(self, *, user_id: str, code_hash: str) -> RecoveryCode | None:
+        statement = (
+            select(RecoveryCode)
+            .where(
+                RecoveryCode.user_id == user_id,
+                RecoveryCode.code_hash == code_hash,
+                RecoveryCode.used_at.is_(None),
+            )
+            .with_for_update()
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def count_unused(self, user_id: str) -> int:
+        statement = select(RecoveryCode.id).where(
+            RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None)
+        )
+        return len(list((await self.session.execute(statement)).scalars()))
+
+    async def delete_for_user(self, user_id: str) -> None:
+        await self.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+
+
+class OAuthAccountRepository(Repository[OAuthAccount]):
+    model = OAuthAccount
+
+    async def get_by_provider_identity(
+        self, *, provider: str, provider_user_id: str
+    ) -> OAuthAccount | None:
+        statement = select(OAuthAccount).where(
+            OAuthAccount.provider == provider, OAuthAccount.provider_user_id == provider_user_id
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def list_for_user(self, user_id: str) -> list[OAuthAccount]:
+        statement = (
+            select(OAuthAccount).where(OAuthAccount.user_id == user_id).order_by(OAuthAccount.id)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
+
+class OAuthStateRepository(Repository[OAuthState]):
+    model = OAuthState
+
+    async def pop(self, state_hash: str) -> OAuthState | None:
+        """The state, deleted in the same breath: a state is good for one callback."""
+        statement = select(OAuthState).where(OAuthState.state_hash == state_hash).with_for_update()
+        record = (await self.session.execute(statement)).scalar_one_or_none()
+        if record is not None:
+            await self.session.delete(record)
+            await self.session.flush()
+        return record
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        result = await self.session.execute(delete(OAuthState).where(OAuthState.expires_at <= now))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class DashboardSessionRepository(Repository[DashboardSession]):
+    model = DashboardSession
+
+    async def get_by_hash(self, token_hash: str) -> DashboardSession | None:
+        statement = select(DashboardSession).where(DashboardSession.token_hash == token_hash)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def revoke_for_user(self, user_id: str, *, at: datetime) -> None:
+        await self.session.execute(
+            update(DashboardSession)
+            .where(DashboardSession.user_id == user_id, DashboardSession.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        result = await self.session.execute(
+            delete(DashboardSession).where(DashboardSession.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 def refresh_tokens(session: AsyncSession) -> RefreshTokenRepository:
     return RefreshTokenRepository(session)
 
 
 def revoked_tokens(session: AsyncSession) -> RevokedTokenRepository:
     return RevokedTokenRepository(session)
+
+
+def login_throttles(session: AsyncSession) -> LoginThrottleRepository:
+    return LoginThrottleRepository(session)
+
+
+def recovery_codes(session: AsyncSession) -> RecoveryCodeRepository:
+    return RecoveryCodeRepository(session)
+
+
+def oauth_accounts(session: AsyncSession) -> OAuthAccountRepository:
+    return OAuthAccountRepository(session)
+
+
+def oauth_states(session: AsyncSession) -> OAuthStateRepository:
+    return OAuthStateRepository(session)
+
+
+def dashboard_sessions(session: AsyncSession) -> DashboardSessionRepository:
+    return DashboardSessionRepository(session)

@@ -52,3 +52,42 @@ class Me(BaseModel):
     tier: str
     scopes: list[str]
     api_key_id: str | None = None
+
+
+class DashboardSessionOut(BaseModel):
+    """What POST /auth/session answers; the session itself travels in the cookie."""
+
+    user: UserOut
+    organization: OrganizationOut
+    role: str
+    csrf_token: str = Field(
+        description="echo it in the X-CSRF-Token header on unsafe requests (also in the "
+        "tollway_csrf cookie)"
+    )
+    expires_at: datetime
+
+
+class TotpSetupOut(BaseModel):
+    secret: str = Field(description="base32 secret for the authenticator app")
+    otpauth_uri: str = Field(description="the same as an otpauth:// URI (for a QR code)")
+    enabled: bool = False
+
+
+class TotpCodeIn(BaseModel):
+    code: str = Field(min_length=6, max_length=32, description="the current 6-digit code")
+
+
+class TotpEnabledOut(BaseModel):
+    enabled: bool = True
+    recovery_codes: list[str] = Field(
+        description="one-time codes for when the authenticator is lost; shown only here"
+    )
+
+
+class TotpDisableIn(BaseModel):
+    code: str | None = Field(None, max_length=32, description="a current code or a recovery code")
+    password: str | None = Field(None, max_length=1024)
+
+
+class TotpStatus(BaseModel):
+    enabled: bool

@@ -10,19 +10,24 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Membership, Organization, User
-from tollway.accounts.passwords import verify_password
+from tollway.accounts.passwords import verify_password_in_thread
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import RefreshToken
+from tollway.auth.oauth import ProviderIdentity, oauth_service
 from tollway.auth.principal import Principal
 from tollway.auth.scopes import ROLE_SCOPES
+from tollway.auth.sessions import OpenedSession, dashboard_session_service
+from tollway.auth.throttle import ThrottlePolicy, login_throttle_service, throttle_keys
 from tollway.auth.tokens import (
     ACCESS_TOKEN_TTL,
     InvalidToken,
     TokenExpired,
     issue_access_token,
 )
+from tollway.auth.two_factor import InvalidTotp, two_factor_service
+from tollway.config import Settings
 from tollway.errors import NotFound, Unauthorized
 from tollway.kit.ids import new_id
 from tollway.kit.signing import KeyRing
@@ -32,8 +37,12 @@ REFRESH_TOKEN_PREFIX = "twr_"  # noqa: S105 - a visible prefix, not a secret
 
 
 class InvalidCredentials(Unauthorized):
+    """Wrong email or password. The failure was counted for throttling, and that count
+    must survive the error answer."""
+
     code = "invalid_credentials"
     title = "Invalid credentials"
+    commit_transaction = True
 
 
 class RefreshTokenReused(InvalidToken):
@@ -53,6 +62,37 @@ class IssuedSession:
     access_token: str
     refresh_token: str
     expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """What a login presents: the credentials and where they come from."""
+
+    email: str
+    password: str
+    totp_code: str | None = None
+    client_address: str | None = None
+    organization_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """The verdict on a login's password, reached outside any transaction (hashing takes
+    tens to hundreds of milliseconds; no database lock or connection waits for it)."""
+
+    user_id: str | None
+    #: The stored hash that was checked; if it changed meanwhile, the check is redone.
+    password_hash: str | None
+    valid: bool
+    upgraded_hash: str | None
+
+
+def throttle_policy(settings: Settings) -> ThrottlePolicy:
+    return ThrottlePolicy(
+        max_failures=settings.login_max_failures,
+        window=timedelta(seconds=settings.login_window_seconds),
+        first_lockout=timedelta(seconds=settings.login_lockout_seconds),
+    )
 
 
 def hash_refresh_token(token: str) -> str:
@@ -103,23 +143,150 @@ class AuthService:
         session: AsyncSession,
         *,
         keys: KeyRing,
-        email: str,
-        password: str,
+        settings: Settings,
+        attempt: LoginAttempt,
+        check: PasswordCheck,
         now: datetime,
-        organization_id: str | None = None,
     ) -> IssuedSession:
-        user = await account_service.get_user_by_email(session, email)
-        valid, upgraded_hash = verify_password(password, user.password_hash if user else None)
-        if user is None or not valid or user.disabled_at is not None:
-            raise InvalidCredentials("the email or the password is wrong")
-        if upgraded_hash is not None:
-            user.password_hash = upgraded_hash
-        user.last_login_at = now
-        membership = await self._membership(session, user=user, organization_id=organization_id)
+        """Password (and TOTP code, when on) for an access and a refresh token."""
+        user = await self.verify_login(
+            session, settings=settings, attempt=attempt, check=check, now=now
+        )
+        membership = await self._membership(
+            session, user=user, organization_id=attempt.organization_id
+        )
         organization = await account_service.get_organization(session, membership.organization_id)
         return await self.issue(
             session, keys=keys, user=user, membership=membership, organization=organization, now=now
         )
+
+    async def open_dashboard_session(
+        self,
+        session: AsyncSession,
+        *,
+        settings: Settings,
+        attempt: LoginAttempt,
+        check: PasswordCheck,
+        now: datetime,
+    ) -> OpenedSession:
+        """Password (and TOTP code, when on) for a dashboard cookie session."""
+        user = await self.verify_login(
+            session, settings=settings, attempt=attempt, check=check, now=now
+        )
+        membership = await self._membership(
+            session, user=user, organization_id=attempt.organization_id
+        )
+        return await dashboard_session_service.open(
+            session,
+            user=user,
+            membership=membership,
+            ttl=timedelta(seconds=settings.session_ttl_seconds),
+            now=now,
+        )
+
+    async def oauth_login(
+        self,
+        session: AsyncSession,
+        *,
+        keys: KeyRing,
+        settings: Settings,
+        identity: ProviderIdentity,
+        mode: str,
+        now: datetime,
+    ) -> IssuedSession | OpenedSession:
+        """Log the provider identity's account in (linking or creating it): a dashboard
+        session for ``mode`` ``cookie``, a token pair for ``token``."""
+        login = await oauth_service.complete(session, identity=identity, now=now)
+        membership = await account_service.default_membership(session, login.user.id)
+        if mode == "cookie":
+            return await dashboard_session_service.open(
+                session,
+                user=login.user,
+                membership=membership,
+                ttl=timedelta(seconds=settings.session_ttl_seconds),
+                now=now,
+            )
+        organization = await account_service.get_organization(session, membership.organization_id)
+        return await self.issue(
+            session,
+            keys=keys,
+            user=login.user,
+            membership=membership,
+            organization=organization,
+            now=now,
+        )
+
+    async def look_up_login(
+        self, session: AsyncSession, *, attempt: LoginAttempt, now: datetime
+    ) -> tuple[str | None, str | None]:
+        """Step one of a login, read-only: refuse a locked account or address (429
+        ``login_throttled``) before any hashing; answer (user id, stored hash) or Nones."""
+        keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
+        await login_throttle_service.check(session, keys=keys, now=now)
+        user = await account_service.get_user_by_email(session, attempt.email)
+        return (user.id, user.password_hash) if user is not None else (None, None)
+
+    async def check_password(
+        self, *, user_id: str | None, password_hash: str | None, password: str
+    ) -> PasswordCheck:
+        """Step two, without a session: verify the password (the same work for an unknown
+        email, whose hash is None, as for a known one)."""
+        valid, upgraded_hash = await verify_password_in_thread(password, password_hash)
+        return PasswordCheck(
+            user_id=user_id, password_hash=password_hash, valid=valid, upgraded_hash=upgraded_hash
+        )
+
+    async def verify_login(
+        self,
+        session: AsyncSession,
+        *,
+        settings: Settings,
+        attempt: LoginAttempt,
+        check: PasswordCheck,
+        now: datetime,
+    ) -> User:
+        """Step three, in the write transaction: the user whose credentials these are, or
+        a counted failure.
+
+        A wrong password and a wrong TOTP code both count as failures (the error keeps
+        its transaction's writes); the password hash is upgraded (bcrypt -> argon2id)
+        only once the whole login holds.
+        """
+        keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
+        user = await account_service.get_user_by_email(session, attempt.email)
+        valid, upgraded_hash = check.valid, check.upgraded_hash
+        if user is not None and (
+            user.id != check.user_id or user.password_hash != check.password_hash
+        ):
+            # The account or its password changed since step two: judge again.
+            valid, upgraded_hash = await verify_password_in_thread(
+                attempt.password, user.password_hash
+            )
+        if user is None or not valid or user.disabled_at is not None:
+            await login_throttle_service.record_failure(
+                session,
+                keys=keys,
+                policy=throttle_policy(settings),
+                now=now,
+                user_id=user.id if user is not None else None,
+            )
+            raise InvalidCredentials("the email or the password is wrong")
+        if user.totp_enabled and not await two_factor_service.check_login(
+            session,
+            user=user,
+            code=attempt.totp_code,
+            secret_key=settings.secret("secret_key"),
+            now=now,
+        ):
+            await login_throttle_service.record_failure(
+                session, keys=keys, policy=throttle_policy(settings), now=now, user_id=user.id
+            )
+            raise InvalidTotp("the two-factor code is wrong or was already used")
+        if upgraded_hash is not None:
+            user.password_hash = upgraded_hash
+        user.last_login_at = now
+        await login_throttle_service.record_success(session, email=attempt.email)
+        return user
 
     async def _membership(
         self, session: AsyncSession, *, user: User, organization_id: str | None
@@ -227,7 +394,12 @@ class AuthService:
         )
 
     async def logout(self, session: AsyncSession, *, principal: Principal, now: datetime) -> None:
-        """Revoke the caller's access token and every refresh token of its login."""
+        """Revoke the caller's access token and every refresh token of its login (or,
+        called with a dashboard cookie, close that session)."""
+        session_id = principal.extra.get("session_id")
+        if session_id is not None:
+            await dashboard_session_service.close(session, session_id=session_id, now=now)
+            return
         if principal.token_id is None:
             raise InvalidToken("log out with the access token of a login, not an API key")
         await repository.revoked_tokens(session).revoke(

@@ -4,6 +4,8 @@ import typer
 
 from tollway import migrations
 from tollway.accounts.service import account_service
+from tollway.auth.throttle import account_key, address_key, login_throttle_service
+from tollway.auth.two_factor import two_factor_service
 from tollway.cli._context import load_settings, run_async
 from tollway.errors import TollwayError
 from tollway.kit.sweeps import SweepContext
@@ -41,3 +43,44 @@ def create(
     except TollwayError as error:
         typer.secho(f"{error.code}: {error.detail}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from error
+
+
+@app.command("reset-2fa")
+def reset_two_factor(email: str = typer.Option(..., help="the user's email")) -> None:
+    """Turn two-factor authentication off for a user who lost their authenticator and
+    recovery codes (audited as user.2fa_reset). Check who is asking first."""
+    settings = load_settings()
+
+    async def _reset(context: SweepContext) -> str:
+        async with context.database.transaction() as session:
+            user = await account_service.get_user_by_email(session, email)
+            if user is None:
+                raise TollwayError(f"no user with the email {email}", code="not_found")
+            await two_factor_service.reset(session, user_id=user.id, now=context.clock.now())
+            return f"two-factor authentication is off for {user.email} ({user.id})"
+
+    try:
+        typer.echo(run_async(settings, _reset))
+    except TollwayError as error:
+        typer.secho(f"{error.code}: {error.detail}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from error
+
+
+@app.command("unlock-login")
+def unlock_login(
+    email: str | None = typer.Option(None, help="lift the lock of this account"),
+    address: str | None = typer.Option(None, help="lift the lock of this client address"),
+) -> None:
+    """Lift a login lock-out (429 login_throttled) before it ends by itself."""
+    if email is None and address is None:
+        typer.secho("give --email or --address", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    settings = load_settings()
+    keys = ([account_key(email)] if email else []) + ([address_key(address)] if address else [])
+
+    async def _unlock(context: SweepContext) -> str:
+        async with context.database.transaction() as session:
+            cleared = await login_throttle_service.unlock(session, keys=keys)
+        return f"cleared {cleared} login throttle(s)"
+
+    typer.echo(run_async(settings, _unlock))

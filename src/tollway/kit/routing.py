@@ -93,7 +93,15 @@ async def _run(
             status_code=claim.status_code,
             headers={**claim.headers, "Idempotent-Replayed": "true"},
         )
-    response = await endpoint_handler(request)
+    try:
+        response = await endpoint_handler(request)
+    except TollwayError as error:
+        if error.commit_transaction:
+            # The request's writes are kept but it answers an error: release the key, or
+            # it would stay "in progress" and refuse every retry until it expires.
+            await session.delete(claim)
+            await session.flush()
+        raise
     await _remember(session, claim, response)
     return response
 

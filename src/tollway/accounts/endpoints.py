@@ -1,0 +1,140 @@
+"""Organizations and their members.
+
+An organization is addressed by its id, and only from inside it: a token or key of
+another organization gets 404, exactly as for an organization that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.responses import Response
+
+from tollway.accounts.schemas import (
+    InvitationOut,
+    MemberAdd,
+    MemberAdded,
+    MemberList,
+    MemberOut,
+    MemberUpdate,
+    OrganizationOut,
+)
+from tollway.accounts.service import Member, account_service
+from tollway.auth.dependencies import CurrentPrincipal, require_role
+from tollway.auth.principal import Principal
+from tollway.auth.scopes import ROLES
+from tollway.errors import NotFound
+from tollway.kit.routing import ClockDep, SessionDep, api_router
+
+router = api_router(prefix="/api/v1/organizations", tags=["organizations"])
+
+AnyMember = Annotated[Principal, Depends(require_role(*ROLES))]
+MemberManager = Annotated[Principal, Depends(require_role("owner", "admin"))]
+
+
+def _own(principal: Principal, organization_id: str) -> str:
+    if principal.organization_id != organization_id:
+        raise NotFound("no such organization")
+    return organization_id
+
+
+def _member(member: Member) -> MemberOut:
+    return MemberOut(
+        user_id=member.user.id,
+        email=member.user.email,
+        name=member.user.name,
+        role=member.membership.role,
+        joined_at=member.membership.created_at,
+    )
+
+
+@router.get("/{organization_id}", response_model=OrganizationOut)
+async def get_organization(
+    organization_id: str, principal: CurrentPrincipal, session: SessionDep
+) -> OrganizationOut:
+    """The caller's organization (any credential of it); others' are 404."""
+    organization = await account_service.get_organization(session, _own(principal, organization_id))
+    return OrganizationOut.model_validate(organization)
+
+
+@router.get("/{organization_id}/members", response_model=MemberList)
+async def list_members(
+    organization_id: str, principal: AnyMember, session: SessionDep
+) -> MemberList:
+    """Members with their roles, and the invitations not yet accepted."""
+    members, invitations = await account_service.list_members(
+        session, organization_id=_own(principal, organization_id)
+    )
+    return MemberList(
+        items=[_member(member) for member in members],
+        invitations=[InvitationOut.model_validate(invitation) for invitation in invitations],
+    )
+
+
+@router.post("/{organization_id}/members", status_code=201, response_model=MemberAdded)
+async def add_member(
+    organization_id: str,
+    body: MemberAdd,
+    principal: MemberManager,
+    session: SessionDep,
+    clock: ClockDep,
+) -> MemberAdded:
+    """Add a user by email with a role (`owner`, `admin`, `billing`, `member`; default
+    `member`). An email without an account gets an invitation instead (`status:
+    "invited"`), which becomes a membership when that email registers, within 14 days.
+    Owners and admins only; only owners make owners. 409 `already_member`, `already_invited`.
+    """
+    added = await account_service.add_member(
+        session,
+        organization_id=_own(principal, organization_id),
+        actor_user_id=principal.user_id,
+        email=str(body.email),
+        role=body.role,
+        now=clock.now(),
+    )
+    if added.member is not None:
+        return MemberAdded(status="added", member=_member(added.member))
+    return MemberAdded(status="invited", invitation=InvitationOut.model_validate(added.invitation))
+
+
+@router.patch("/{organization_id}/members/{user_id}", response_model=MemberOut)
+async def change_role(
+    organization_id: str,
+    user_id: str,
+    body: MemberUpdate,
+    principal: MemberManager,
+    session: SessionDep,
+    clock: ClockDep,
+) -> MemberOut:
+    """Change a member's role. Owners and admins only; only owners make or unmake
+    owners; the last owner cannot be demoted (409 `last_owner`)."""
+    member = await account_service.change_role(
+        session,
+        organization_id=_own(principal, organization_id),
+        actor_user_id=principal.user_id,
+        user_id=user_id,
+        role=body.role,
+        now=clock.now(),
+    )
+    return _member(member)
+
+
+@router.delete("/{organization_id}/members/{member_id}", status_code=204)
+async def remove_member(
+    organization_id: str,
+    member_id: str,
+    principal: MemberManager,
+    session: SessionDep,
+    clock: ClockDep,
+) -> Response:
+    """Remove a member (by user id) or withdraw an invitation (by its id). Owners and
+    admins only; only owners remove owners; the last owner stays (409 `last_owner`)."""
+    await account_service.remove_member(
+        session,
+        organization_id=_own(principal, organization_id),
+        actor_user_id=principal.user_id,
+        member_id=member_id,
+        now=clock.now(),
+    )
+    return Response(status_code=204)

@@ -1,0 +1,22 @@
+"""Housekeeping of the identity tables: expired OAuth states, dashboard sessions and
+revoked-token rows, and login throttles quiet for a day."""
+
+from __future__ import annotations
+
+from tollway.auth import repository
+from tollway.auth.oauth import oauth_service
+from tollway.auth.sessions import dashboard_session_service
+from tollway.auth.throttle import login_throttle_service
+from tollway.kit.sweeps import SweepContext, register_sweep
+
+
+@register_sweep("auth.purge_expired", interval_seconds=600)
+async def purge_expired(context: SweepContext) -> int:
+    """Delete rows whose only purpose has passed; running it twice deletes nothing more."""
+    now = context.clock.now()
+    async with context.database.transaction() as session:
+        purged = await oauth_service.purge(session, now=now)
+        purged += await dashboard_session_service.purge(session, now=now)
+        purged += await login_throttle_service.purge(session, now=now)
+        purged += await repository.revoked_tokens(session).purge_expired(now=now)
+    return purged

@@ -1,0 +1,147 @@
+"""Login throttling: failed logins per account and per client address.
+
+After ``login_max_failures`` failures of one key within ``login_window_seconds``, the
+key is locked for ``login_lockout_seconds``; every repeated lock-out doubles the lock
+(up to a day), and a key without failures for a day starts over. Both keys are kept
+in the ``login_throttles`` table, so every process (and every restart) sees the same
+counts, and time is the injected clock's.
+
+Unknown emails count like known ones (the account key is the email, whether an
+account exists or not), so throttling tells nothing about which emails exist. A
+successful login clears its account's count, never the address's: an attacker who
+owns one account cannot wash a guessing address clean by logging into it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollway.audit.service import audit_service
+from tollway.auth import repository
+from tollway.auth.models import LoginThrottle
+from tollway.errors import RateLimited
+
+MAX_LOCKOUT = timedelta(days=1)
+#: A key quiet for this long forgets its earlier lock-outs (and the sweep deletes it).
+FORGET_AFTER = timedelta(days=1)
+
+
+class LoginThrottled(RateLimited):
+    code = "login_throttled"
+    title = "Too many failed logins"
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    max_failures: int = 5
+    window: timedelta = timedelta(minutes=15)
+    first_lockout: timedelta = timedelta(minutes=1)
+
+    def lockout(self, lockouts: int) -> timedelta:
+        """The lock after the ``lockouts``-th consecutive lock-out (1, 2, ...)."""
+        lockout: timedelta = self.first_lockout * (2 ** min(lockouts - 1, 20))
+        return min(lockout, MAX_LOCKOUT)
+
+
+def account_key(email: str) -> str:
+    return f"account:{email.strip().lower()}"
+
+
+def address_key(client_address: str) -> str:
+    return f"address:{client_address}"
+
+
+def throttle_keys(*, email: str, client_address: str | None) -> list[str]:
+    keys = [account_key(email)]
+    if client_address:
+        keys.append(address_key(client_address))
+    return keys
+
+
+class LoginThrottleService:
+    async def check(self, session: AsyncSession, *, keys: list[str], now: datetime) -> None:
+        """Raise 429 ``login_throttled`` while any of ``keys`` is locked."""
+        locked_until = [
+            row.locked_until
+            for row in await repository.login_throttles(session).list_by_keys(keys)
+            if row.locked_until is not None and row.locked_until > now
+        ]
+        if locked_until:
+            until = max(locked_until)
+            raise LoginThrottled(
+                "too many failed logins; try again later",
+                retry_after=math.ceil((until - now).total_seconds()),
+            )
+
+    async def record_failure(
+        self,
+        session: AsyncSession,
+        *,
+        keys: list[str],
+        policy: ThrottlePolicy,
+        now: datetime,
+        user_id: str | None = None,
+    ) -> None:
+        """Count one failure on every key; lock (and audit) the keys that reach the limit."""
+        throttles = repository.login_throttles(session)
+        # Sorted, so two processes lock the same rows in the same order (no deadlock).
+        for key in sorted(keys):
+            row = await throttles.lock_or_create(key, now=now)
+            self._count(row, policy=policy, now=now)
+            if row.failures >= policy.max_failures:
+                row.lockouts += 1
+                row.failures = 0
+                row.window_started_at = now
+                row.locked_until = now + policy.lockout(row.lockouts)
+                scope, _, value = key.partition(":")
+                audit_service.record(
+                    session,
+                    action="auth.login_locked",
+                    target=user_id if scope == "account" and user_id else key,
+                    actor=f"user:{user_id}" if scope == "account" and user_id else "anonymous",
+                    details={
+                        "scope": scope,
+                        "key": value,
+                        "lockouts": row.lockouts,
+                        "locked_until": row.locked_until.isoformat(),
+                    },
+                    occurred_at=now,
+                )
+        await session.flush()
+
+    def _count(self, row: LoginThrottle, *, policy: ThrottlePolicy, now: datetime) -> None:
+        if now - row.last_failure_at >= FORGET_AFTER:
+            row.lockouts = 0
+        if row.failures == 0 or now - row.window_started_at >= policy.window:
+            row.failures = 0
+            row.window_started_at = now
+        row.failures += 1
+        row.last_failure_at = now
+
+    async def record_success(self, session: AsyncSession, *, email: str) -> None:
+        """A correct login clears the account's count (not the address's, see above)."""
+        for row in await repository.login_throttles(session).list_by_keys(
+            throttle_keys(email=email, client_address=None)
+        ):
+            row.failures = 0
+        await session.flush()
+
+    async def unlock(self, session: AsyncSession, *, keys: list[str]) -> int:
+        """Forget the counts and locks of ``keys`` (``tollway admin unlock-login``)."""
+        throttles = repository.login_throttles(session)
+        rows = await throttles.list_by_keys(keys)
+        for row in rows:
+            await throttles.delete(row)
+        return len(rows)
+
+    async def purge(self, session: AsyncSession, *, now: datetime) -> int:
+        return await repository.login_throttles(session).purge_idle(
+            idle_since=now - FORGET_AFTER, now=now
+        )
+
+
+login_throttle_service = LoginThrottleService()

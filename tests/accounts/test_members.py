@@ -1,0 +1,306 @@
+"""Organizations and members: roles, invitations, the last owner, tenant isolation."""
+
+import asyncio
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from tests.fixtures.identity import PASSWORD, Account, create_api_key, login, register
+from tollway.accounts.tasks import purge_expired_invitations
+from tollway.audit.models import AuditEntry
+from tollway.db import Database
+from tollway.kit.clock import ManualClock
+from tollway.kit.outbox import outbox
+from tollway.kit.sweeps import SweepContext
+
+
+def members_url(account: Account) -> str:
+    return f"/api/v1/organizations/{account.organization_id}/members"
+
+
+async def login_into(client: httpx.AsyncClient, account: Account, organization_id: str) -> Account:
+    """Log ``account`` into another organization it belongs to."""
+    response = await client.post(
+        "/api/v1/auth/login",
+        json={"email": account.email, "password": PASSWORD, "organization_id": organization_id},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return Account(
+        user_id=account.user_id,
+        organization_id=organization_id,
+        email=account.email,
+        password=PASSWORD,
+        access_token=body["access_token"],
+        refresh_token=body["refresh_token"],
+    )
+
+
+async def add(
+    client: httpx.AsyncClient, owner: Account, email: str, role: str = "member"
+) -> httpx.Response:
+    return await client.post(
+        members_url(owner), json={"email": email, "role": role}, headers=owner.headers
+    )
+
+
+class TestOrganization:
+    async def test_members_and_keys_of_the_organization_see_it_others_get_404(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client, organization_name="Alice Tools")
+        bob = await register(client)
+        url = f"/api/v1/organizations/{alice.organization_id}"
+        mine = await client.get(url, headers=alice.headers)
+        assert mine.status_code == 200
+        assert mine.json()["name"] == "Alice Tools"
+        key = await create_api_key(client, alice)
+        assert (
+            await client.get(url, headers={"Authorization": f"Bearer {key}"})
+        ).status_code == 200
+        for path in (url, f"{url}/members", "/api/v1/organizations/org_nonexistent"):
+            response = await client.get(path, headers=bob.headers)
+            assert response.status_code == 404, path
+            assert response.json()["code"] == "not_found"
+
+
+class TestMembers:
+    async def test_the_owner_is_listed_and_adds_an_existing_user_with_a_role(
+        self, client: httpx.AsyncClient, database: Database
+    ) -> None:
+        alice = await register(client)
+        carol = await register(client, name="Carol")
+        listed = await client.get(members_url(alice), headers=alice.headers)
+        assert [(m["user_id"], m["role"]) for m in listed.json()["items"]] == [
+            (alice.user_id, "owner")
+        ]
+        added = await add(client, alice, carol.email.upper(), "billing")
+        assert added.status_code == 201
+        assert added.json()["status"] == "added"
+        assert added.json()["member"] == {
+            **added.json()["member"],
+            "user_id": carol.user_id,
+            "role": "billing",
+            "name": "Carol",
+        }
+        carol_in_alice = await login_into(client, carol, alice.organization_id)
+        me = await client.get("/api/v1/auth/me", headers=carol_in_alice.headers)
+        assert me.json()["role"] == "billing"
+        again = await add(client, alice, carol.email)
+        assert again.status_code == 409
+        assert again.json()["code"] == "already_member"
+        async with database.transaction(write=False) as session:
+            events = await outbox.list_events(
+                session, event_type="member.added", organization_id=alice.organization_id
+            )
+        assert [event.payload["user_id"] for event in events] == [carol.user_id]
+
+    async def test_an_unknown_email_is_invited_and_joins_when_it_registers(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        invited = await add(client, alice, "dave@example.com", "admin")
+        assert invited.status_code == 201
+        assert invited.json()["status"] == "invited"
+        invitation = invited.json()["invitation"]
+        assert invitation["id"].startswith("invite_")
+        assert invitation["role"] == "admin"
+        twice = await add(client, alice, "dave@example.com")
+        assert twice.status_code == 409
+        assert twice.json()["code"] == "already_invited"
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert [item["email"] for item in listed["invitations"]] == ["dave@example.com"]
+
+        dave = await register(client, email="dave@example.com")
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert listed["invitations"] == []
+        assert {(m["user_id"], m["role"]) for m in listed["items"]} == {
+            (alice.user_id, "owner"),
+            (dave.user_id, "admin"),
+        }
+        # Dave still lands in his own organization; he can log into Alice's.
+        assert dave.organization_id != alice.organization_id
+        await login_into(client, dave, alice.organization_id)
+
+    async def test_an_expired_invitation_is_not_accepted_and_is_swept(
+        self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock, database: Database
+    ) -> None:
+        alice = await register(client)
+        await add(client, alice, "late@example.com", "admin")
+        clock.advance(days=14, seconds=1)
+        alice = await login(client, alice)  # the first access token has long expired
+        context = SweepContext(database=database, clock=clock, settings=app.state.settings)
+        late = await register(client, email="late@example.com")
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert late.user_id not in {m["user_id"] for m in listed["items"]}
+        assert await purge_expired_invitations(context) == 1
+        assert await purge_expired_invitations(context) == 0
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert listed["invitations"] == []
+
+    async def test_an_invitation_can_be_withdrawn(self, client: httpx.AsyncClient) -> None:
+        alice = await register(client)
+        invitation = (await add(client, alice, "erin@example.com")).json()["invitation"]
+        withdrawn = await client.delete(
+            f"{members_url(alice)}/{invitation['id']}", headers=alice.headers
+        )
+        assert withdrawn.status_code == 204
+        erin = await register(client, email="erin@example.com")
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert erin.user_id not in {m["user_id"] for m in listed["items"]}
+
+    async def test_only_owners_and_admins_manage_members(self, client: httpx.AsyncClient) -> None:
+        alice = await register(client)
+        roles = {}
+        for role in ("admin", "billing", "member"):
+            user = await register(client)
+            await add(client, alice, user.email, role)
+            roles[role] = await login_into(client, user, alice.organization_id)
+        outsider = await register(client)
+        for role in ("billing", "member"):
+            refused = await add(client, roles[role], outsider.email)
+            assert refused.status_code == 403, role
+            assert refused.json()["code"] == "insufficient_role"
+            # They may still see who is in the organization.
+            listed = await client.get(members_url(roles[role]), headers=roles[role].headers)
+            assert listed.status_code == 200
+        admin = roles["admin"]
+        assert (await add(client, admin, outsider.email, "member")).status_code == 201
+        no_owner = await add(client, admin, "frank@example.com", "owner")
+        assert no_owner.status_code == 403
+        promote_self = await client.patch(
+            f"{members_url(admin)}/{admin.user_id}", json={"role": "owner"}, headers=admin.headers
+        )
+        assert promote_self.status_code == 403
+        remove_owner = await client.delete(
+            f"{members_url(admin)}/{alice.user_id}", headers=admin.headers
+        )
+        assert remove_owner.status_code == 403
+        key = await create_api_key(client, alice)
+        by_key = await client.post(
+            members_url(alice),
+            json={"email": "gina@example.com"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert by_key.status_code == 403
+
+    async def test_the_last_owner_cannot_be_demoted_or_removed(
+        self, client: httpx.AsyncClient, database: Database
+    ) -> None:
+        alice = await register(client)
+        demote = await client.patch(
+            f"{members_url(alice)}/{alice.user_id}", json={"role": "admin"}, headers=alice.headers
+        )
+        assert demote.status_code == 409
+        assert demote.json()["code"] == "last_owner"
+        leave = await client.delete(f"{members_url(alice)}/{alice.user_id}", headers=alice.headers)
+        assert leave.status_code == 409
+        assert leave.json()["code"] == "last_owner"
+
+        hank = await register(client)
+        await add(client, alice, hank.email, "owner")
+        demoted = await client.patch(
+            f"{members_url(alice)}/{alice.user_id}", json={"role": "admin"}, headers=alice.headers
+        )
+        assert demoted.status_code == 200
+        assert demoted.json()["role"] == "admin"
+        async with database.transaction(write=False) as session:
+            changes = list(
+                (
+                    await session.execute(
+                        select(AuditEntry).where(AuditEntry.action == "member.role_changed")
+                    )
+                ).scalars()
+            )
+        assert [(c.target, c.details) for c in changes] == [
+            (alice.user_id, {"from": "owner", "to": "admin"})
+        ]
+
+    async def test_a_removed_member_loses_the_organization(self, client: httpx.AsyncClient) -> None:
+        alice = await register(client)
+        ivan = await register(client)
+        await add(client, alice, ivan.email)
+        ivan_in_alice = await login_into(client, ivan, alice.organization_id)
+        removed = await client.delete(f"{members_url(alice)}/{ivan.user_id}", headers=alice.headers)
+        assert removed.status_code == 204
+        refreshed = await client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": ivan_in_alice.refresh_token}
+        )
+        assert refreshed.status_code == 401
+        gone = await client.delete(f"{members_url(alice)}/{ivan.user_id}", headers=alice.headers)
+        assert gone.status_code == 404
+
+    async def test_a_role_change_reaches_an_open_dashboard_session_within_a_second(
+        self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
+    ) -> None:
+        alice = await register(client)
+        judy = await register(client)
+        await add(client, alice, judy.email, "admin")
+        transport = httpx.ASGITransport(app=app)  # the same app, another browser
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+            opened = await browser.post(
+                "/api/v1/auth/session",
+                json={
+                    "email": judy.email,
+                    "password": PASSWORD,
+                    "organization_id": alice.organization_id,
+                },
+            )
+            assert opened.json()["role"] == "admin"
+            assert (await browser.get("/api/v1/auth/me")).json()["role"] == "admin"
+            await client.patch(
+                f"{members_url(alice)}/{judy.user_id}",
+                json={"role": "member"},
+                headers=alice.headers,
+            )
+            clock.advance(seconds=1)
+            me = await browser.get("/api/v1/auth/me")
+            assert me.json()["role"] == "member"
+            assert "members:manage" not in me.json()["scopes"]
+
+    async def test_another_organization_gets_404_for_members(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        bob = await register(client)
+        url = members_url(alice)
+        for response in (
+            await client.get(url, headers=bob.headers),
+            await client.post(url, json={"email": "x@example.com"}, headers=bob.headers),
+            await client.patch(
+                f"{url}/{alice.user_id}", json={"role": "member"}, headers=bob.headers
+            ),
+            await client.delete(f"{url}/{alice.user_id}", headers=bob.headers),
+        ):
+            assert response.status_code == 404
+            assert response.json()["code"] == "not_found"
+
+    async def test_an_unknown_role_is_a_422(self, client: httpx.AsyncClient) -> None:
+        alice = await register(client)
+        response = await add(client, alice, "kim@example.com", "superuser")
+        assert response.status_code == 422
+        assert response.json()["code"] == "validation_error"
+
+
+class TestConcurrency:
+    async def test_two_owners_demoting_each_other_at_once_leave_one_owner(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        bob = await register(client)
+        await add(client, alice, bob.email, "owner")
+        bob_in_alice = await login_into(client, bob, alice.organization_id)
+        results = await asyncio.gather(
+            client.patch(
+                f"{members_url(alice)}/{bob.user_id}", json={"role": "admin"}, headers=alice.headers
+            ),
+            client.patch(
+                f"{members_url(alice)}/{alice.user_id}",
+                json={"role": "admin"},
+                headers=bob_in_alice.headers,
+            ),
+        )
+        assert sorted(response.status_code for response in results) == [200, 403]
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert [m["role"] for m in listed["items"]].count("owner") == 1

@@ -1,0 +1,268 @@
+"""OAuth2 login (authorization code + state + PKCE) against a provider on loopback."""
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from tests.fixtures.identity import PASSWORD, enable_two_factor, register
+from tests.fixtures.oauth_provider import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    LoopbackProvider,
+    ProviderServer,
+    ProviderUser,
+)
+from tollway.audit.models import AuditEntry
+from tollway.auth.models import OAuthAccount
+from tollway.db import Database
+from tollway.kit.clock import ManualClock
+
+
+@pytest.fixture(scope="session")
+def loopback_provider() -> Iterator[LoopbackProvider]:
+    provider = LoopbackProvider()
+    server = ProviderServer(provider)
+    server.start()
+    yield provider
+    server.stop()
+
+
+@pytest.fixture
+def provider(loopback_provider: LoopbackProvider) -> LoopbackProvider:
+    loopback_provider.reset()
+    return loopback_provider
+
+
+@pytest.fixture
+async def oauth_app(
+    app_factory: Callable[..., FastAPI], provider: LoopbackProvider
+) -> AsyncIterator[FastAPI]:
+    application = app_factory(
+        github_client_id=CLIENT_ID,
+        github_client_secret=SecretStr(CLIENT_SECRET),
+        github_authorize_url=provider.url("/github/authorize"),
+        github_token_url=provider.url("/github/token"),
+        github_userinfo_url=provider.url("/github/user"),
+        github_emails_url=provider.url("/github/user/emails"),
+        google_client_id=CLIENT_ID,
+        google_client_secret=SecretStr(CLIENT_SECRET),
+        google_authorize_url=provider.url("/google/authorize"),
+        google_token_url=provider.url("/google/token"),
+        google_userinfo_url=provider.url("/google/userinfo"),
+    )
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def web(oauth_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=oauth_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+async def start(web: httpx.AsyncClient, provider: str, **params: str) -> str:
+    """Ask Tollway to begin; answers the provider URL the browser is sent to."""
+    response = await web.get(f"/api/v1/auth/oauth/{provider}/authorize", params=params)
+    assert response.status_code == 302, response.text
+    return response.headers["location"]
+
+
+async def visit_provider(url: str) -> str:
+    """The browser at the provider (real HTTP to loopback); answers the callback path."""
+    async with httpx.AsyncClient(trust_env=False) as browser:
+        consent = await browser.get(url)
+    assert consent.status_code == 302, consent.text
+    callback = urlsplit(consent.headers["location"])
+    return f"{callback.path}?{callback.query}"
+
+
+async def oauth_login(
+    web: httpx.AsyncClient, provider: str = "github", **params: str
+) -> httpx.Response:
+    return await web.get(await visit_provider(await start(web, provider, **params)))
+
+
+class TestAuthorize:
+    async def test_the_redirect_carries_state_and_a_s256_pkce_challenge(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        url = urlsplit(await start(web, "github"))
+        query = parse_qs(url.query)
+        assert f"{url.scheme}://{url.netloc}{url.path}" == provider.url("/github/authorize")
+        assert query["client_id"] == [CLIENT_ID]
+        assert query["response_type"] == ["code"]
+        assert query["code_challenge_method"] == ["S256"]
+        assert len(query["state"][0]) >= 32
+        assert query["redirect_uri"][0].endswith("/api/v1/auth/oauth/github/callback")
+
+    async def test_an_unconfigured_or_unknown_provider_is_a_404(
+        self, client: httpx.AsyncClient, web: httpx.AsyncClient
+    ) -> None:
+        unconfigured = await client.get("/api/v1/auth/oauth/github/authorize")
+        unknown = await web.get("/api/v1/auth/oauth/gitlab/authorize")
+        assert unconfigured.status_code == unknown.status_code == 404
+        assert unconfigured.json()["code"] == unknown.json()["code"]
+        assert unknown.json()["code"] == "oauth_provider_not_configured"
+
+    async def test_a_redirect_off_the_site_is_refused(self, web: httpx.AsyncClient) -> None:
+        for target in ("//evil.example/", "https://evil.example/", "dashboard"):
+            response = await web.get(
+                "/api/v1/auth/oauth/github/authorize", params={"redirect_to": target}
+            )
+            assert response.status_code == 400
+            assert response.json()["code"] == "invalid_redirect"
+
+
+class TestCallback:
+    async def test_a_new_github_user_gets_an_account_and_a_dashboard_session(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        provider.next_user = ProviderUser("4242", "new.octocat@example.com", name="Octo Cat")
+        response = await oauth_login(web, "github", redirect_to="/dashboard/billing")
+        assert response.status_code == 303
+        assert response.headers["location"] == "/dashboard/billing"
+        cookies = response.headers.get_list("set-cookie")
+        session_cookie = next(c for c in cookies if c.startswith("tollway_session="))
+        assert "HttpOnly" in session_cookie
+        assert "SameSite=lax" in session_cookie
+        me = await web.get("/api/v1/auth/me")
+        assert me.status_code == 200
+        assert me.json()["user"]["email"] == "new.octocat@example.com"
+        assert me.json()["user"]["email_verified"] is True
+        assert me.json()["role"] == "owner"
+        # PKCE: the verifier reached the token endpoint, which checked it against the challenge.
+        assert provider.token_requests[0]["code_verifier"]
+
+    async def test_token_mode_answers_like_login_with_google(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        provider.next_user = ProviderUser("g-77", "gina@example.com", name="Gina")
+        response = await oauth_login(web, "google", mode="token")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["user"]["email"] == "gina@example.com"
+        assert body["token_type"] == "bearer"
+        me = await web.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+        )
+        assert me.json()["user"]["id"] == body["user"]["id"]
+
+    async def test_a_verified_email_links_to_the_existing_account_once(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, oauth_app: FastAPI
+    ) -> None:
+        account = await register(web, email="linda@example.com")
+        provider.next_user = ProviderUser("5150", "linda@example.com")
+        first = await oauth_login(web, "github", mode="token")
+        assert first.status_code == 200
+        assert first.json()["user"]["id"] == account.user_id
+        # The link holds by provider identity, even after the email changes at GitHub.
+        provider.next_user = ProviderUser("5150", "linda.new@example.com")
+        second = await oauth_login(web, "github", mode="token")
+        assert second.json()["user"]["id"] == account.user_id
+        # The password still works too.
+        login = await web.post(
+            "/api/v1/auth/login", json={"email": "linda@example.com", "password": PASSWORD}
+        )
+        assert login.status_code == 200
+        database: Database = oauth_app.state.database
+        async with database.transaction(write=False) as session:
+            links = list((await session.execute(select(OAuthAccount))).scalars())
+            linked = list(
+                (
+                    await session.execute(
+                        select(AuditEntry).where(AuditEntry.action == "user.oauth_linked")
+                    )
+                ).scalars()
+            )
+        assert [(link.provider, link.provider_user_id, link.user_id) for link in links] == [
+            ("github", "5150", account.user_id)
+        ]
+        assert len(linked) == 1
+
+    async def test_an_unverified_email_neither_links_nor_creates(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        account = await register(web, email="victim@example.com")
+        provider.next_user = ProviderUser("666", "victim@example.com", email_verified=False)
+        response = await oauth_login(web, "github", mode="token")
+        assert response.status_code == 403
+        assert response.json()["code"] == "oauth_email_unverified"
+        provider.next_user = ProviderUser("667", "stranger@example.com", email_verified=False)
+        stranger = await oauth_login(web, "google", mode="token")
+        assert stranger.status_code == 403
+        me = await web.get("/api/v1/auth/me", headers=account.headers)
+        assert me.json()["user"]["email"] == "victim@example.com"
+
+    async def test_a_wrong_or_replayed_state_is_refused(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        callback = await visit_provider(await start(web, "github", mode="token"))
+        path, _, query = callback.partition("?")
+        params = parse_qs(query)
+        forged = await web.get(path, params={"code": params["code"][0], "state": "forged"})
+        assert forged.status_code == 400
+        assert forged.json()["code"] == "invalid_oauth_state"
+        assert (await web.get(callback)).status_code == 200
+        replayed = await web.get(callback)
+        assert replayed.status_code == 400
+        assert replayed.json()["code"] == "invalid_oauth_state"
+
+    async def test_a_state_is_bound_to_its_provider(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        callback = await visit_provider(await start(web, "github", mode="token"))
+        swapped = await web.get(callback.replace("/oauth/github/", "/oauth/google/"))
+        assert swapped.status_code == 400
+        assert swapped.json()["code"] == "invalid_oauth_state"
+
+    async def test_a_declined_authorization_is_oauth_denied(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        provider.deny_next = "access_denied"
+        response = await oauth_login(web, "github")
+        assert response.status_code == 400
+        assert response.json()["code"] == "oauth_denied"
+
+    async def test_a_code_the_provider_refuses_is_a_provider_error(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        callback = await visit_provider(await start(web, "github", mode="token"))
+        path, _, query = callback.partition("?")
+        params = parse_qs(query)
+        response = await web.get(path, params={"code": "not-issued", "state": params["state"][0]})
+        assert response.status_code == 502
+        assert response.json()["code"] == "oauth_provider_error"
+
+    async def test_an_account_with_two_factor_is_not_linked_by_email(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        account = await register(web, email="careful@example.com")
+        await enable_two_factor(web, account, now=clock.now())
+        provider.next_user = ProviderUser("777", "careful@example.com")
+        response = await oauth_login(web, "github", mode="token")
+        assert response.status_code == 409
+        assert response.json()["code"] == "oauth_link_refused"
+
+    async def test_an_oauth_signup_accepts_open_invitations(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        owner = await register(web)
+        members = f"/api/v1/organizations/{owner.organization_id}/members"
+        invited = await web.post(
+            members, json={"email": "invitee@example.com", "role": "admin"}, headers=owner.headers
+        )
+        assert invited.json()["status"] == "invited"
+        provider.next_user = ProviderUser("808", "invitee@example.com")
+        body = (await oauth_login(web, "github", mode="token")).json()
+        listed = (await web.get(members, headers=owner.headers)).json()
+        assert (body["user"]["id"], "admin") in {
+            (member["user_id"], member["role"]) for member in listed["items"]
+        }
+        assert listed["invitations"] == []
