@@ -9,7 +9,8 @@ from typing import Any
 
 from bench.load import LoadResult, Request, run_load
 from bench.scenarios.billing import billing_renewals
-from bench.scenarios.setup import new_account, new_dashboard_session
+from bench.scenarios.entitlements import authorize, usage_batch
+from bench.scenarios.setup import new_account, new_dashboard_session, override_limits
 from bench.server import Server
 
 
@@ -34,8 +35,16 @@ def health(server: Server, options: Options) -> dict[str, Any]:
 
 
 def auth_me(server: Server, options: Options) -> dict[str, Any]:
-    """GET /api/v1/auth/me with an API key: authentication plus two primary-key reads."""
+    """GET /api/v1/auth/me with an API key: authentication plus two primary-key reads,
+    and (as every API-key call to Tollway's own API) one metered ``api_calls`` decision."""
     account = new_account(server.base_url)
+    # Unlimited calls and no tier rate limit, so the run measures work, not refusals.
+    override_limits(
+        server.database_url,
+        server.data_dir,
+        account.organization_id,
+        {"features": {"api": {"quota": None}}, "rate_limit_per_minute": None},
+    )
     result = run_load(
         server.base_url,
         Request("GET", "/api/v1/auth/me", headers={"Authorization": f"Bearer {account.api_key}"}),
@@ -61,5 +70,7 @@ SCENARIOS: dict[str, Scenario] = {
     "health": health,
     "auth_me": auth_me,
     "auth_me_session": auth_me_session,
+    "authorize": authorize,
+    "usage_batch": usage_batch,
     "billing_renewals": billing_renewals,
 }

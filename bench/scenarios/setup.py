@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,6 +43,22 @@ def new_account(base_url: str, *, scopes: list[str] | None = None) -> BenchAccou
             access_token=body["access_token"],
             api_key=key.json()["key"],
         )
+
+
+def override_limits(
+    database_url: str, data_dir: Path, organization_id: str, overrides: dict[str, Any]
+) -> None:
+    """Give the bench organization custom limits with ``tollway catalog override`` (as an
+    operator would), then wait out the servers' one-second entitlements cache."""
+    env = {**os.environ, "TOLLWAY_DATABASE_URL": database_url, "TOLLWAY_DATA_DIR": str(data_dir)}
+    executable = Path(sys.executable).with_name("tollway")
+    subprocess.run(
+        [str(executable), "catalog", "override", organization_id, json.dumps(overrides)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    time.sleep(1.1)
 
 
 def new_dashboard_session(base_url: str) -> str:

@@ -14,6 +14,8 @@ from tollway import __version__, migrations
 from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.config import Settings, ensure_secrets
 from tollway.db import Database
+from tollway.entitlements.middleware import ApiUsageMiddleware
+from tollway.entitlements.service import build_runtime
 from tollway.kit.clock import Clock, SystemClock
 from tollway.kit.demo import run_demo_loaders
 from tollway.kit.http import BodyGuardMiddleware, install_exception_handlers
@@ -22,6 +24,7 @@ from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
+from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
 from tollway.testclock.service import clock_service
 
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await migrations.upgrade_with_engine(database.engine, settings)
+        await catalog_service.start(database, path=settings.catalog_path, now=clock.now())
         sweep_context = SweepContext(database=database, clock=clock, settings=settings)
         clock_task: asyncio.Task[None] | None = None
         if settings.payment_provider == "sandbox" and isinstance(clock, SystemClock):
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             sweeper.stop()
             if sweeper_task is not None:
                 await sweeper_task
+            await app.state.entitlements.close()
             if clock_task is not None:
                 clock_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -99,8 +104,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.authenticator = authenticator
     app.state.idempotency_scope = authenticator.idempotency_scope
     app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
+    app.state.entitlements = build_runtime(
+        database=database, clock=clock, redis_url=settings.redis_url
+    )
 
     install_exception_handlers(app)
+    # Innermost: meters API-key calls to Tollway's own API once the body guard passed.
+    app.add_middleware(ApiUsageMiddleware)
     app.add_middleware(
         BodyGuardMiddleware,
         max_json_bytes=settings.max_json_body_bytes,

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         1.0, gt=0, description="pause between two rounds of background sweeps"
     )
+    catalog_path: Path | None = Field(
+        None,
+        description="catalog TOML file (plans, features, meters, token packs, taxes) loaded "
+        "at start-up; default: the catalog shipped with Tollway",
+    )
     payment_provider: Literal["sandbox", "stripe"] = Field(
         "sandbox", description="sandbox (offline, default) or stripe"
     )

@@ -13,7 +13,9 @@ from tollway.auth import models as auth_models
 from tollway.billing import models as billing_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
+from tollway.metering import models as metering_models
 from tollway.payments import models as payments_models
+from tollway.plans import models as plans_models
 from tollway.testclock import models as testclock_models
 
 metadata = Base.metadata
@@ -26,7 +28,9 @@ __all__ = [
     "billing_models",
     "idempotency",
     "metadata",
+    "metering_models",
     "outbox",
     "payments_models",
+    "plans_models",
     "testclock_models",
 ]

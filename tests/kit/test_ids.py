@@ -1,6 +1,6 @@
 import pytest
 
-from tollway.kit.ids import is_id, new_id
+from tollway.kit.ids import is_id, new_id, new_ids
 
 
 class TestIds:
@@ -25,3 +25,15 @@ class TestIds:
     def test_bad_prefixes_are_refused(self) -> None:
         with pytest.raises(ValueError, match="prefix"):
             new_id("USR")
+
+
+class TestBulkIds:
+    def test_bulk_ids_are_valid_unique_and_increasing(self) -> None:
+        ids = new_ids("use", 1000)
+        assert len(set(ids)) == 1000
+        assert ids == sorted(ids)
+        assert all(is_id(value, "use") for value in ids)
+        assert new_ids("use", 0) == []
+
+    def test_two_batches_do_not_collide(self) -> None:
+        assert not set(new_ids("use", 500)) & set(new_ids("use", 500))

@@ -31,6 +31,7 @@ from tollway.config import Settings
 from tollway.errors import NotFound, Unauthorized
 from tollway.kit.ids import new_id
 from tollway.kit.signing import KeyRing
+from tollway.plans.service import plans_service
 
 REFRESH_TOKEN_TTL = timedelta(days=30)
 REFRESH_TOKEN_PREFIX = "twr_"  # noqa: S105 - a visible prefix, not a secret
@@ -100,13 +101,8 @@ def hash_refresh_token(token: str) -> str:
 
 
 async def tier_of(session: AsyncSession, organization_id: str) -> str:
-    """The organization's plan id, as carried in tokens.
-
-    Every organization starts on ``free``; the plans domain, once present, answers
-    from the organization's plan assignment.
-    """
-    del session, organization_id
-    return "free"
+    """The organization's plan id, as carried in tokens (the default plan until one is set)."""
+    return (await plans_service.plan_of(session, organization_id)).plan_id
 
 
 class AuthService:

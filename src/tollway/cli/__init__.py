@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tollway.cli import admin, audit, billing, db, demo, serve
+from tollway.cli import admin, audit, billing, catalog, db, demo, serve
 
 app = typer.Typer(
     name="tollway",
@@ -19,6 +19,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(audit.app, name="audit")
 app.add_typer(admin.app, name="admin")
 app.add_typer(billing.app, name="billing")
+app.add_typer(catalog.app, name="catalog")
 
 
 def main() -> None:

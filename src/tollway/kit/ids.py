@@ -38,3 +38,29 @@ def is_id(value: str, prefix: str | None = None) -> bool:
     if not _ID_PATTERN.match(value):
         return False
     return prefix is None or value.startswith(prefix + "_")
+
+
+def new_ids(prefix: str, count: int) -> list[str]:
+    """``count`` fresh IDs at once, in increasing order (bulk inserts of many rows).
+
+    They share one timestamp and the first 50 random bits; the last 40 bits start at a
+    random point and count up, so each is as unique as :func:`new_id`'s and a batch
+    costs one encoding of the shared head instead of ``count`` full encodings.
+    """
+    if count <= 0:
+        return []
+    head = new_id(prefix)[: len(prefix) + 1 + 18]
+    start = secrets.randbits(40) % ((1 << 40) - count)
+    pairs = _PAIRS
+    return [
+        head
+        + pairs[(value >> 30) & 1023]
+        + pairs[(value >> 20) & 1023]
+        + pairs[(value >> 10) & 1023]
+        + pairs[value & 1023]
+        for value in range(start, start + count)
+    ]
+
+
+#: Every 10-bit value as two Crockford characters (for :func:`new_ids`).
+_PAIRS = [_CROCKFORD[high] + _CROCKFORD[low] for high in range(32) for low in range(32)]

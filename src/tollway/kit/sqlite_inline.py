@@ -121,7 +121,10 @@ class InlineConnection:
         return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
-        self._require().commit()
+        # The one call that waits on the disk (fsync with synchronous=FULL): run it on a
+        # helper thread so the event loop keeps serving requests meanwhile. The writer
+        # lock is held until it returns, so nothing else touches this connection.
+        await asyncio.to_thread(self._require().commit)
 
     async def rollback(self) -> None:
         self._require().rollback()

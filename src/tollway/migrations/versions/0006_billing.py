@@ -1,7 +1,7 @@
 """billing: payments, subscriptions, invoices, webhook events, test clock
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-23 18:56:46.814863
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import tollway.kit.models
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

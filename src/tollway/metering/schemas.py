@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class UsageEventIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    meter: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(1, description="a positive integer (422 invalid_quantity otherwise)")
+    idempotency_key: str = Field(min_length=1, max_length=255)
+    timestamp: str | None = Field(
+        None,
+        max_length=64,
+        description="ISO 8601 with an offset; default now. Future times are refused, "
+        "late ones are taken while their period is open",
+    )
+    properties: dict[str, Any] | None = None
+
+
+class UsageBatchIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    events: list[UsageEventIn] = Field(description="up to 1,000 events")
+
+
+class IngestOut(BaseModel):
+    accepted: int = Field(description="events recorded now")
+    duplicates: int = Field(description="events already recorded earlier (not counted again)")
+    duplicate_keys: list[str]
+
+
+class MeterUsageOut(BaseModel):
+    meter: str
+    used: int
+    limit: int | None
+    remaining: int | None
+    percent: float | None
+    period_start: datetime
+    period_end: datetime
+
+
+class UsageOut(BaseModel):
+    period_start: datetime
+    period_end: datetime
+    meters: list[MeterUsageOut]

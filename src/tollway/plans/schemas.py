@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class MoneyOut(BaseModel):
+    amount: int = Field(description="minor units (cents)")
+    currency: str
+
+
+class PriceOut(MoneyOut):
+    interval: str
+
+
+class PlanFeatureOut(BaseModel):
+    enabled: bool = True
+    meter: str | None = None
+    quota: int | None = Field(None, description="per period; null means unlimited")
+    enforcement: str | None = None
+    period: str | None = None
+    rate_limit_per_minute: int | None = None
+    degradation: str
+
+
+class PlanOut(BaseModel):
+    id: str
+    name: str
+    price: PriceOut
+    trial_days: int
+    features: dict[str, PlanFeatureOut]
+    limits: dict[str, int | None] = Field(description="per meter; null means unlimited")
+    monthly_tokens: int
+    token_rollover_cap: int
+    rate_limit_per_minute: int | None
+
+
+class TokenPackOut(BaseModel):
+    id: str
+    name: str
+    tokens: int
+    price: MoneyOut
+
+
+class Pricing(BaseModel):
+    catalog_version: int | None
+    plans: list[PlanOut]
+    token_packs: list[TokenPackOut]
+
+
+class FeatureOverride(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    enabled: bool | None = None
+    quota: int | None = Field(None, ge=0)
+    enforcement: Literal["hard", "soft"] | None = None
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+
+
+class OverridesIn(BaseModel):
+    """Custom limits for one organization; omitted keys keep the plan's values, a
+    ``quota`` of null (given explicitly) means unlimited."""
+
+    model_config = {"extra": "forbid"}
+
+    features: dict[str, FeatureOverride] = Field(default_factory=dict)
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+
+    def document(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "features": {
+                name: body.model_dump(exclude_unset=True) for name, body in self.features.items()
+            }
+        }
+        if "rate_limit_per_minute" in self.model_fields_set:
+            document["rate_limit_per_minute"] = self.rate_limit_per_minute
+        return document
+
+
+class OverridesOut(BaseModel):
+    organization_id: str
+    overrides: dict[str, Any]
+
+
+class PlanAssignmentIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    plan: str = Field(min_length=1, max_length=64)
+    license_state: Literal["active", "grace", "restricted", "canceled"] = "active"
+    grace_ends_at: datetime | None = None
+
+
+class PlanAssignmentOut(BaseModel):
+    organization_id: str
+    plan: str
+    license_state: str
+    grace_ends_at: datetime | None
