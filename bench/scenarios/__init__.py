@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.load import LoadResult, Request, run_load
+from bench.scenarios.billing import billing_renewals
 from bench.scenarios.entitlements import authorize, usage_batch
 from bench.scenarios.setup import new_account, new_dashboard_session, override_limits
 from bench.server import Server
@@ -74,4 +75,5 @@ SCENARIOS: dict[str, Scenario] = {
     "authorize": authorize,
     "usage_batch": usage_batch,
     "credits_reserve_commit": credits_reserve_commit,
+    "billing_renewals": billing_renewals,
 }

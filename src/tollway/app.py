@@ -26,6 +26,7 @@ from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
 from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
+from tollway.testclock.service import clock_service
 
 log = structlog.get_logger("tollway.app")
 
@@ -52,6 +53,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await migrations.upgrade_with_engine(database.engine, settings)
         await catalog_service.start(database, path=settings.catalog_path, now=clock.now())
         sweep_context = SweepContext(database=database, clock=clock, settings=settings)
+        clock_task: asyncio.Task[None] | None = None
+        if settings.payment_provider == "sandbox" and isinstance(clock, SystemClock):
+            # The sandbox test clock: follow the offset every process shares.
+            await clock_service.restore(database, clock)
+            clock_task = asyncio.create_task(
+                clock_service.follow(database, clock, interval_seconds=1.0), name="tollway-clock"
+            )
         if settings.load_demo:
             for name, summary in await run_demo_loaders(sweep_context):
                 log.info("demo.loaded", loader=name, summary=summary)
@@ -68,6 +76,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             if sweeper_task is not None:
                 await sweeper_task
             await app.state.entitlements.close()
+            if clock_task is not None:
+                clock_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await clock_task
             if app.state.redis is not None:
                 await app.state.redis.aclose()
             await database.dispose()

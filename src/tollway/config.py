@@ -119,6 +119,9 @@ class Settings(BaseSettings):
         description="JSON overrides of the abuse battery's defaults for credit spending, "
         'e.g. {"requests_per_minute": 60, "min_interval_seconds": 1}',
     )
+    seller_name: str = Field("Tollway operator", description="seller name printed on invoices")
+    seller_address: str = Field("", description="seller postal address printed on invoices")
+    seller_tax_id: str = Field("", description="seller VAT / tax number printed on invoices")
     secret_key: SecretStr | None = Field(
         None, description="signs tokens and sessions; generated in development"
     )

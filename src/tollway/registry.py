@@ -21,6 +21,10 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.metering": ("endpoints",),
     "tollway.entitlements": ("endpoints",),
     "tollway.ledger": ("endpoints", "tasks"),
+    "tollway.payments": ("service", "endpoints", "tasks"),
+    "tollway.billing": ("service", "endpoints", "tasks"),
+    "tollway.license": ("endpoints",),
+    "tollway.testclock": ("endpoints",),
 }
 
 

@@ -75,6 +75,32 @@ class TestAdminCommands:
         assert "weak_password" in result.output
 
 
+class TestBillingRun:
+    def test_billing_run_reports_what_it_handled(self, environment: Path) -> None:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        result = runner.invoke(app, ["billing", "run"])
+        assert result.exit_code == 0, result.output
+        assert "billing run: 0 items handled" in result.output
+
+    def test_until_moves_the_sandbox_clock_and_is_kept(self, environment: Path) -> None:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        result = runner.invoke(app, ["billing", "run", "--until", "2099-01-01"])
+        assert result.exit_code == 0, result.output
+        assert "clock at 2099-01-01T00:00:00" in result.output
+        again = runner.invoke(app, ["billing", "run"])
+        assert "clock at 2099-01-01" in again.output
+        backwards = runner.invoke(app, ["billing", "run", "--until", "2000-01-01"])
+        assert backwards.exit_code == 2
+
+    def test_until_is_refused_outside_the_sandbox(
+        self, environment: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TOLLWAY_PAYMENT_PROVIDER", "stripe")
+        result = runner.invoke(app, ["billing", "run", "--until", "2099-01-01"])
+        assert result.exit_code == 2
+        assert "sandbox" in result.output
+
+
 class TestIdentityCommands:
     def test_unlock_login_lifts_a_lock_out(self, environment: Path) -> None:
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tollway.cli import admin, audit, catalog, credits, db, demo, serve
+from tollway.cli import admin, audit, billing, catalog, credits, db, demo, serve
 
 app = typer.Typer(
     name="tollway",
@@ -18,6 +18,7 @@ app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(audit.app, name="audit")
 app.add_typer(admin.app, name="admin")
+app.add_typer(billing.app, name="billing")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(credits.app, name="credits")
 

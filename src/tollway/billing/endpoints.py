@@ -1,0 +1,184 @@
+"""Subscription, invoices, refunds and token-pack purchases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+from starlette.responses import Response
+
+from tollway.auth.dependencies import AdminPrincipal, require_scope
+from tollway.auth.principal import Principal
+from tollway.billing.pdf import render_invoice_pdf
+from tollway.billing.schemas import (
+    CreditNoteOut,
+    InvoiceDetail,
+    InvoiceLineOut,
+    InvoiceSummary,
+    PackPurchaseOut,
+    RefundCreate,
+    SubscriptionChange,
+    SubscriptionOut,
+)
+from tollway.billing.service import InvoiceView, billing_service
+from tollway.kit.pagination import Page, PageParams, page_params
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.payments.service import PaymentEnv
+
+router = api_router(prefix="/api/v1", tags=["billing"])
+
+BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
+BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
+CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
+
+
+def _detail(view: InvoiceView) -> InvoiceDetail:
+    summary = InvoiceSummary.of(view.invoice)
+    return InvoiceDetail(
+        **summary.model_dump(),
+        tax_rate_bp=view.invoice.tax_rate_bp,
+        tax_inclusive=view.invoice.tax_inclusive,
+        tax_country=view.invoice.tax_country,
+        lines=[InvoiceLineOut.of(line) for line in view.lines],
+        credit_notes=[CreditNoteOut.of(note) for note in view.credit_notes],
+    )
+
+
+@router.get("/billing/subscription")
+async def get_subscription(
+    principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> SubscriptionOut:
+    """The organization's subscription and license state (every organization starts on Free)."""
+    sub = await billing_service.current(
+        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
+    )
+    return SubscriptionOut.of(sub)
+
+
+@router.put("/billing/subscription")
+async def change_subscription(
+    body: SubscriptionChange,
+    principal: BillingWriter,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> SubscriptionOut:
+    """Change plan: an upgrade takes effect now with a proration invoice (credit for the
+    unused time of the old plan, charge for the rest of the period on the new one); a
+    downgrade waits for the period end. A paid plan needs a default payment method
+    (402 `payment_method_required`); an unknown plan is 422 `unknown_plan`, the current
+    plan 409 `plan_unchanged`."""
+    sub = await billing_service.change_plan(
+        session,
+        PaymentEnv(settings, clock),
+        organization_id=principal.organization_id,
+        plan_id=body.plan,
+    )
+    return SubscriptionOut.of(sub)
+
+
+@router.delete("/billing/subscription")
+async def cancel_subscription(
+    principal: BillingWriter,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    at_period_end: Annotated[bool, Query(description="false cancels now")] = True,
+) -> SubscriptionOut:
+    """Cancel at the period end (default) or now; the organization then returns to Free."""
+    sub = await billing_service.cancel(
+        session,
+        PaymentEnv(settings, clock),
+        organization_id=principal.organization_id,
+        at_period_end=at_period_end,
+    )
+    return SubscriptionOut.of(sub)
+
+
+@router.get("/billing/invoices")
+async def list_invoices(
+    principal: BillingReader,
+    session: SessionDep,
+    params: Annotated[PageParams, Depends(page_params)],
+) -> Page[InvoiceSummary]:
+    """The organization's invoices, newest first."""
+    page = await billing_service.list_invoices(
+        session, organization_id=principal.organization_id, params=params
+    )
+    return Page(items=[InvoiceSummary.of(inv) for inv in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/billing/invoices/{invoice_id}")
+async def get_invoice(
+    invoice_id: str, principal: BillingReader, session: SessionDep
+) -> InvoiceDetail:
+    """One invoice with its lines and credit notes."""
+    view = await billing_service.get_invoice(
+        session, invoice_id=invoice_id, organization_id=principal.organization_id
+    )
+    return _detail(view)
+
+
+@router.get(
+    "/billing/invoices/{invoice_id}/pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+async def get_invoice_pdf(
+    invoice_id: str, principal: BillingReader, session: SessionDep
+) -> Response:
+    """The invoice as a PDF: seller, buyer, lines, tax and total."""
+    view = await billing_service.get_invoice(
+        session, invoice_id=invoice_id, organization_id=principal.organization_id
+    )
+    return Response(
+        render_invoice_pdf(view.invoice, view.lines, view.credit_notes),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{view.invoice.number}.pdf"'},
+    )
+
+
+@router.post("/admin/invoices/{invoice_id}/refund", status_code=201)
+async def refund_invoice(
+    invoice_id: str,
+    body: RefundCreate,
+    _admin: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> CreditNoteOut:
+    """Refund part or all of a paid invoice: issues a credit note; for a token pack the
+    unspent part of the refunded credits is taken back. Above the paid rest: 422
+    `refund_exceeds_paid`."""
+    note = await billing_service.refund_invoice(
+        session,
+        PaymentEnv(settings, clock),
+        invoice_id=invoice_id,
+        amount_minor=body.amount,
+        reason=body.reason,
+    )
+    return CreditNoteOut.of(note)
+
+
+@router.post("/credits/packs/{pack_id}/purchase")
+async def purchase_pack(
+    pack_id: str,
+    principal: CreditsWriter,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> PackPurchaseOut:
+    """Buy a token pack: with a default payment method the charge runs at once and the
+    credits land when it succeeds; otherwise the answer carries a `checkout_url`."""
+    order = await billing_service.purchase_pack(
+        session,
+        PaymentEnv(settings, clock),
+        organization_id=principal.organization_id,
+        pack_id=pack_id,
+    )
+    return PackPurchaseOut(
+        order_id=order.id,
+        status=order.status,
+        invoice_id=order.invoice_id,
+        checkout_url=order.checkout_url,
+    )

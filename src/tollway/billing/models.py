@@ -1,0 +1,150 @@
+"""Tables of the billing engine: subscriptions, invoices and their lines, the per-year
+invoice counters, credit notes and token-pack orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tollway.kit.models import Base, TimestampMixin, id_column
+
+
+class Subscription(TimestampMixin, Base):
+    """An organization's subscription; one live row per organization (older rows are history).
+
+    ``status``: incomplete, trialing, active, past_due, unpaid, canceled.
+    ``license_state`` follows it: active, grace, restricted, canceled.
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        Index("ix_subscriptions_period_end", "status", "current_period_end"),
+        Index("ix_subscriptions_retry", "status", "next_retry_at"),
+    )
+
+    id: Mapped[str] = id_column()
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    #: True for the organization's current subscription, False for ended ones.
+    is_current: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    plan_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    #: A downgrade waiting for the period end.
+    pending_plan_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    #: Periods are whole months (or years) from this moment; days clamp to month ends.
+    billing_anchor: Mapped[datetime] = mapped_column(nullable=False)
+    period_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    current_period_start: Mapped[datetime] = mapped_column(nullable=False)
+    current_period_end: Mapped[datetime] = mapped_column(nullable=False)
+    trial_end: Mapped[datetime | None] = mapped_column()
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    canceled_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    license_state: Mapped[str] = mapped_column(String(20), nullable=False)
+    grace_ends_at: Mapped[datetime | None] = mapped_column()
+    #: Dunning: when the first collection failed, how many attempts failed, the next one.
+    past_due_since: Mapped[datetime | None] = mapped_column()
+    failed_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_retry_at: Mapped[datetime | None] = mapped_column()
+    #: The period start whose monthly allotment was granted (grant once per period).
+    allotment_granted_for: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime | None] = mapped_column()
+
+
+class InvoiceCounter(Base):
+    """The last number given in a series (``TW-2026``); locked while numbering."""
+
+    __tablename__ = "invoice_counters"
+
+    series: Mapped[str] = mapped_column(String(20), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class Invoice(TimestampMixin, Base):
+    """draft -> open -> paid | void | uncollectible. Numbered when finalized (open)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_org_status", "organization_id", "status"),)
+
+    id: Mapped[str] = id_column()
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    number: Mapped[str | None] = mapped_column(String(30), unique=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    #: subscription_create, subscription_cycle, subscription_update, token_pack
+    billing_reason: Mapped[str] = mapped_column(String(30), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    tax_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    total_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    amount_paid_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    amount_refunded_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    tax_rate_bp: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    tax_inclusive: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    tax_country: Mapped[str | None] = mapped_column(String(2))
+    period_start: Mapped[datetime | None] = mapped_column()
+    period_end: Mapped[datetime | None] = mapped_column()
+    issued_at: Mapped[datetime | None] = mapped_column()
+    paid_at: Mapped[datetime | None] = mapped_column()
+    voided_at: Mapped[datetime | None] = mapped_column()
+    #: Seller and buyer as they were when the invoice was issued.
+    parties: Mapped[dict[str, Any]] = mapped_column(nullable=False)
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[str] = id_column()
+    invoice_id: Mapped[str] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: base, proration_credit, proration_charge, overage, token_pack
+    kind: Mapped[str] = mapped_column(String(30), nullable=False)
+    description: Mapped[str] = mapped_column(String(300), nullable=False)
+    quantity: Mapped[int] = mapped_column(BigInteger, nullable=False, default=1)
+    unit_amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    period_start: Mapped[datetime | None] = mapped_column()
+    period_end: Mapped[datetime | None] = mapped_column()
+    #: What the line sells (a plan id, a meter, a pack order id).
+    reference: Mapped[str | None] = mapped_column(String(60))
+
+
+class CreditNote(TimestampMixin, Base):
+    """A refund, documented: numbered in its own gapless series (``CN-2026-000001``)."""
+
+    __tablename__ = "credit_notes"
+
+    id: Mapped[str] = id_column()
+    number: Mapped[str] = mapped_column(String(30), nullable=False, unique=True)
+    invoice_id: Mapped[str] = mapped_column(
+        ForeignKey("invoices.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    reason: Mapped[str] = mapped_column(String(300), nullable=False)
+    refund_ref: Mapped[str | None] = mapped_column(String(100))
+    credits_reversed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    issued_at: Mapped[datetime] = mapped_column(nullable=False)
+
+
+class PackOrder(TimestampMixin, Base):
+    """A token-pack purchase: pending until its invoice is paid, then the credits land."""
+
+    __tablename__ = "pack_orders"
+    __table_args__ = (UniqueConstraint("invoice_id"),)
+
+    id: Mapped[str] = id_column()
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    pack_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    invoice_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    #: pending, paid, failed, refunded
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    checkout_url: Mapped[str | None] = mapped_column(String(500))
+    granted_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,206 @@
+"""What billing needs from the catalog (plans), the credit ledger and metering.
+
+Billing calls those domains through these two protocols only, so it never reads
+their tables. :func:`catalog` and :func:`credits` answer the implementation in use:
+the adapters over ``tollway.plans`` / ``tollway.ledger`` (:mod:`tollway.billing.adapters`)
+when those domains are installed, or whatever :func:`use_catalog` / :func:`use_credits`
+set (tests, the bench); without either, 503 ``billing_unavailable``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollway.errors import ServiceUnavailable
+
+LicenseState = Literal["active", "grace", "restricted", "canceled"]
+Degradation = Literal["immediate", "after_grace", "never"]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPrice:
+    """Overage: usage above ``included`` costs ``unit_amount_minor`` per ``per_units``."""
+
+    meter: str
+    included: int
+    unit_amount_minor: int
+    per_units: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTerms:
+    id: str
+    name: str
+    amount_minor: int
+    currency: str
+    interval: Literal["month", "year"]
+    trial_days: int
+    monthly_tokens: int
+    #: feature -> degradation policy when payment fails
+    features: dict[str, Degradation] = field(default_factory=dict)
+    meter_prices: tuple[MeterPrice, ...] = ()
+    #: up to this many unspent allotment tokens carry over into the next period
+    rollover_cap: int = 0
+
+    @property
+    def is_free(self) -> bool:
+        return self.amount_minor == 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaxRate:
+    country: str
+    #: basis points: 2000 = 20 %
+    rate_bp: int
+    inclusive: bool
+    name: str = "Tax"
+
+
+@dataclass(frozen=True, slots=True)
+class DunningPolicy:
+    #: days between attempts: the first retry 2 days after the failure, then 5, 7, 7
+    retry_days: tuple[int, ...] = (2, 5, 7, 7)
+    grace_days: int = 14
+    #: what happens after the last retry fails
+    final_status: Literal["unpaid", "canceled"] = "unpaid"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPack:
+    id: str
+    tokens: int
+    amount_minor: int
+    currency: str
+    name: str = ""
+
+
+class Catalog(Protocol):
+    """The plans domain, as billing sees it."""
+
+    @property
+    def default_plan_id(self) -> str:
+        """The plan every organization starts on (Free)."""
+        ...
+
+    async def get_plan(self, session: AsyncSession, plan_id: str) -> PlanTerms | None: ...
+
+    async def tax_rate(self, session: AsyncSession, country: str | None) -> TaxRate | None: ...
+
+    async def dunning_policy(self, session: AsyncSession) -> DunningPolicy: ...
+
+    async def get_token_pack(self, session: AsyncSession, pack_id: str) -> TokenPack | None: ...
+
+    async def assign_plan(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        plan_id: str,
+        *,
+        license_state: LicenseState,
+        grace_ends_at: datetime | None,
+    ) -> None:
+        """Tell entitlements the organization's plan and license state."""
+        ...
+
+    async def features(self, session: AsyncSession, organization_id: str) -> dict[str, bool]:
+        """Which features the organization may use now (plan x license state)."""
+        ...
+
+    async def usage(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        meter: str,
+        *,
+        period_start: datetime,
+        period_end: datetime,
+    ) -> int:
+        """Metered usage in the period, for overage lines."""
+        ...
+
+
+class Credits(Protocol):
+    """The credit ledger, as billing sees it; every grant is idempotent."""
+
+    async def grant_allotment(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        amount: int,
+        period_start: datetime,
+        period_end: datetime,
+        rollover_cap: int | None,
+    ) -> None:
+        """A plan's tokens for one period (once per organization and ``period_start``)."""
+        ...
+
+    async def grant(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        amount: int,
+        source: Literal["allotment", "purchase"],
+        reference: str,
+        expires_at: datetime | None,
+        now: datetime,
+        reason: str,
+    ) -> None:
+        """Extra credits (an upgrade's difference, a token pack), once per ``reference``."""
+        ...
+
+    async def release_open_holds(
+        self, session: AsyncSession, organization_id: str, *, now: datetime
+    ) -> int: ...
+
+    async def reverse_unspent(
+        self, session: AsyncSession, organization_id: str, *, reference: str, now: datetime
+    ) -> int:
+        """Take back what is left of the purchase ``reference``; returns how much."""
+        ...
+
+
+_catalog: Catalog | None = None
+_credits: Credits | None = None
+
+
+def use_catalog(implementation: Catalog | None) -> None:
+    global _catalog
+    _catalog = implementation
+
+
+def use_credits(implementation: Credits | None) -> None:
+    global _credits
+    _credits = implementation
+
+
+class BillingUnavailable(ServiceUnavailable):
+    code = "billing_unavailable"
+    title = "Billing unavailable"
+
+
+def catalog() -> Catalog:
+    global _catalog
+    if _catalog is None:
+        from tollway.billing.adapters import installed_catalog
+
+        _catalog = installed_catalog()
+    if _catalog is None:
+        raise BillingUnavailable("billing needs the plans domain (tollway.plans), not installed")
+    return _catalog
+
+
+def credits() -> Credits:
+    global _credits
+    if _credits is None:
+        from tollway.billing.adapters import installed_credits
+
+        _credits = installed_credits()
+    if _credits is None:
+        raise BillingUnavailable("billing needs the ledger domain (tollway.ledger), not installed")
+    return _credits

@@ -1,0 +1,247 @@
+"""Every query of the billing domain."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+
+from tollway.billing.models import (
+    CreditNote,
+    Invoice,
+    InvoiceCounter,
+    InvoiceLine,
+    PackOrder,
+    Subscription,
+)
+from tollway.db import TollwaySession
+from tollway.kit.pagination import PageParams, PageResult, paginate
+
+LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid")
+_HELD_COUNTERS = "tollway.billing.held_counters"
+
+
+async def add(session: AsyncSession, instance: object) -> None:
+    session.add(instance)
+    await session.flush()
+
+
+async def get_current_subscription(
+    session: AsyncSession, *, organization_id: str, for_update: bool = False
+) -> Subscription | None:
+    statement = select(Subscription).where(
+        Subscription.organization_id == organization_id, Subscription.is_current
+    )
+    if for_update:
+        statement = statement.with_for_update()
+    return (await session.execute(statement)).scalars().first()
+
+
+async def get_subscription(
+    session: AsyncSession, subscription_id: str, *, for_update: bool = False
+) -> Subscription | None:
+    statement = select(Subscription).where(Subscription.id == subscription_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def allotment_period_taken(
+    session: AsyncSession,
+    *,
+    organization_id: str,
+    period_start: datetime,
+    except_subscription_id: str,
+) -> bool:
+    """Whether another subscription of the organization had its allotment for a period
+    starting at ``period_start``."""
+    statement = select(func.count()).where(
+        Subscription.organization_id == organization_id,
+        Subscription.id != except_subscription_id,
+        Subscription.allotment_granted_for == period_start,
+    )
+    return int((await session.execute(statement)).scalar_one()) > 0
+
+
+async def has_trialed(session: AsyncSession, *, organization_id: str) -> bool:
+    statement = select(func.count()).where(
+        Subscription.organization_id == organization_id, Subscription.trial_end.is_not(None)
+    )
+    return int((await session.execute(statement)).scalar_one()) > 0
+
+
+def due_renewals(now: datetime, *, limit: int) -> Select[Any]:
+    return (
+        select(Subscription.id)
+        .where(
+            Subscription.is_current,
+            Subscription.status.in_(("trialing", "active", "past_due")),
+            Subscription.current_period_end <= now,
+        )
+        .order_by(Subscription.current_period_end)
+        .limit(limit)
+    )
+
+
+def due_retries(now: datetime, *, limit: int) -> Select[Any]:
+    return (
+        select(Subscription.id)
+        .where(
+            Subscription.is_current,
+            Subscription.status == "past_due",
+            Subscription.next_retry_at <= now,
+        )
+        .order_by(Subscription.next_retry_at)
+        .limit(limit)
+    )
+
+
+def due_incomplete_expiries(cutoff: datetime, *, limit: int) -> Select[Any]:
+    """First invoices left unpaid since before ``cutoff``."""
+    return (
+        select(Subscription.id)
+        .where(
+            Subscription.is_current,
+            Subscription.status == "incomplete",
+            Subscription.current_period_start <= cutoff,
+        )
+        .limit(limit)
+    )
+
+
+def due_grace_ends(now: datetime, *, limit: int) -> Select[Any]:
+    return (
+        select(Subscription.id)
+        .where(
+            Subscription.is_current,
+            Subscription.license_state == "grace",
+            Subscription.grace_ends_at <= now,
+        )
+        .limit(limit)
+    )
+
+
+async def next_due_at(session: AsyncSession, *, incomplete_expiry: timedelta) -> datetime | None:
+    """The earliest moment a billing sweep has work: a period end, a retry, a grace end."""
+    candidates = [
+        select(func.min(Subscription.current_period_end)).where(
+            Subscription.is_current,
+            Subscription.status.in_(("trialing", "active", "past_due")),
+        ),
+        select(func.min(Subscription.next_retry_at)).where(
+            Subscription.is_current, Subscription.status == "past_due"
+        ),
+        select(func.min(Subscription.grace_ends_at)).where(
+            Subscription.is_current, Subscription.license_state == "grace"
+        ),
+        select(func.min(Subscription.current_period_start)).where(
+            Subscription.is_current, Subscription.status == "incomplete"
+        ),
+    ]
+    moments = [(await session.execute(query)).scalar_one_or_none() for query in candidates]
+    if moments[3] is not None:
+        moments[3] += incomplete_expiry
+    present = [moment for moment in moments if moment is not None]
+    return min(present) if present else None
+
+
+async def get_invoice(
+    session: AsyncSession,
+    invoice_id: str,
+    *,
+    organization_id: str | None = None,
+    for_update: bool = False,
+) -> Invoice | None:
+    statement = select(Invoice).where(Invoice.id == invoice_id)
+    if organization_id is not None:
+        statement = statement.where(Invoice.organization_id == organization_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def list_lines(session: AsyncSession, *, invoice_id: str) -> list[InvoiceLine]:
+    statement = (
+        select(InvoiceLine)
+        .where(InvoiceLine.invoice_id == invoice_id)
+        .order_by(InvoiceLine.position)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def list_open_invoices(session: AsyncSession, *, subscription_id: str) -> list[Invoice]:
+    statement = (
+        select(Invoice)
+        .where(Invoice.subscription_id == subscription_id, Invoice.status == "open")
+        .order_by(Invoice.id)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def list_invoices(
+    session: AsyncSession, *, organization_id: str, params: PageParams
+) -> PageResult[Invoice]:
+    statement = select(Invoice).where(
+        Invoice.organization_id == organization_id, Invoice.status != "draft"
+    )
+    return await paginate(session, statement, id_column=Invoice.id, params=params)
+
+
+async def next_number(session: AsyncSession, *, series: str) -> int:
+    """Take the next number of ``series``, holding its counter row until commit.
+
+    The row lock makes concurrent finalizations queue, and because the number is
+    taken in the invoice's own transaction a rollback gives it back: no gaps.
+    """
+    held: dict[str, list[Any]] = session.sync_session.info.setdefault(_HELD_COUNTERS, {})
+    if series in held:
+        # Already locked by this transaction (a sweep renewing a chunk): no round trip;
+        # the row gets the final figure once, just before the commit.
+        held[series][1] += 1
+        return int(held[series][1])
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(InvoiceCounter)
+        .values(series=series, last_number=0)
+        .on_conflict_do_nothing(index_elements=["series"])
+    )
+    statement = select(InvoiceCounter).where(InvoiceCounter.series == series).with_for_update()
+    counter = (await session.execute(statement)).scalar_one()
+    held[series] = [counter, counter.last_number + 1]
+    return counter.last_number + 1
+
+
+async def get_pack_order_by_invoice(session: AsyncSession, *, invoice_id: str) -> PackOrder | None:
+    statement = select(PackOrder).where(PackOrder.invoice_id == invoice_id).with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def list_credit_notes(session: AsyncSession, *, invoice_id: str) -> list[CreditNote]:
+    statement = (
+        select(CreditNote).where(CreditNote.invoice_id == invoice_id).order_by(CreditNote.id)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+def _write_counters(session: Session) -> None:
+    held = session.info.pop(_HELD_COUNTERS, None)
+    if not held:
+        return
+    for counter, last_number in held.values():
+        counter.last_number = last_number
+    session.flush()
+
+
+def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HELD_COUNTERS, None)
+
+
+event.listen(TollwaySession, "before_commit", _write_counters)
+event.listen(TollwaySession, "after_transaction_end", _forget_counters)

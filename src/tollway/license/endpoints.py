@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tollway.auth.dependencies import current_principal
+from tollway.auth.principal import Principal
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.kit.signing import KeyRing
+from tollway.license.schemas import LicenseTokenOut, PublicKeys
+from tollway.license.service import license_service
+from tollway.payments.service import PaymentEnv
+
+router = api_router(prefix="/api/v1/license", tags=["license"])
+
+
+@router.post("/token")
+async def issue_license_token(
+    request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> LicenseTokenOut:
+    """An Ed25519-signed token (plan, license state, features, expiry) a CLI checks offline.
+
+    Verify it with the JWKS of `GET /api/v1/license/public-key` (see docs/license.md).
+    """
+    keys: KeyRing = request.app.state.signing_keys
+    issued = await license_service.issue(
+        session, PaymentEnv(settings, clock), organization_id=principal.organization_id, keys=keys
+    )
+    return LicenseTokenOut(token=issued.token, expires_at=issued.expires_at)
+
+
+@router.get("/public-key")
+async def license_public_key(request: Request) -> PublicKeys:
+    """The public keys (JWKS, Ed25519) that verify license tokens; newest first."""
+    keys: KeyRing = request.app.state.signing_keys
+    return PublicKeys(**license_service.public_keys(keys))

@@ -1,0 +1,210 @@
+"""Payment methods, the incoming provider webhooks and the sandbox's hosted checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import Response
+
+from tollway.auth.dependencies import AdminPrincipal, require_scope
+from tollway.auth.principal import Principal
+from tollway.errors import TollwayError
+from tollway.kit.money import Money
+from tollway.kit.pagination import Page, PageParams, page_params
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.payments.provider import CardInput
+from tollway.payments.sandbox import CHECKOUT_PATH
+from tollway.payments.schemas import (
+    PaymentMethodCreate,
+    PaymentMethodList,
+    PaymentMethodOut,
+    WebhookEventOut,
+    WebhookReceipt,
+)
+from tollway.payments.service import PaymentEnv, payment_service, webhook_service
+from tollway.payments.signature import SIGNATURE_HEADER
+
+router = api_router(prefix="/api/v1", tags=["payments"])
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
+BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
+
+
+@router.get("/billing/payment-methods")
+async def list_payment_methods(
+    principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> PaymentMethodList:
+    """The organization's saved payment methods, newest first; the default one pays."""
+    methods = await payment_service.list_methods(
+        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
+    )
+    return PaymentMethodList(items=[PaymentMethodOut.model_validate(m) for m in methods])
+
+
+@router.post("/billing/payment-methods", status_code=201)
+async def add_payment_method(
+    body: PaymentMethodCreate,
+    principal: BillingWriter,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> PaymentMethodOut:
+    """Save a card (sandbox: Stripe's test numbers) and make it the default.
+
+    `4242424242424242` succeeds, `4000000000000002` is declined (402 `card_declined`),
+    `4000000000000341` is saved but every charge fails. Invalid fields: 422 `invalid_card`.
+    """
+    method = await payment_service.add_card(
+        session,
+        PaymentEnv(settings, clock),
+        organization_id=principal.organization_id,
+        card=CardInput(
+            number=body.card_number, exp_month=body.exp_month, exp_year=body.exp_year, cvc=body.cvc
+        ),
+    )
+    return PaymentMethodOut.model_validate(method)
+
+
+@router.delete("/billing/payment-methods/{method_id}", status_code=204)
+async def remove_payment_method(
+    method_id: str,
+    principal: BillingWriter,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Response:
+    """Remove a saved payment method; the newest remaining one becomes the default."""
+    await payment_service.remove_method(
+        session,
+        PaymentEnv(settings, clock),
+        organization_id=principal.organization_id,
+        method_id=method_id,
+    )
+    return Response(status_code=204)
+
+
+@router.post("/webhooks/sandbox")
+async def receive_sandbox_event(
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> WebhookReceipt:
+    """Events of the sandbox provider, signed like Stripe's (`Stripe-Signature`).
+
+    The signature is checked on the raw body (400 `webhook_signature_invalid`,
+    `webhook_signature_missing`, `webhook_timestamp_out_of_tolerance`); the event is
+    stored and answered at once, and processed by a background sweep. A duplicate
+    delivery is answered 200 and changes nothing.
+    """
+    row_id, duplicate = await webhook_service.receive(
+        session,
+        PaymentEnv(settings, clock),
+        provider_name="sandbox",
+        raw_body=await request.body(),
+        signature_header=request.headers.get(SIGNATURE_HEADER),
+    )
+    return WebhookReceipt(received=True, duplicate=duplicate, id=row_id)
+
+
+@router.get("/admin/webhook-events")
+async def list_webhook_events(
+    _admin: AdminPrincipal,
+    session: SessionDep,
+    params: Annotated[PageParams, Depends(page_params)],
+    status: Annotated[str | None, Query(pattern="^(pending|processed|ignored|parked)$")] = None,
+) -> Page[WebhookEventOut]:
+    """Incoming provider events; `?status=parked` lists those that failed too often."""
+    page = await webhook_service.list_events(session, params=params, status=status)
+    return Page(
+        items=[WebhookEventOut.model_validate(row) for row in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post("/admin/webhook-events/{event_row_id}/retry")
+async def retry_webhook_event(
+    event_row_id: str, _admin: AdminPrincipal, session: SessionDep, clock: ClockDep
+) -> WebhookEventOut:
+    """Put a parked event back in the queue for another round of attempts."""
+    row = await webhook_service.requeue(session, row_id=event_row_id, now=clock.now())
+    return WebhookEventOut.model_validate(row)
+
+
+def _render_checkout(
+    *, ref: str, description: str, amount: Money, status: str, year: int, error: str | None
+) -> str:
+    return _templates.get_template("checkout.html").render(
+        description=description,
+        amount=amount.format(),
+        status=status,
+        pay_url=f"{CHECKOUT_PATH}{ref}/pay",
+        default_year=year + 3,
+        error=error,
+    )
+
+
+@router.get(CHECKOUT_PATH.removeprefix("/api/v1") + "{session_ref}", response_class=HTMLResponse)
+async def sandbox_checkout_page(
+    session_ref: str, session: SessionDep, clock: ClockDep
+) -> HTMLResponse:
+    """The sandbox's hosted checkout page for a one-off purchase."""
+    checkout = await payment_service.get_sandbox_checkout(session, session_ref=session_ref)
+    html = _render_checkout(
+        ref=session_ref,
+        description=checkout.description,
+        amount=Money(checkout.amount_minor, checkout.currency),
+        status=checkout.status,
+        year=clock.now().year,
+        error=None,
+    )
+    return HTMLResponse(html)
+
+
+@router.post(
+    CHECKOUT_PATH.removeprefix("/api/v1") + "{session_ref}/pay", response_class=HTMLResponse
+)
+async def sandbox_checkout_pay(
+    session_ref: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    card_number: Annotated[str, Form(max_length=30)],
+    exp_month: Annotated[int, Form()],
+    exp_year: Annotated[int, Form()],
+    cvc: Annotated[str, Form(max_length=4)],
+) -> HTMLResponse:
+    """The pay button: the sandbox charges the card and sends the signed outcome events."""
+    card = CardInput(number=card_number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
+    try:
+        checkout = await payment_service.pay_sandbox_checkout(
+            session, PaymentEnv(settings, clock), session_ref=session_ref, card=card
+        )
+    except TollwayError as error:
+        if error.status not in (402, 422):
+            raise
+        checkout = await payment_service.get_sandbox_checkout(session, session_ref=session_ref)
+        html = _render_checkout(
+            ref=session_ref,
+            description=checkout.description,
+            amount=Money(checkout.amount_minor, checkout.currency),
+            status=checkout.status,
+            year=clock.now().year,
+            error=error.detail,
+        )
+        return HTMLResponse(html, status_code=error.status)
+    html = _render_checkout(
+        ref=session_ref,
+        description=checkout.description,
+        amount=Money(checkout.amount_minor, checkout.currency),
+        status=checkout.status,
+        year=clock.now().year,
+        error=None,
+    )
+    return HTMLResponse(html)

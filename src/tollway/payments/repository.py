@@ -1,0 +1,175 @@
+"""Every query of the payments domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollway.kit.pagination import PageParams, PageResult, paginate
+from tollway.payments.models import (
+    CheckoutSession,
+    Payment,
+    PaymentCustomer,
+    PaymentMethod,
+    WebhookEvent,
+)
+
+
+async def get_customer(
+    session: AsyncSession, *, organization_id: str, provider: str
+) -> PaymentCustomer | None:
+    statement = select(PaymentCustomer).where(
+        PaymentCustomer.organization_id == organization_id, PaymentCustomer.provider == provider
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def add(session: AsyncSession, instance: object) -> None:
+    session.add(instance)
+    await session.flush()
+
+
+async def list_methods(
+    session: AsyncSession, *, organization_id: str, provider: str
+) -> list[PaymentMethod]:
+    statement = (
+        select(PaymentMethod)
+        .where(
+            PaymentMethod.organization_id == organization_id,
+            PaymentMethod.provider == provider,
+            PaymentMethod.detached_at.is_(None),
+        )
+        .order_by(PaymentMethod.id.desc())
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def get_default_method_and_customer(
+    session: AsyncSession, *, organization_id: str, provider: str
+) -> tuple[PaymentMethod, str | None] | None:
+    """The default payment method and the provider's customer reference, in one query."""
+    statement = (
+        select(PaymentMethod, PaymentCustomer.provider_ref)
+        .outerjoin(
+            PaymentCustomer,
+            (PaymentCustomer.organization_id == PaymentMethod.organization_id)
+            & (PaymentCustomer.provider == PaymentMethod.provider),
+        )
+        .where(
+            PaymentMethod.organization_id == organization_id,
+            PaymentMethod.provider == provider,
+            PaymentMethod.is_default,
+            PaymentMethod.detached_at.is_(None),
+        )
+        .order_by(PaymentMethod.id.desc())
+        .limit(1)
+    )
+    row = (await session.execute(statement)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def get_method(
+    session: AsyncSession, *, method_id: str, organization_id: str
+) -> PaymentMethod | None:
+    statement = select(PaymentMethod).where(
+        PaymentMethod.id == method_id,
+        PaymentMethod.organization_id == organization_id,
+        PaymentMethod.detached_at.is_(None),
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def clear_default(session: AsyncSession, *, organization_id: str) -> None:
+    await session.execute(
+        update(PaymentMethod)
+        .where(PaymentMethod.organization_id == organization_id, PaymentMethod.is_default)
+        .values(is_default=False)
+    )
+
+
+async def get_payment(
+    session: AsyncSession, payment_id: str, *, for_update: bool = False
+) -> Payment | None:
+    statement = select(Payment).where(Payment.id == payment_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def get_payment_by_provider_ref(
+    session: AsyncSession, *, provider: str, provider_ref: str
+) -> Payment | None:
+    statement = select(Payment).where(
+        Payment.provider == provider, Payment.provider_ref == provider_ref
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def list_payments_for(
+    session: AsyncSession, *, purpose: str, reference_id: str
+) -> list[Payment]:
+    statement = (
+        select(Payment)
+        .where(Payment.purpose == purpose, Payment.reference_id == reference_id)
+        .order_by(Payment.id)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def get_checkout_by_ref(
+    session: AsyncSession, *, provider: str, provider_ref: str
+) -> CheckoutSession | None:
+    statement = select(CheckoutSession).where(
+        CheckoutSession.provider == provider, CheckoutSession.provider_ref == provider_ref
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert the event; False when (provider, event_id) is already there.
+
+    ``ON CONFLICT DO NOTHING`` on the unique (provider, event_id): a concurrent
+    duplicate waits for the first insert's transaction and then inserts nothing.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(WebhookEvent)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def get_event(session: AsyncSession, *, provider: str, event_id: str) -> WebhookEvent | None:
+    statement = select(WebhookEvent).where(
+        WebhookEvent.provider == provider, WebhookEvent.event_id == event_id
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def get_event_by_id(session: AsyncSession, row_id: str) -> WebhookEvent | None:
+    return await session.get(WebhookEvent, row_id)
+
+
+def due_events(now: datetime, *, limit: int) -> Select[Any]:
+    return (
+        select(WebhookEvent)
+        .where(WebhookEvent.status == "pending", WebhookEvent.next_attempt_at <= now)
+        .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id)
+        .limit(limit)
+    )
+
+
+async def list_events(
+    session: AsyncSession, *, params: PageParams, status: str | None
+) -> PageResult[WebhookEvent]:
+    statement = select(WebhookEvent)
+    if status is not None:
+        statement = statement.where(WebhookEvent.status == status)
+    return await paginate(session, statement, id_column=WebhookEvent.id, params=params)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PaymentMethodCreate(BaseModel):
+    """Sandbox card fields; only brand, last four digits and expiry are kept."""
+
+    card_number: str = Field(min_length=1, max_length=30, examples=["4242424242424242"])
+    exp_month: int = Field(ge=1, le=12, examples=[12])
+    exp_year: int = Field(ge=2000, le=2200, examples=[2030])
+    cvc: str = Field(min_length=3, max_length=4, examples=["123"])
+
+
+class PaymentMethodOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    is_default: bool
+    created_at: datetime
+
+
+class PaymentMethodList(BaseModel):
+    items: list[PaymentMethodOut]
+
+
+class WebhookReceipt(BaseModel):
+    received: bool
+    duplicate: bool
+    id: str
+
+
+class WebhookEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    provider: str
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class ClockAdvance(BaseModel):
+    seconds: int = Field(ge=0, description="how far to move business time forward")
+
+
+class ClockState(BaseModel):
+    now: datetime
+    offset_seconds: float
+    handled: int = Field(description="billing items processed on the way")

@@ -1,0 +1,62 @@
+"""Billing against the real catalog (plans domain) and entitlements, through HTTP.
+
+The shipped catalog: Pro is 149.00 USD a month with a 14-day trial; Germany's VAT is
+19 % *inclusive*; ``ai.generate`` degrades at once, ``sync`` after grace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tests.fixtures.billing import BillingAccount, MemoryCredits, add_card, advance
+from tollway.billing import ports
+
+DAY = 86_400
+
+
+async def entitlements(client: httpx.AsyncClient, account: BillingAccount) -> dict[str, Any]:
+    response = await client.get("/api/v1/entitlements", headers=account.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class TestWithTheShippedCatalog:
+    async def test_trial_invoice_with_inclusive_vat_then_grace_degrades_ai_only(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: BillingAccount,
+        ledger: MemoryCredits,
+    ) -> None:
+        ports.use_catalog(None)  # the installed plans domain, not the test stand-in
+        await add_card(client, account, "4242424242424242")
+        started = await client.put(
+            "/api/v1/billing/subscription", json={"plan": "pro"}, headers=account.headers
+        )
+        assert started.json()["status"] == "trialing"
+        view = await entitlements(client, account)
+        assert (view["plan"], view["license_state"]) == ("pro", "active")
+
+        # After the trial: 149.00 including 19 % VAT: net 14900 / 1.19 = 12521.01 -> 12521,
+        # VAT 2379, total 14900.
+        await advance(client, account, 14 * DAY)
+        [invoice] = (await client.get("/api/v1/billing/invoices", headers=account.headers)).json()[
+            "items"
+        ]
+        assert (invoice["subtotal"], invoice["tax"], invoice["total"], invoice["status"]) == (
+            14900,
+            2379,
+            14900,
+            "paid",
+        )
+
+        await add_card(client, account, "4000000000000341")
+        await advance(client, account, 31 * DAY)
+        view = await entitlements(client, account)
+        assert view["license_state"] == "grace"
+        assert view["features"]["ai.generate"]["enabled"] is False
+        assert view["features"]["sync"]["enabled"] is True

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from tests.fixtures.billing import BillingAccount
+from tollway.kit.clock import ManualClock, SystemClock
+from tollway.kit.sweeps import SweepContext
+from tollway.testclock.service import clock_service
+
+
+class TestClockAdvance:
+    async def test_advancing_moves_business_time_and_is_stored(
+        self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock, account: BillingAccount
+    ) -> None:
+        start = clock.now()
+        response = await client.post(
+            "/api/v1/admin/clock/advance", json={"seconds": 3600}, headers=account.admin_headers
+        )
+        assert response.status_code == 200
+        assert clock.now() == start + timedelta(hours=1)
+        assert response.json()["offset_seconds"] == 3600
+        assert await clock_service.load_offset(app.state.database) == 3600 * 1_000_000
+
+    async def test_only_admins_may_move_the_clock_and_never_backwards(
+        self, client: httpx.AsyncClient, account: BillingAccount
+    ) -> None:
+        url = "/api/v1/admin/clock/advance"
+        assert (
+            await client.post(url, json={"seconds": 1}, headers=account.headers)
+        ).status_code == 403
+        backwards = await client.post(url, json={"seconds": -1}, headers=account.admin_headers)
+        assert (backwards.status_code, backwards.json()["code"]) == (422, "validation_error")
+
+    async def test_outside_the_sandbox_the_clock_is_not_found(
+        self, app_factory: Callable[..., FastAPI], account: BillingAccount
+    ) -> None:
+        stripe_app = app_factory(payment_provider="stripe")
+        async with LifespanManager(stripe_app):
+            transport = httpx.ASGITransport(app=stripe_app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                response = await http.post(
+                    "/api/v1/admin/clock/advance",
+                    json={"seconds": 60},
+                    headers=account.admin_headers,
+                )
+        assert (response.status_code, response.json()["code"]) == (404, "not_found")
+
+    async def test_a_wall_clock_process_follows_the_stored_offset(
+        self, app: FastAPI, account: BillingAccount
+    ) -> None:
+        context = SweepContext(
+            database=app.state.database, clock=SystemClock(), settings=app.state.settings
+        )
+        await clock_service.advance(context, seconds=86_400)
+        another_process = SystemClock()
+        await clock_service.restore(app.state.database, another_process)
+        # Target = wall now + 1 day, so the offset is one day less the time the run took.
+        assert timedelta(days=1) - timedelta(seconds=5) < another_process.offset
+        assert another_process.offset <= timedelta(days=1)
