@@ -12,7 +12,7 @@ SYNCED := $(VENV)/.synced
 RUN := $(UV) run --frozen --no-sync
 PYTEST_WORKERS ?= auto
 
-.PHONY: help run test test-postgres check format lint typecheck bench migrate demo worker clean
+.PHONY: help run test test-postgres system-deps check format lint typecheck bench migrate demo worker clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,10 +28,17 @@ $(SYNCED): pyproject.toml uv.lock | $(UV)
 run: $(SYNCED) ## Start Tollway on embedded SQLite with the demo catalog (http://127.0.0.1:8000)
 	TOLLWAY_LOAD_DEMO=$${TOLLWAY_LOAD_DEMO:-true} $(RUN) tollway serve
 
-test: $(SYNCED) ## Run the whole test suite (SQLite; PostgreSQL/Redis when TOLLWAY_TEST_* are set)
+# The suite reads invoice PDFs back with poppler's pdftotext, as a customer's viewer would.
+system-deps: ## Install the system tools the suite uses (pdftotext) when missing
+	@command -v pdftotext >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq poppler-utils >/dev/null || { apt-get update -qq && apt-get install -y -qq poppler-utils; }; \
+	  else echo "make test needs pdftotext: install poppler-utils" >&2; exit 1; fi; }
+
+test: $(SYNCED) system-deps ## Run the whole test suite (SQLite; PostgreSQL/Redis when TOLLWAY_TEST_* are set)
 	$(RUN) pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-test-postgres: $(SYNCED) ## Run the suite on the local PostgreSQL and Redis
+test-postgres: $(SYNCED) system-deps ## Run the suite on the local PostgreSQL and Redis
 	TOLLWAY_TEST_DATABASE_URL=$${TOLLWAY_TEST_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test} \
 	TOLLWAY_TEST_REDIS_URL=$${TOLLWAY_TEST_REDIS_URL:-redis://127.0.0.1:6379/0} \
 	$(RUN) pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
