@@ -220,7 +220,8 @@ async def register(
 
     Passwords need at least 10 characters, must not be the email and must not be a
     commonly used password (422 `weak_password`). A registered email is 409 `email_taken`.
-    Open invitations to this email become memberships.
+    The email is not verified, so invitations to it are not accepted here: the invited
+    user accepts with the invitation's token (`POST /api/v1/invitations/accept`).
     """
     issued = await auth_service.register(
         session,
