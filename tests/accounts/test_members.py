@@ -442,3 +442,15 @@ class TestConcurrency:
         assert sorted(response.status_code for response in results) == [200, 403]
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert [m["role"] for m in listed["items"]].count("owner") == 1
+
+    async def test_one_token_accepted_twice_at_once_makes_one_member(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        token = (await add(client, alice, "twice@example.com")).json()["invitation"]["token"]
+        first, second = await register(client), await register(client)
+        results = await asyncio.gather(accept(client, first, token), accept(client, second, token))
+        assert sorted(response.status_code for response in results) == [200, 404]
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert len(listed["items"]) == 2
+        assert listed["invitations"] == []

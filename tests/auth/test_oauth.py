@@ -1,5 +1,6 @@
 """OAuth2 login (authorization code + state + PKCE) against a provider on loopback."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -328,6 +329,18 @@ class TestSecondFactor:
         again = await complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[1])
         assert again.status_code == 401
         assert again.json()["code"] == "invalid_challenge"
+
+    async def test_one_challenge_completed_twice_at_once_logs_in_once(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        _, two_factor = await linked_then_two_factor(web, provider, clock, "race@example.com")
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        results = await asyncio.gather(
+            complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[0]),
+            complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[1]),
+        )
+        assert sorted(response.status_code for response in results) == [200, 401]
+        assert {response.json().get("code") for response in results} == {None, "invalid_challenge"}
 
     async def test_an_expired_or_unknown_challenge_is_refused(
         self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
