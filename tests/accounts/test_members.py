@@ -1,6 +1,7 @@
 """Organizations and members: roles, invitations, the last owner, tenant isolation."""
 
 import asyncio
+from datetime import datetime
 
 import httpx
 from fastapi import FastAPI
@@ -42,6 +43,12 @@ async def add(
 ) -> httpx.Response:
     return await client.post(
         members_url(owner), json={"email": email, "role": role}, headers=owner.headers
+    )
+
+
+async def accept(client: httpx.AsyncClient, account: Account, token: str) -> httpx.Response:
+    return await client.post(
+        "/api/v1/invitations/accept", json={"token": token}, headers=account.headers
     )
 
 
@@ -96,23 +103,50 @@ class TestMembers:
             )
         assert [event.payload["user_id"] for event in events] == [carol.user_id]
 
-    async def test_an_unknown_email_is_invited_and_joins_when_it_registers(
-        self, client: httpx.AsyncClient
+    async def test_an_unknown_email_is_invited_and_joins_by_accepting_the_token(
+        self, client: httpx.AsyncClient, database: Database
     ) -> None:
-        alice = await register(client)
+        alice = await register(client, organization_name="Alice Tools")
         invited = await add(client, alice, "dave@example.com", "admin")
         assert invited.status_code == 201
         assert invited.json()["status"] == "invited"
         invitation = invited.json()["invitation"]
         assert invitation["id"].startswith("invite_")
         assert invitation["role"] == "admin"
+        token = invitation["token"]
+        assert token.startswith("twi_")
+        assert invitation["accept_url"] == (
+            f"http://127.0.0.1:8000/dashboard/invitations/accept?token={token}"
+        )
         twice = await add(client, alice, "dave@example.com")
         assert twice.status_code == 409
         assert twice.json()["code"] == "already_invited"
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert [item["email"] for item in listed["invitations"]] == ["dave@example.com"]
+        assert "token" not in listed["invitations"][0]
+        async with database.transaction(write=False) as session:
+            events = await outbox.list_events(
+                session, event_type="member.invited", organization_id=alice.organization_id
+            )
+        # What the operator's mailer needs to write to the invited address.
+        [payload] = [event.payload for event in events]
+        assert datetime.fromisoformat(payload.pop("expires_at")) == datetime.fromisoformat(
+            invitation["expires_at"]
+        )
+        assert payload == {
+            "invitation_id": invitation["id"],
+            "email": "dave@example.com",
+            "role": "admin",
+            "organization_name": "Alice Tools",
+            "token": token,
+            "accept_url": invitation["accept_url"],
+        }
 
         dave = await register(client, email="dave@example.com")
+        accepted = await accept(client, dave, token)
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["organization"]["id"] == alice.organization_id
+        assert accepted.json()["role"] == "admin"
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert listed["invitations"] == []
         assert {(m["user_id"], m["role"]) for m in listed["items"]} == {
@@ -122,16 +156,118 @@ class TestMembers:
         # Dave still lands in his own organization; he can log into Alice's.
         assert dave.organization_id != alice.organization_id
         await login_into(client, dave, alice.organization_id)
+        async with database.transaction(write=False) as session:
+            joined = list(
+                (
+                    await session.execute(
+                        select(AuditEntry).where(AuditEntry.action == "member.joined")
+                    )
+                ).scalars()
+            )
+        assert [
+            (entry.target, entry.organization_id, entry.details["via"]) for entry in joined
+        ] == [(dave.user_id, alice.organization_id, "token")]
+
+    async def test_registering_the_invited_email_with_a_password_joins_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        await add(client, alice, "victim@company.example", "admin")
+        # Anyone can register any address with a password: that proves no mailbox.
+        mallory = await register(client, email="victim@company.example")
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert mallory.user_id not in {m["user_id"] for m in listed["items"]}
+        assert [item["email"] for item in listed["invitations"]] == ["victim@company.example"]
+        refused = await client.post(
+            "/api/v1/auth/login",
+            json={
+                "email": mallory.email,
+                "password": PASSWORD,
+                "organization_id": alice.organization_id,
+            },
+        )
+        assert refused.status_code == 404
+
+    async def test_any_logged_in_account_may_accept_with_the_token(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        token = (await add(client, alice, "frank@work.example", "billing")).json()["invitation"][
+            "token"
+        ]
+        # The token proves control of the invited mailbox; Frank uses his older account.
+        frank = await register(client, email="frank@home.example")
+        accepted = await accept(client, frank, token)
+        assert accepted.status_code == 200
+        frank_in_alice = await login_into(client, frank, alice.organization_id)
+        me = await client.get("/api/v1/auth/me", headers=frank_in_alice.headers)
+        assert me.json()["role"] == "billing"
+
+    async def test_a_token_works_once_and_only_for_its_invitation(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        token = (await add(client, alice, "gail@example.com")).json()["invitation"]["token"]
+        gail = await register(client, email="gail@example.com")
+        other = await register(client)
+        for made_up in ("twi_made-up", token[:-1], token.upper()):
+            response = await accept(client, gail, made_up)
+            assert response.status_code == 404
+            assert response.json()["code"] == "invitation_not_found"
+        assert (await accept(client, gail, token)).status_code == 200
+        again = await accept(client, other, token)
+        assert again.status_code == 404
+        assert again.json()["code"] == "invitation_not_found"
+
+    async def test_an_existing_member_cannot_accept_again(self, client: httpx.AsyncClient) -> None:
+        alice = await register(client)
+        hank = await register(client)
+        await add(client, alice, hank.email, "member")
+        token = (await add(client, alice, "hank.other@example.com", "admin")).json()["invitation"][
+            "token"
+        ]
+        refused = await accept(client, hank, token)
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "already_member"
+        owner = await accept(client, alice, token)
+        assert owner.status_code == 409
+        # Nothing was spent: the invitation is still there for someone else.
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert [item["email"] for item in listed["invitations"]] == ["hank.other@example.com"]
+
+    async def test_accepting_needs_a_logged_in_user(self, client: httpx.AsyncClient) -> None:
+        alice = await register(client)
+        token = (await add(client, alice, "ida@example.com")).json()["invitation"]["token"]
+        anonymous = await client.post("/api/v1/invitations/accept", json={"token": token})
+        assert anonymous.status_code == 401
+        ida = await register(client, email="ida@example.com")
+        key = await create_api_key(client, ida)
+        by_key = await client.post(
+            "/api/v1/invitations/accept",
+            json={"token": token},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert by_key.status_code == 403
+        assert by_key.json()["code"] == "user_required"
+        empty = await client.post(
+            "/api/v1/invitations/accept", json={"token": ""}, headers=ida.headers
+        )
+        assert empty.status_code == 422
 
     async def test_an_expired_invitation_is_not_accepted_and_is_swept(
         self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock, database: Database
     ) -> None:
         alice = await register(client)
-        await add(client, alice, "late@example.com", "admin")
+        token = (await add(client, alice, "late@example.com", "admin")).json()["invitation"][
+            "token"
+        ]
         clock.advance(days=14, seconds=1)
         alice = await login(client, alice)  # the first access token has long expired
         context = SweepContext(database=database, clock=clock, settings=app.state.settings)
         late = await register(client, email="late@example.com")
+        expired = await accept(client, late, token)
+        assert expired.status_code == 404
+        assert expired.json()["code"] == "invitation_not_found"
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert late.user_id not in {m["user_id"] for m in listed["items"]}
         assert await purge_expired_invitations(context) == 1
@@ -147,6 +283,8 @@ class TestMembers:
         )
         assert withdrawn.status_code == 204
         erin = await register(client, email="erin@example.com")
+        refused = await accept(client, erin, invitation["token"])
+        assert refused.status_code == 404
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert erin.user_id not in {m["user_id"] for m in listed["items"]}
 
@@ -304,3 +442,15 @@ class TestConcurrency:
         assert sorted(response.status_code for response in results) == [200, 403]
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert [m["role"] for m in listed["items"]].count("owner") == 1
+
+    async def test_one_token_accepted_twice_at_once_makes_one_member(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        token = (await add(client, alice, "twice@example.com")).json()["invitation"]["token"]
+        first, second = await register(client), await register(client)
+        results = await asyncio.gather(accept(client, first, token), accept(client, second, token))
+        assert sorted(response.status_code for response in results) == [200, 404]
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert len(listed["items"]) == 2
+        assert listed["invitations"] == []

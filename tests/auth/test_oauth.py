@@ -1,5 +1,6 @@
 """OAuth2 login (authorization code + state + PKCE) against a provider on loopback."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.fixtures.identity import PASSWORD, enable_two_factor, register
+from tests.fixtures.identity import PASSWORD, Account, TwoFactor, enable_two_factor, register
 from tests.fixtures.oauth_provider import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -240,16 +241,6 @@ class TestCallback:
         assert response.status_code == 502
         assert response.json()["code"] == "oauth_provider_error"
 
-    async def test_an_account_with_two_factor_is_not_linked_by_email(
-        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
-    ) -> None:
-        account = await register(web, email="careful@example.com")
-        await enable_two_factor(web, account, now=clock.now())
-        provider.next_user = ProviderUser("777", "careful@example.com")
-        response = await oauth_login(web, "github", mode="token")
-        assert response.status_code == 409
-        assert response.json()["code"] == "oauth_link_refused"
-
     async def test_an_oauth_signup_accepts_open_invitations(
         self, web: httpx.AsyncClient, provider: LoopbackProvider
     ) -> None:
@@ -266,3 +257,191 @@ class TestCallback:
             (member["user_id"], member["role"]) for member in listed["items"]
         }
         assert listed["invitations"] == []
+
+
+async def audit_actions(app: FastAPI, action: str) -> list[AuditEntry]:
+    database: Database = app.state.database
+    async with database.transaction(write=False) as session:
+        return list(
+            (await session.execute(select(AuditEntry).where(AuditEntry.action == action))).scalars()
+        )
+
+
+async def linked_then_two_factor(
+    web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock, email: str
+) -> tuple[Account, TwoFactor]:
+    """An account whose GitHub identity was linked before it turned 2FA on."""
+    account = await register(web, email=email)
+    provider.next_user = ProviderUser("9001", email)
+    assert (await oauth_login(web, "github", mode="token")).status_code == 200
+    two_factor = await enable_two_factor(web, account, now=clock.now())
+    clock.advance(seconds=30)  # the enabling code is spent
+    provider.next_user = ProviderUser("9001", email)
+    return account, two_factor
+
+
+async def complete(web: httpx.AsyncClient, **body: str) -> httpx.Response:
+    return await web.post("/api/v1/auth/2fa/challenge", json=body)
+
+
+class TestSecondFactor:
+    async def test_a_linked_identity_of_an_account_with_two_factor_gets_a_challenge_not_tokens(
+        self,
+        web: httpx.AsyncClient,
+        provider: LoopbackProvider,
+        clock: ManualClock,
+        oauth_app: FastAPI,
+    ) -> None:
+        account, two_factor = await linked_then_two_factor(
+            web, provider, clock, "guarded@example.com"
+        )
+        response = await oauth_login(web, "github", mode="token")
+        assert response.status_code == 401
+        body = response.json()
+        assert body["code"] == "totp_required"
+        assert body["totp_required"] is True
+        assert body["expires_in"] == 300
+        assert "access_token" not in body
+        assert "refresh_token" not in body
+
+        completed = await complete(
+            web, challenge=body["challenge"], totp_code=two_factor.code(clock.now())
+        )
+        assert completed.status_code == 200, completed.text
+        session = completed.json()
+        assert session["user"]["id"] == account.user_id
+        me = await web.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {session['access_token']}"}
+        )
+        assert me.json()["user"]["id"] == account.user_id
+        entries = await audit_actions(oauth_app, "auth.2fa_challenge_completed")
+        assert [(entry.target, entry.details["via"]) for entry in entries] == [
+            (account.user_id, "oauth:github")
+        ]
+
+    async def test_a_challenge_works_once(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        _, two_factor = await linked_then_two_factor(web, provider, clock, "once@example.com")
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        first = await complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[0])
+        assert first.status_code == 200
+        again = await complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[1])
+        assert again.status_code == 401
+        assert again.json()["code"] == "invalid_challenge"
+
+    async def test_one_challenge_completed_twice_at_once_logs_in_once(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        _, two_factor = await linked_then_two_factor(web, provider, clock, "race@example.com")
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        results = await asyncio.gather(
+            complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[0]),
+            complete(web, challenge=challenge, recovery_code=two_factor.recovery_codes[1]),
+        )
+        assert sorted(response.status_code for response in results) == [200, 401]
+        assert {response.json().get("code") for response in results} == {None, "invalid_challenge"}
+
+    async def test_an_expired_or_unknown_challenge_is_refused(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        _, two_factor = await linked_then_two_factor(web, provider, clock, "late@example.com")
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        clock.advance(minutes=5, seconds=1)
+        late = await complete(web, challenge=challenge, totp_code=two_factor.code(clock.now()))
+        assert late.status_code == 401
+        assert late.json()["code"] == "invalid_challenge"
+        unknown = await complete(web, challenge="tw2_made-up", totp_code="123456")
+        assert unknown.status_code == 401
+        assert unknown.json()["code"] == "invalid_challenge"
+        missing = await complete(web, totp_code="123456")
+        assert missing.status_code == 401
+        assert missing.json()["code"] == "invalid_challenge"
+
+    async def test_wrong_codes_are_refused_and_count_toward_the_login_throttle(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        account, two_factor = await linked_then_two_factor(
+            web, provider, clock, "guess@example.com"
+        )
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        for _ in range(5):
+            wrong = await complete(web, challenge=challenge, totp_code="000000")
+            assert wrong.status_code == 401
+            assert wrong.json()["code"] == "invalid_totp"
+        locked = await complete(web, challenge=challenge, totp_code=two_factor.code(clock.now()))
+        assert locked.status_code == 429
+        assert locked.json()["code"] == "login_throttled"
+        password_login = await web.post(
+            "/api/v1/auth/login",
+            json={
+                "email": account.email,
+                "password": PASSWORD,
+                "totp_code": two_factor.code(clock.now()),
+            },
+        )
+        assert password_login.status_code == 429
+
+    async def test_a_challenge_without_a_code_asks_for_one(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        await linked_then_two_factor(web, provider, clock, "blank@example.com")
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        response = await complete(web, challenge=challenge)
+        assert response.status_code == 401
+        assert response.json()["code"] == "totp_required"
+
+    async def test_cookie_mode_sends_the_browser_to_the_two_factor_page_without_a_session(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        account, two_factor = await linked_then_two_factor(
+            web, provider, clock, "browser@example.com"
+        )
+        response = await oauth_login(web, "github", redirect_to="/dashboard/billing")
+        assert response.status_code == 303
+        location = urlsplit(response.headers["location"])
+        assert location.path == "/dashboard/2fa"
+        assert parse_qs(location.query) == {"redirect_to": ["/dashboard/billing"]}
+        cookies = response.headers.get_list("set-cookie")
+        assert not any(c.startswith("tollway_session=") for c in cookies)
+        challenge_cookie = next(c for c in cookies if c.startswith("tollway_2fa_challenge="))
+        assert "HttpOnly" in challenge_cookie
+        assert "Max-Age=300" in challenge_cookie
+        assert (await web.get("/api/v1/auth/me")).status_code == 401
+
+        # The dashboard's 2FA page posts only the code; the challenge rides in its cookie.
+        completed = await complete(web, totp_code=two_factor.code(clock.now()))
+        assert completed.status_code == 200, completed.text
+        assert completed.json()["redirect_to"] == "/dashboard/billing"
+        assert completed.json()["csrf_token"]
+        me = await web.get("/api/v1/auth/me")
+        assert me.status_code == 200
+        assert me.json()["user"]["id"] == account.user_id
+        assert web.cookies.get("tollway_2fa_challenge") is None
+
+    async def test_a_provider_identity_links_to_an_account_with_two_factor_after_the_code(
+        self,
+        web: httpx.AsyncClient,
+        provider: LoopbackProvider,
+        clock: ManualClock,
+        oauth_app: FastAPI,
+    ) -> None:
+        account = await register(web, email="careful@example.com")
+        two_factor = await enable_two_factor(web, account, now=clock.now())
+        clock.advance(seconds=30)
+        provider.next_user = ProviderUser("777", "careful@example.com")
+        refused = await oauth_login(web, "github", mode="token")
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "totp_required"
+        # Without the code nothing is linked: the next login still asks.
+        assert await audit_actions(oauth_app, "user.oauth_linked") == []
+        provider.next_user = ProviderUser("777", "careful@example.com")
+        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        completed = await complete(web, challenge=challenge, totp_code=two_factor.code(clock.now()))
+        assert completed.status_code == 200
+        assert completed.json()["user"]["id"] == account.user_id
+        linked = await audit_actions(oauth_app, "user.oauth_linked")
+        assert [entry.target for entry in linked] == [account.user_id]
+        # Linked now, and still asked for the code at the next login.
+        provider.next_user = ProviderUser("777", "careful@example.com")
+        assert (await oauth_login(web, "github", mode="token")).status_code == 401

@@ -1,7 +1,8 @@
-"""Organizations and their members.
+"""Organizations, their members and invitations.
 
 An organization is addressed by its id, and only from inside it: a token or key of
 another organization gets 404, exactly as for an organization that does not exist.
+Invitations are accepted by token, by any logged-in user (``/api/v1/invitations``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from fastapi import Depends
 from starlette.responses import Response
 
 from tollway.accounts.schemas import (
+    InvitationAccepted,
+    InvitationAcceptIn,
+    InvitationIssued,
     InvitationOut,
     MemberAdd,
     MemberAdded,
@@ -21,13 +25,13 @@ from tollway.accounts.schemas import (
     OrganizationOut,
 )
 from tollway.accounts.service import Member, account_service
-from tollway.auth.dependencies import CurrentPrincipal, require_role
+from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal, require_role
 from tollway.auth.principal import Principal
 from tollway.auth.scopes import ROLES
 from tollway.errors import NotFound
-from tollway.kit.routing import ClockDep, SessionDep, api_router
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
 
-router = api_router(prefix="/api/v1/organizations", tags=["organizations"])
+router = api_router(prefix="/api/v1", tags=["organizations"])
 
 AnyMember = Annotated[Principal, Depends(require_role(*ROLES))]
 MemberManager = Annotated[Principal, Depends(require_role("owner", "admin"))]
@@ -49,7 +53,7 @@ def _member(member: Member) -> MemberOut:
     )
 
 
-@router.get("/{organization_id}", response_model=OrganizationOut)
+@router.get("/organizations/{organization_id}", response_model=OrganizationOut)
 async def get_organization(
     organization_id: str, principal: CurrentPrincipal, session: SessionDep
 ) -> OrganizationOut:
@@ -58,7 +62,7 @@ async def get_organization(
     return OrganizationOut.model_validate(organization)
 
 
-@router.get("/{organization_id}/members", response_model=MemberList)
+@router.get("/organizations/{organization_id}/members", response_model=MemberList)
 async def list_members(
     organization_id: str, principal: AnyMember, session: SessionDep
 ) -> MemberList:
@@ -72,17 +76,23 @@ async def list_members(
     )
 
 
-@router.post("/{organization_id}/members", status_code=201, response_model=MemberAdded)
+@router.post(
+    "/organizations/{organization_id}/members", status_code=201, response_model=MemberAdded
+)
 async def add_member(
     organization_id: str,
     body: MemberAdd,
     principal: MemberManager,
     session: SessionDep,
+    settings: SettingsDep,
     clock: ClockDep,
 ) -> MemberAdded:
     """Add a user by email with a role (`owner`, `admin`, `billing`, `member`; default
     `member`). An email without an account gets an invitation instead (`status:
-    "invited"`), which becomes a membership when that email registers, within 14 days.
+    "invited"`) valid 14 days, with its accept `token` and `accept_url`, shown only in
+    this answer and in the `member.invited` event (for the mailer): whoever holds the
+    token accepts at `POST /api/v1/invitations/accept`. Registering the email with a
+    password joins nothing; an OAuth registration with that verified email does.
     Owners and admins only; only owners make owners. 409 `already_member`, `already_invited`.
     """
     added = await account_service.add_member(
@@ -91,14 +101,23 @@ async def add_member(
         actor_user_id=principal.user_id,
         email=str(body.email),
         role=body.role,
+        base_url=settings.base_url,
         now=clock.now(),
     )
     if added.member is not None:
         return MemberAdded(status="added", member=_member(added.member))
-    return MemberAdded(status="invited", invitation=InvitationOut.model_validate(added.invitation))
+    assert added.invitation is not None
+    return MemberAdded(
+        status="invited",
+        invitation=InvitationIssued(
+            **InvitationOut.model_validate(added.invitation.invitation).model_dump(),
+            token=added.invitation.token,
+            accept_url=added.invitation.accept_url,
+        ),
+    )
 
 
-@router.patch("/{organization_id}/members/{user_id}", response_model=MemberOut)
+@router.patch("/organizations/{organization_id}/members/{user_id}", response_model=MemberOut)
 async def change_role(
     organization_id: str,
     user_id: str,
@@ -120,7 +139,7 @@ async def change_role(
     return _member(member)
 
 
-@router.delete("/{organization_id}/members/{member_id}", status_code=204)
+@router.delete("/organizations/{organization_id}/members/{member_id}", status_code=204)
 async def remove_member(
     organization_id: str,
     member_id: str,
@@ -138,3 +157,29 @@ async def remove_member(
         now=clock.now(),
     )
     return Response(status_code=204)
+
+
+@router.post("/invitations/accept", response_model=InvitationAccepted)
+async def accept_invitation(
+    body: InvitationAcceptIn, principal: UserPrincipal, session: SessionDep, clock: ClockDep
+) -> InvitationAccepted:
+    """Join the organization of an invitation with its `token` (from the invitation
+    email's link), as the logged-in user (token or dashboard session, not an API key),
+    with the invited role. The token proves control of the invited mailbox, so the
+    account may have registered with another email. A token works once.
+
+    The token travels in the body, not the path, to stay out of access logs. 404
+    `invitation_not_found` (unknown, used, withdrawn or expired), 409 `already_member`.
+    The user still logs in to their own organization by default; they reach this one
+    with `organization_id` at login.
+    """
+    assert principal.user_id is not None
+    accepted = await account_service.accept_invitation(
+        session, user_id=principal.user_id, token=body.token, now=clock.now()
+    )
+    return InvitationAccepted(
+        organization=OrganizationOut.model_validate(accepted.organization),
+        user_id=accepted.membership.user_id,
+        role=accepted.membership.role,
+        joined_at=accepted.membership.created_at,
+    )

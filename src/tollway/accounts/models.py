@@ -58,8 +58,13 @@ class Membership(TimestampMixin, Base):
 
 
 class Invitation(TimestampMixin, Base):
-    """A pending membership for an email without an account; it becomes a membership
-    when that email registers (password or OAuth), unless it expired or was withdrawn."""
+    """A pending membership for an email without an account.
+
+    It becomes a membership when a logged-in user presents its token (sent to the
+    email; only its SHA-256 is kept), or when the email registers through an OAuth
+    provider that verified it, unless it expired or was withdrawn. A registration with
+    a password proves nothing about the mailbox and accepts nothing.
+    """
 
     __tablename__ = "invitations"
     __table_args__ = (UniqueConstraint("organization_id", "email"),)
@@ -73,4 +78,7 @@ class Invitation(TimestampMixin, Base):
     invited_by_user_id: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+    #: SHA-256 of the accept token; None for invitations made before tokens existed
+    #: (those are accepted only by an OAuth registration with the verified email).
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(nullable=False)

@@ -82,6 +82,12 @@ class InvitationRepository(Repository[Invitation]):
         )
         return (await self.session.execute(statement)).scalar_one_or_none()
 
+    async def get_by_token_hash(self, token_hash: str) -> Invitation | None:
+        """The invitation, locked: two acceptances of one token are serialised, and the
+        second finds it deleted."""
+        statement = select(Invitation).where(Invitation.token_hash == token_hash).with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
     async def get_by_email(self, *, organization_id: str, email: str) -> Invitation | None:
         statement = select(Invitation).where(
             Invitation.organization_id == organization_id, Invitation.email == email

@@ -55,10 +55,20 @@ class InvitationOut(BaseModel):
     expires_at: datetime
 
 
+class InvitationIssued(InvitationOut):
+    """A new invitation as the inviter sees it once: with its accept token."""
+
+    token: str = Field(
+        description="the accept token (shown only here and in the `member.invited` event); "
+        "send it to the invited address"
+    )
+    accept_url: str = Field(description="the dashboard link that accepts the invitation")
+
+
 class MemberList(BaseModel):
     items: list[MemberOut]
     invitations: list[InvitationOut] = Field(
-        description="invitations not yet accepted (accepted when the email registers)"
+        description="invitations not yet accepted (withdraw one with DELETE .../members/{id})"
     )
 
 
@@ -74,4 +84,15 @@ class MemberUpdate(BaseModel):
 class MemberAdded(BaseModel):
     status: Literal["added", "invited"]
     member: MemberOut | None = None
-    invitation: InvitationOut | None = None
+    invitation: InvitationIssued | None = None
+
+
+class InvitationAcceptIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200, description="the invitation's token")
+
+
+class InvitationAccepted(BaseModel):
+    organization: OrganizationOut
+    user_id: str
+    role: str
+    joined_at: datetime

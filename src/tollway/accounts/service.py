@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,8 +28,16 @@ class EmailTaken(Conflict):
 
 
 INVITATION_TTL = timedelta(days=14)
+INVITATION_TOKEN_PREFIX = "twi_"  # noqa: S105 - a visible prefix, not a secret
+#: The dashboard page an invitation link opens; it accepts through the API.
+INVITATION_ACCEPT_PATH = "/dashboard/invitations/accept"
 #: Roles that manage members; only owners make, unmake or remove owners.
 MANAGER_ROLES = frozenset({"owner", "admin"})
+
+
+class InvitationNotFound(NotFound):
+    code = "invitation_not_found"
+    title = "No such invitation"
 
 
 class LastOwner(Conflict):
@@ -41,9 +52,25 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedInvitation:
+    """A new invitation and its accept token, which exists only in this answer and in
+    the ``member.invited`` event (the database keeps its SHA-256)."""
+
+    invitation: Invitation
+    token: str
+    accept_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class AddedMember:
     member: Member | None
-    invitation: Invitation | None
+    invitation: IssuedInvitation | None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedInvitation:
+    membership: Membership
+    organization: Organization
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +82,10 @@ class Tenancy:
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+def hash_invitation_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +117,10 @@ class AccountService:
     ) -> Tenancy:
         """A new user with a personal organization of which they are the owner.
 
-        ``password`` None makes an account that signs in only through OAuth.
+        ``password`` None makes an account that signs in only through OAuth. Open
+        invitations to the email become memberships only when ``email_verified`` (an
+        OAuth provider vouched for the mailbox): anyone can register any address with a
+        password, so such a registration joins nothing; its owner accepts with the token.
         """
         email = normalize_email(email)
         if password is not None:
@@ -128,7 +162,8 @@ class AccountService:
         except IntegrityError:
             # Two registrations of one email raced; the unique index decided.
             raise EmailTaken("an account with this email exists; log in instead") from None
-        await self._accept_invitations(session, user=user, now=now)
+        if email_verified:
+            await self._accept_invitations(session, user=user, now=now)
         audit_service.record(
             session,
             action="user.registered",
@@ -217,7 +252,7 @@ class AccountService:
     async def _accept_invitations(
         self, session: AsyncSession, *, user: User, now: datetime
     ) -> None:
-        """Open invitations to the new user's email become memberships."""
+        """Open invitations to the new user's (verified) email become memberships."""
         invitations = repository.invitations(session)
         for invitation in await invitations.list_open_for_email(user.email, now=now):
             membership = Membership(
@@ -235,7 +270,11 @@ class AccountService:
                 target=user.id,
                 organization_id=invitation.organization_id,
                 actor=f"user:{user.id}",
-                details={"role": invitation.role, "invitation_id": invitation.id},
+                details={
+                    "role": invitation.role,
+                    "invitation_id": invitation.id,
+                    "via": "verified_email",
+                },
                 occurred_at=now,
             )
             await outbox.publish(
@@ -276,9 +315,11 @@ class AccountService:
         actor_user_id: str | None,
         email: str,
         role: str,
+        base_url: str,
         now: datetime,
     ) -> AddedMember:
-        """Add the user with ``email``, or invite the email when no account has it yet."""
+        """Add the user with ``email``, or invite the email when no account has it yet
+        (the accept link starts with ``base_url``)."""
         self.check_role(role)
         actor_role = await self._manager_role(
             session, organization_id=organization_id, actor_user_id=actor_user_id
@@ -296,6 +337,7 @@ class AccountService:
                     actor_user_id=actor_user_id,
                     email=email,
                     role=role,
+                    base_url=base_url,
                     now=now,
                 ),
             )
@@ -337,40 +379,112 @@ class AccountService:
         actor_user_id: str | None,
         email: str,
         role: str,
+        base_url: str,
         now: datetime,
-    ) -> Invitation:
+    ) -> IssuedInvitation:
         invitations = repository.invitations(session)
         existing = await invitations.get_by_email(organization_id=organization_id, email=email)
         if existing is not None and existing.expires_at > now:
             raise Conflict("this email is already invited", code="already_invited")
         if existing is not None:
             await invitations.delete(existing)
+        token = INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        accept_url = f"{base_url.rstrip('/')}{INVITATION_ACCEPT_PATH}?{urlencode({'token': token})}"
         invitation = Invitation(
             id=new_id("invite"),
             organization_id=organization_id,
             email=email,
             role=role,
             invited_by_user_id=actor_user_id,
+            token_hash=hash_invitation_token(token),
             created_at=now,
             expires_at=now + INVITATION_TTL,
         )
         await invitations.add(invitation)
+        organization = await self.get_organization(session, organization_id)
         audit_service.record(
             session,
             action="member.invited",
             target=invitation.id,
             organization_id=organization_id,
+            actor=f"user:{actor_user_id}" if actor_user_id else None,
             details={"email": email, "role": role},
+            occurred_at=now,
+        )
+        # The operator's mailer sends the link to the address; the token travels only
+        # here and in the answer to the inviter.
+        await outbox.publish(
+            session,
+            "member.invited",
+            {
+                "invitation_id": invitation.id,
+                "email": email,
+                "role": role,
+                "organization_name": organization.name,
+                "token": token,
+                "accept_url": accept_url,
+                "expires_at": invitation.expires_at.isoformat(),
+            },
+            organization_id=organization_id,
+            occurred_at=now,
+        )
+        return IssuedInvitation(invitation=invitation, token=token, accept_url=accept_url)
+
+    async def accept_invitation(
+        self, session: AsyncSession, *, user_id: str, token: str, now: datetime
+    ) -> AcceptedInvitation:
+        """Make the logged-in user a member through an invitation's token.
+
+        The token was sent to the invited address, so holding it proves control of that
+        mailbox; the accepting account may have registered with another email. 404
+        ``invitation_not_found`` for a token unknown, spent, withdrawn or expired; 409
+        ``already_member`` (the invitation stays) when the user is in the organization.
+        """
+        invitations = repository.invitations(session)
+        invitation = await invitations.get_by_token_hash(hash_invitation_token(token))
+        if invitation is None or invitation.expires_at <= now:
+            raise InvitationNotFound(
+                "this invitation does not exist, was withdrawn, used or has expired; "
+                "ask for a new one"
+            )
+        user = await self.get_user(session, user_id)
+        memberships = repository.memberships(session)
+        if await memberships.get_by_user_and_organization(
+            user_id=user.id, organization_id=invitation.organization_id
+        ):
+            raise Conflict("you are already a member of this organization", code="already_member")
+        membership = Membership(
+            id=new_id("mem"),
+            organization_id=invitation.organization_id,
+            user_id=user.id,
+            role=invitation.role,
+            created_at=now,
+        )
+        await memberships.add(membership)
+        await invitations.delete(invitation)
+        audit_service.record(
+            session,
+            action="member.joined",
+            target=user.id,
+            organization_id=invitation.organization_id,
+            actor=f"user:{user.id}",
+            details={
+                "role": invitation.role,
+                "invitation_id": invitation.id,
+                "invited_email": invitation.email,
+                "via": "token",
+            },
             occurred_at=now,
         )
         await outbox.publish(
             session,
-            "member.invited",
-            {"invitation_id": invitation.id, "email": email, "role": role},
-            organization_id=organization_id,
+            "member.added",
+            {"user_id": user.id, "role": invitation.role, "via": "invitation"},
+            organization_id=invitation.organization_id,
             occurred_at=now,
         )
-        return invitation
+        organization = await self.get_organization(session, invitation.organization_id)
+        return AcceptedInvitation(membership=membership, organization=organization)
 
     async def change_role(
         self,

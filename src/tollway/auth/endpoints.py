@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
 from fastapi import Query
 from starlette.requests import Request
@@ -12,6 +13,8 @@ from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
 from tollway.auth.oauth import oauth_service
 from tollway.auth.schemas import (
+    ChallengeIn,
+    ChallengeSessionOut,
     DashboardSessionOut,
     LoginIn,
     Me,
@@ -29,11 +32,18 @@ from tollway.auth.service import (
     IssuedSession,
     LoginAttempt,
     PasswordCheck,
+    PendingSecondFactor,
     auth_service,
     tier_of,
 )
-from tollway.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, OpenedSession
-from tollway.auth.two_factor import two_factor_service
+from tollway.auth.sessions import (
+    CHALLENGE_COOKIE,
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    TWO_FACTOR_PAGE,
+    OpenedSession,
+)
+from tollway.auth.two_factor import TotpRequired, two_factor_service
 from tollway.config import Settings
 from tollway.db import Database
 from tollway.errors import Unauthorized
@@ -114,6 +124,42 @@ def _set_session_cookies(response: Response, opened: OpenedSession, settings: Se
     )
 
 
+def _dashboard_session(opened: OpenedSession) -> DashboardSessionOut:
+    return DashboardSessionOut(
+        user=UserOut.model_validate(opened.user),
+        organization=OrganizationOut.model_validate(opened.organization),
+        role=opened.role,
+        csrf_token=opened.record.csrf_token,
+        expires_at=opened.record.expires_at,
+    )
+
+
+def _challenge_answer(pending: PendingSecondFactor, settings: Settings) -> Response:
+    """A browser goes to the dashboard's 2FA page, the challenge in an HttpOnly cookie
+    (not in the URL, where histories, logs and Referer headers would keep it); an API
+    client gets 401 ``totp_required`` with the challenge in the problem document."""
+    if pending.mode == "cookie":
+        query = urlencode({"redirect_to": pending.redirect_to})
+        response = RedirectResponse(f"{TWO_FACTOR_PAGE}?{query}", status_code=303)
+        response.set_cookie(
+            CHALLENGE_COOKIE,
+            pending.challenge,
+            max_age=pending.expires_in,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=settings.secure_cookies,
+        )
+        return response
+    raise TotpRequired(
+        "this account uses two-factor authentication; send the code with the challenge "
+        "to POST /api/v1/auth/2fa/challenge",
+        totp_required=True,
+        challenge=pending.challenge,
+        expires_in=pending.expires_in,
+    )
+
+
 def _clear_session_cookies(response: Response, settings: Settings) -> None:
     for name in (SESSION_COOKIE, CSRF_COOKIE):
         response.delete_cookie(
@@ -174,7 +220,8 @@ async def register(
 
     Passwords need at least 10 characters, must not be the email and must not be a
     commonly used password (422 `weak_password`). A registered email is 409 `email_taken`.
-    Open invitations to this email become memberships.
+    The email is not verified, so invitations to it are not accepted here: the invited
+    user accepts with the invitation's token (`POST /api/v1/invitations/accept`).
     """
     issued = await auth_service.register(
         session,
@@ -238,13 +285,7 @@ async def open_session(
         now=clock.now(),
     )
     _set_session_cookies(response, opened, settings)
-    return DashboardSessionOut(
-        user=UserOut.model_validate(opened.user),
-        organization=OrganizationOut.model_validate(opened.organization),
-        role=opened.role,
-        csrf_token=opened.record.csrf_token,
-        expires_at=opened.record.expires_at,
-    )
+    return _dashboard_session(opened)
 
 
 @router.delete("/session", status_code=204)
@@ -363,6 +404,51 @@ async def disable_two_factor(
     return TotpStatus(enabled=False)
 
 
+@router.post("/2fa/challenge", response_model=Session | ChallengeSessionOut)
+async def complete_two_factor_challenge(
+    body: ChallengeIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Session | ChallengeSessionOut:
+    """Finish a login that waits for its second factor (an OAuth login of an account
+    with 2FA on): `challenge` (or the `tollway_2fa_challenge` cookie) and a current
+    `totp_code` or an unused `recovery_code`.
+
+    Answers what the login would have: for an API (`mode=token`) login the JSON session
+    of `/auth/login`; for a browser login the dashboard session cookies and the body of
+    `/auth/session` with `redirect_to`. A challenge works once, for 5 minutes.
+    401 `invalid_challenge` (unknown, used or expired: log in again), 401
+    `totp_required` without a code, 401 `invalid_totp` for a wrong code (a failed
+    login for throttling; the challenge stays usable), 429 `login_throttled`.
+    """
+    completed = await auth_service.complete_challenge(
+        session,
+        keys=request.app.state.signing_keys,
+        settings=settings,
+        challenge=body.challenge or request.cookies.get(CHALLENGE_COOKIE),
+        code=body.totp_code or body.recovery_code,
+        client_address=_client_address(request),
+        now=clock.now(),
+    )
+    if isinstance(completed.login, OpenedSession):
+        _set_session_cookies(response, completed.login, settings)
+        response.delete_cookie(
+            CHALLENGE_COOKIE,
+            path="/",
+            secure=settings.secure_cookies,
+            httponly=True,
+            samesite="lax",
+        )
+        return ChallengeSessionOut(
+            **_dashboard_session(completed.login).model_dump(),
+            redirect_to=completed.redirect_to,
+        )
+    return _session(completed.login)
+
+
 @router.get("/oauth/{provider}/authorize", status_code=302)
 async def oauth_authorize(
     provider: str,
@@ -403,10 +489,15 @@ async def oauth_callback(
     """Where the provider sends the browser back: completes the login, linking the
     provider identity to the account with the same *verified* email or creating one.
 
+    An account with two-factor authentication on is not logged in (nor linked) yet:
+    with `mode=token` the answer is 401 `totp_required` with `challenge` and
+    `expires_in` (300 s) members, to complete at `POST /auth/2fa/challenge`; with
+    `mode=cookie` a 303 to `/dashboard/2fa?redirect_to=...` with the challenge in the
+    HttpOnly cookie `tollway_2fa_challenge`.
+
     400 `invalid_oauth_state` for a state not issued here (or used, or expired),
     400 `oauth_denied` when the user declined, 403 `oauth_email_unverified` when the
-    provider has no verified email, 409 `oauth_link_refused` for an account with 2FA,
-    502 `oauth_provider_error` when the provider fails.
+    provider has no verified email, 502 `oauth_provider_error` when the provider fails.
     """
     # Three steps, so that no transaction stays open while the provider answers: the
     # state is spent (kept spent even if the rest fails), the code is exchanged over
@@ -425,8 +516,11 @@ async def oauth_callback(
             settings=settings,
             identity=identity,
             mode=pending.mode,
+            redirect_to=pending.redirect_to,
             now=clock.now(),
         )
+    if isinstance(result, PendingSecondFactor):
+        return _challenge_answer(result, settings)
     if isinstance(result, OpenedSession):
         response: Response = RedirectResponse(pending.redirect_to, status_code=303)
         _set_session_cookies(response, result, settings)

@@ -129,3 +129,30 @@ class DashboardSession(Base):
     created_at: Mapped[datetime] = mapped_column(nullable=False)
     expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class TwoFactorChallenge(Base):
+    """A login that passed its first factor (an OAuth provider) and waits for the TOTP
+    code of an account with 2FA on. The challenge itself is given to the client once and
+    stored here as its SHA-256; it is good for one completion, for a few minutes.
+
+    ``mode`` and ``redirect_to`` are the OAuth login's, so the completion answers what
+    the callback would have. The ``link_*`` columns are set when completing also links
+    a new provider identity to the account (found by its verified email).
+    """
+
+    __tablename__ = "two_factor_challenges"
+
+    challenge_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    #: What proved the first factor, for the audit trail: ``oauth:github``.
+    via: Mapped[str] = mapped_column(String(40), nullable=False)
+    mode: Mapped[str] = mapped_column(String(10), nullable=False)
+    redirect_to: Mapped[str] = mapped_column(String(500), nullable=False)
+    link_provider: Mapped[str | None] = mapped_column(String(20))
+    link_provider_user_id: Mapped[str | None] = mapped_column(String(100))
+    link_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)

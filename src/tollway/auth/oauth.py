@@ -305,6 +305,9 @@ class OAuthLogin:
     user: User
     created: bool
     linked: bool
+    #: An identity to link once the account's second factor holds (the account, found
+    #: by the provider's verified email, has 2FA on); None when nothing waits.
+    pending_link: ProviderIdentity | None = None
 
 
 class OAuthService:
@@ -375,7 +378,11 @@ class OAuthService:
     async def complete(
         self, session: AsyncSession, *, identity: ProviderIdentity, now: datetime
     ) -> OAuthLogin:
-        """Find, link or create the account of ``identity``."""
+        """Find, link or create the account of ``identity``.
+
+        An account with 2FA on is neither logged in nor linked here: the caller asks for
+        its code first (``OAuthLogin.pending_link`` holds an identity still to link).
+        """
         links = repository.oauth_accounts(session)
         linked = await links.get_by_provider_identity(
             provider=identity.provider, provider_user_id=identity.provider_user_id
@@ -385,7 +392,8 @@ class OAuthService:
             if user.disabled_at is not None:
                 raise Forbidden("this account is disabled", code="account_disabled")
             linked.last_login_at = now
-            user.last_login_at = now
+            if not user.totp_enabled:
+                user.last_login_at = now
             await session.flush()
             return OAuthLogin(user=user, created=False, linked=False)
         if identity.email is None or not identity.email_verified:
@@ -410,11 +418,38 @@ class OAuthService:
             if user.disabled_at is not None:
                 raise Forbidden("this account is disabled", code="account_disabled")
             if user.totp_enabled:
+                return OAuthLogin(user=user, created=False, linked=False, pending_link=identity)
+        await self.link(session, user=user, identity=identity, created=created, now=now)
+        user.last_login_at = now
+        await session.flush()
+        return OAuthLogin(user=user, created=created, linked=True)
+
+    async def link(
+        self,
+        session: AsyncSession,
+        *,
+        user: User,
+        identity: ProviderIdentity,
+        now: datetime,
+        created: bool = False,
+    ) -> None:
+        """Link ``identity`` (whose verified email is the user's) to ``user``.
+
+        Linked meanwhile to this user: nothing to do; to another one: 409
+        ``oauth_link_refused`` (two logins raced for one provider identity).
+        """
+        links = repository.oauth_accounts(session)
+        existing = await links.get_by_provider_identity(
+            provider=identity.provider, provider_user_id=identity.provider_user_id
+        )
+        if existing is not None:
+            if existing.user_id != user.id:
                 raise OAuthLinkRefused(
-                    "this account uses two-factor authentication; log in with the password "
-                    "and code to use it"
+                    f"this {identity.provider} identity is linked to another account"
                 )
-            user.email_verified = True
+            existing.last_login_at = now
+            await session.flush()
+            return
         await links.add(
             OAuthAccount(
                 id=new_id("oac"),
@@ -426,7 +461,7 @@ class OAuthService:
                 last_login_at=now,
             )
         )
-        user.last_login_at = now
+        user.email_verified = True
         membership = await account_service.default_membership(session, user.id)
         audit_service.record(
             session,
@@ -438,7 +473,6 @@ class OAuthService:
             occurred_at=now,
         )
         await session.flush()
-        return OAuthLogin(user=user, created=created, linked=True)
 
     async def purge(self, session: AsyncSession, *, now: datetime) -> int:
         return await repository.oauth_states(session).purge_expired(now=now)

@@ -15,6 +15,7 @@ from tollway.auth.models import (
     RecoveryCode,
     RefreshToken,
     RevokedAccessToken,
+    TwoFactorChallenge,
 )
 from tollway.kit.repository import Repository
 
@@ -197,6 +198,26 @@ class DashboardSessionRepository(Repository[DashboardSession]):
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+class TwoFactorChallengeRepository(Repository[TwoFactorChallenge]):
+    model = TwoFactorChallenge
+
+    async def get_by_hash(self, challenge_hash: str) -> TwoFactorChallenge | None:
+        """The challenge, locked: two completions of one challenge are serialised, and
+        the second finds it deleted."""
+        statement = (
+            select(TwoFactorChallenge)
+            .where(TwoFactorChallenge.challenge_hash == challenge_hash)
+            .with_for_update()
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        result = await self.session.execute(
+            delete(TwoFactorChallenge).where(TwoFactorChallenge.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 def refresh_tokens(session: AsyncSession) -> RefreshTokenRepository:
     return RefreshTokenRepository(session)
 
@@ -223,3 +244,7 @@ def oauth_states(session: AsyncSession) -> OAuthStateRepository:
 
 def dashboard_sessions(session: AsyncSession) -> DashboardSessionRepository:
     return DashboardSessionRepository(session)
+
+
+def two_factor_challenges(session: AsyncSession) -> TwoFactorChallengeRepository:
+    return TwoFactorChallengeRepository(session)

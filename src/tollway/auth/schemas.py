@@ -91,3 +91,21 @@ class TotpDisableIn(BaseModel):
 
 class TotpStatus(BaseModel):
     enabled: bool
+
+
+class ChallengeIn(BaseModel):
+    challenge: str | None = Field(
+        None,
+        max_length=200,
+        description="the challenge of the OAuth callback's 401 `totp_required` answer; "
+        "browsers may leave it out, their `tollway_2fa_challenge` cookie carries it",
+    )
+    totp_code: str | None = Field(None, max_length=32, description="the current 6-digit code")
+    recovery_code: str | None = Field(None, max_length=32, description="an unused recovery code")
+
+
+class ChallengeSessionOut(DashboardSessionOut):
+    """A challenge of a browser (cookie-mode) login completed: the session is in the
+    cookies, as after POST /auth/session."""
+
+    redirect_to: str = Field(description="where the login was going: a path on this site")

@@ -14,7 +14,7 @@ from tollway.accounts.passwords import verify_password_in_thread
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
-from tollway.auth.models import RefreshToken
+from tollway.auth.models import RefreshToken, TwoFactorChallenge
 from tollway.auth.oauth import ProviderIdentity, oauth_service
 from tollway.auth.principal import Principal
 from tollway.auth.scopes import ROLE_SCOPES
@@ -28,13 +28,16 @@ from tollway.auth.tokens import (
 )
 from tollway.auth.two_factor import InvalidTotp, two_factor_service
 from tollway.config import Settings
-from tollway.errors import NotFound, Unauthorized
+from tollway.errors import Forbidden, NotFound, Unauthorized
 from tollway.kit.ids import new_id
 from tollway.kit.signing import KeyRing
 from tollway.plans.service import plans_service
 
 REFRESH_TOKEN_TTL = timedelta(days=30)
 REFRESH_TOKEN_PREFIX = "twr_"  # noqa: S105 - a visible prefix, not a secret
+#: How long a login that passed its first factor waits for the TOTP code.
+CHALLENGE_TTL = timedelta(minutes=5)
+CHALLENGE_PREFIX = "tw2_"
 
 
 class InvalidCredentials(Unauthorized):
@@ -52,6 +55,11 @@ class RefreshTokenReused(InvalidToken):
 
     code = "refresh_token_reused"
     commit_transaction = True
+
+
+class InvalidChallenge(Unauthorized):
+    code = "invalid_challenge"
+    title = "Unknown or expired two-factor challenge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,25 @@ class PasswordCheck:
     upgraded_hash: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSecondFactor:
+    """A login that passed its first factor and waits for the TOTP code: the client
+    gets ``challenge`` (once; only its hash is kept) to send with the code."""
+
+    challenge: str
+    mode: str
+    redirect_to: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedChallenge:
+    """What completing a challenge answers: what its login would have answered at once."""
+
+    login: IssuedSession | OpenedSession
+    redirect_to: str
+
+
 def throttle_policy(settings: Settings) -> ThrottlePolicy:
     return ThrottlePolicy(
         max_failures=settings.login_max_failures,
@@ -98,6 +125,10 @@ def throttle_policy(settings: Settings) -> ThrottlePolicy:
 
 def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_challenge(challenge: str) -> str:
+    return hashlib.sha256(challenge.encode()).hexdigest()
 
 
 async def tier_of(session: AsyncSession, organization_id: str) -> str:
@@ -188,16 +219,46 @@ class AuthService:
         settings: Settings,
         identity: ProviderIdentity,
         mode: str,
+        redirect_to: str,
+        now: datetime,
+    ) -> IssuedSession | OpenedSession | PendingSecondFactor:
+        """Log the provider identity's account in (linking or creating it): a dashboard
+        session for ``mode`` ``cookie``, a token pair for ``token``.
+
+        The provider stands in for the password only: an account with 2FA on gets a
+        second-factor challenge instead, completed by :meth:`complete_challenge`.
+        """
+        login = await oauth_service.complete(session, identity=identity, now=now)
+        if login.user.totp_enabled:
+            return await self._open_challenge(
+                session,
+                user=login.user,
+                via=f"oauth:{identity.provider}",
+                mode=mode,
+                redirect_to=redirect_to,
+                pending_link=login.pending_link,
+                now=now,
+            )
+        return await self._log_in(
+            session, keys=keys, settings=settings, user=login.user, mode=mode, now=now
+        )
+
+    async def _log_in(
+        self,
+        session: AsyncSession,
+        *,
+        keys: KeyRing,
+        settings: Settings,
+        user: User,
+        mode: str,
         now: datetime,
     ) -> IssuedSession | OpenedSession:
-        """Log the provider identity's account in (linking or creating it): a dashboard
-        session for ``mode`` ``cookie``, a token pair for ``token``."""
-        login = await oauth_service.complete(session, identity=identity, now=now)
-        membership = await account_service.default_membership(session, login.user.id)
+        """The user's default organization: a dashboard session (``cookie``) or tokens."""
+        membership = await account_service.default_membership(session, user.id)
         if mode == "cookie":
             return await dashboard_session_service.open(
                 session,
-                user=login.user,
+                user=user,
                 membership=membership,
                 ttl=timedelta(seconds=settings.session_ttl_seconds),
                 now=now,
@@ -206,11 +267,115 @@ class AuthService:
         return await self.issue(
             session,
             keys=keys,
-            user=login.user,
+            user=user,
             membership=membership,
             organization=organization,
             now=now,
         )
+
+    async def _open_challenge(
+        self,
+        session: AsyncSession,
+        *,
+        user: User,
+        via: str,
+        mode: str,
+        redirect_to: str,
+        pending_link: ProviderIdentity | None,
+        now: datetime,
+    ) -> PendingSecondFactor:
+        challenge = CHALLENGE_PREFIX + secrets.token_urlsafe(32)
+        await repository.two_factor_challenges(session).add(
+            TwoFactorChallenge(
+                challenge_hash=hash_challenge(challenge),
+                user_id=user.id,
+                via=via,
+                mode=mode,
+                redirect_to=redirect_to,
+                link_provider=pending_link.provider if pending_link else None,
+                link_provider_user_id=pending_link.provider_user_id if pending_link else None,
+                link_email=pending_link.email if pending_link else None,
+                created_at=now,
+                expires_at=now + CHALLENGE_TTL,
+            )
+        )
+        return PendingSecondFactor(
+            challenge=challenge,
+            mode=mode,
+            redirect_to=redirect_to,
+            expires_in=int(CHALLENGE_TTL.total_seconds()),
+        )
+
+    async def complete_challenge(
+        self,
+        session: AsyncSession,
+        *,
+        keys: KeyRing,
+        settings: Settings,
+        challenge: str | None,
+        code: str | None,
+        client_address: str | None,
+        now: datetime,
+    ) -> CompletedChallenge:
+        """The second factor of a pending login: with the right TOTP or recovery code the
+        challenge is spent and the login answers as it would have without 2FA.
+
+        401 ``invalid_challenge`` for a challenge not issued here, spent or expired;
+        401 ``totp_required`` without a code; 401 ``invalid_totp`` for a wrong one,
+        counted by the login throttle like a wrong code at password login (the
+        challenge stays usable until it expires); 429 ``login_throttled`` while the
+        account or address is locked.
+        """
+        challenges = repository.two_factor_challenges(session)
+        record = await challenges.get_by_hash(hash_challenge(challenge)) if challenge else None
+        if record is None or record.expires_at <= now:
+            raise InvalidChallenge(
+                "this two-factor challenge is unknown, used or expired; log in again"
+            )
+        user = await account_service.get_user(session, record.user_id)
+        counted = throttle_keys(email=user.email, client_address=client_address)
+        await login_throttle_service.check(session, keys=counted, now=now)
+        if user.disabled_at is not None:
+            raise Forbidden("this account is disabled", code="account_disabled")
+        if not user.totp_enabled:
+            # 2FA was turned off since (an operator's reset): the login starts over.
+            raise InvalidChallenge("two-factor authentication is off now; log in again")
+        if not await two_factor_service.check_login(
+            session, user=user, code=code, secret_key=settings.secret("secret_key"), now=now
+        ):
+            await login_throttle_service.record_failure(
+                session, keys=counted, policy=throttle_policy(settings), now=now, user_id=user.id
+            )
+            raise InvalidTotp("the two-factor code is wrong or was already used")
+        await challenges.delete(record)
+        await login_throttle_service.record_success(session, email=user.email)
+        if record.link_provider is not None and record.link_provider_user_id is not None:
+            await oauth_service.link(
+                session,
+                user=user,
+                identity=ProviderIdentity(
+                    provider=record.link_provider,
+                    provider_user_id=record.link_provider_user_id,
+                    email=record.link_email,
+                    email_verified=True,
+                    name=None,
+                ),
+                now=now,
+            )
+        user.last_login_at = now
+        login = await self._log_in(
+            session, keys=keys, settings=settings, user=user, mode=record.mode, now=now
+        )
+        audit_service.record(
+            session,
+            action="auth.2fa_challenge_completed",
+            target=user.id,
+            organization_id=login.organization.id,
+            actor=f"user:{user.id}",
+            details={"via": record.via, "mode": record.mode},
+            occurred_at=now,
+        )
+        return CompletedChallenge(login=login, redirect_to=record.redirect_to)
 
     async def look_up_login(
         self, session: AsyncSession, *, attempt: LoginAttempt, now: datetime

@@ -29,6 +29,10 @@ SESSION_COOKIE = "tollway_session"
 CSRF_COOKIE = "tollway_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
+#: A browser login waiting for its TOTP code carries the challenge in this cookie to
+#: the dashboard's 2FA page (see auth.service.AuthService.complete_challenge).
+CHALLENGE_COOKIE = "tollway_2fa_challenge"
+TWO_FACTOR_PAGE = "/dashboard/2fa"
 
 
 class InvalidSession(Unauthorized):

@@ -1,5 +1,5 @@
 """Housekeeping of the identity tables: expired OAuth states, dashboard sessions and
-revoked-token rows, and login throttles quiet for a day."""
+revoked-token rows and two-factor challenges, and login throttles quiet for a day."""
 
 from __future__ import annotations
 
@@ -19,4 +19,5 @@ async def purge_expired(context: SweepContext) -> int:
         purged += await dashboard_session_service.purge(session, now=now)
         purged += await login_throttle_service.purge(session, now=now)
         purged += await repository.revoked_tokens(session).purge_expired(now=now)
+        purged += await repository.two_factor_challenges(session).purge_expired(now=now)
     return purged
