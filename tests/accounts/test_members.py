@@ -7,7 +7,14 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from tests.fixtures.identity import PASSWORD, Account, create_api_key, login, register
+from tests.fixtures.identity import (
+    PASSWORD,
+    Account,
+    add_member,
+    create_api_key,
+    login,
+    register,
+)
 from tollway.accounts.tasks import purge_expired_invitations
 from tollway.audit.models import AuditEntry
 from tollway.db import Database
@@ -73,10 +80,10 @@ class TestOrganization:
 
 
 class TestMembers:
-    async def test_the_owner_is_listed_and_adds_an_existing_user_with_a_role(
+    async def test_an_existing_password_account_is_invited_and_joins_when_it_accepts(
         self, client: httpx.AsyncClient, database: Database
     ) -> None:
-        alice = await register(client)
+        alice = await register(client, organization_name="Alice Tools")
         carol = await register(client, name="Carol")
         listed = await client.get(members_url(alice), headers=alice.headers)
         assert [(m["user_id"], m["role"]) for m in listed.json()["items"]] == [
@@ -84,16 +91,48 @@ class TestMembers:
         ]
         added = await add(client, alice, carol.email.upper(), "billing")
         assert added.status_code == 201
-        assert added.json()["status"] == "added"
-        assert added.json()["member"] == {
-            **added.json()["member"],
-            "user_id": carol.user_id,
-            "role": "billing",
-            "name": "Carol",
-        }
+        # A password registration never proved the mailbox: Carol gets a token to it.
+        assert added.json()["status"] == "invited"
+        assert added.json()["member"] is None
+        invitation = added.json()["invitation"]
+        assert (invitation["email"], invitation["role"]) == (carol.email, "billing")
+        assert invitation["token"].startswith("twi_")
+        assert invitation["accept_url"].endswith(f"?token={invitation['token']}")
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert carol.user_id not in {m["user_id"] for m in listed["items"]}
+        assert [item["email"] for item in listed["invitations"]] == [carol.email]
+        not_yet = await client.post(
+            "/api/v1/auth/login",
+            json={
+                "email": carol.email,
+                "password": PASSWORD,
+                "organization_id": alice.organization_id,
+            },
+        )
+        assert not_yet.status_code == 404
+        twice = await add(client, alice, carol.email)
+        assert twice.status_code == 409
+        assert twice.json()["code"] == "already_invited"
+        async with database.transaction(write=False) as session:
+            invited_events = await outbox.list_events(
+                session, event_type="member.invited", organization_id=alice.organization_id
+            )
+        assert [(e.payload["email"], e.payload["token"]) for e in invited_events] == [
+            (carol.email, invitation["token"])
+        ]
+
+        accepted = await accept(client, carol, invitation["token"])
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["role"] == "billing"
         carol_in_alice = await login_into(client, carol, alice.organization_id)
         me = await client.get("/api/v1/auth/me", headers=carol_in_alice.headers)
         assert me.json()["role"] == "billing"
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert {(m["user_id"], m["role"], m["name"]) for m in listed["items"]} == {
+            (alice.user_id, "owner", None),
+            (carol.user_id, "billing", "Carol"),
+        }
+        assert listed["invitations"] == []
         again = await add(client, alice, carol.email)
         assert again.status_code == 409
         assert again.json()["code"] == "already_member"
@@ -102,6 +141,38 @@ class TestMembers:
                 session, event_type="member.added", organization_id=alice.organization_id
             )
         assert [event.payload["user_id"] for event in events] == [carol.user_id]
+
+    async def test_an_address_registered_by_a_squatter_joins_only_the_token_holder(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        # Mallory registers the colleague's address before Alice adds it.
+        mallory = await register(client, email="victim@company.example")
+        invited = await add(client, alice, "victim@company.example", "admin")
+        assert invited.status_code == 201
+        assert invited.json()["status"] == "invited"
+        token = invited.json()["invitation"]["token"]
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert mallory.user_id not in {m["user_id"] for m in listed["items"]}
+        refused = await client.post(
+            "/api/v1/auth/login",
+            json={
+                "email": mallory.email,
+                "password": PASSWORD,
+                "organization_id": alice.organization_id,
+            },
+        )
+        assert refused.status_code == 404
+        # The token went to the mailbox; its real owner accepts with another account.
+        victim = await register(client, email="victim@home.example")
+        assert (await accept(client, victim, token)).status_code == 200
+        spent = await accept(client, mallory, token)
+        assert spent.status_code == 404
+        listed = (await client.get(members_url(alice), headers=alice.headers)).json()
+        assert {(m["user_id"], m["role"]) for m in listed["items"]} == {
+            (alice.user_id, "owner"),
+            (victim.user_id, "admin"),
+        }
 
     async def test_an_unknown_email_is_invited_and_joins_by_accepting_the_token(
         self, client: httpx.AsyncClient, database: Database
@@ -222,7 +293,7 @@ class TestMembers:
     async def test_an_existing_member_cannot_accept_again(self, client: httpx.AsyncClient) -> None:
         alice = await register(client)
         hank = await register(client)
-        await add(client, alice, hank.email, "member")
+        await add_member(client, alice, hank, "member")
         token = (await add(client, alice, "hank.other@example.com", "admin")).json()["invitation"][
             "token"
         ]
@@ -293,7 +364,7 @@ class TestMembers:
         roles = {}
         for role in ("admin", "billing", "member"):
             user = await register(client)
-            await add(client, alice, user.email, role)
+            await add_member(client, alice, user, role)
             roles[role] = await login_into(client, user, alice.organization_id)
         outsider = await register(client)
         for role in ("billing", "member"):
@@ -337,7 +408,7 @@ class TestMembers:
         assert leave.json()["code"] == "last_owner"
 
         hank = await register(client)
-        await add(client, alice, hank.email, "owner")
+        await add_member(client, alice, hank, "owner")
         demoted = await client.patch(
             f"{members_url(alice)}/{alice.user_id}", json={"role": "admin"}, headers=alice.headers
         )
@@ -358,7 +429,7 @@ class TestMembers:
     async def test_a_removed_member_loses_the_organization(self, client: httpx.AsyncClient) -> None:
         alice = await register(client)
         ivan = await register(client)
-        await add(client, alice, ivan.email)
+        await add_member(client, alice, ivan)
         ivan_in_alice = await login_into(client, ivan, alice.organization_id)
         removed = await client.delete(f"{members_url(alice)}/{ivan.user_id}", headers=alice.headers)
         assert removed.status_code == 204
@@ -374,7 +445,7 @@ class TestMembers:
     ) -> None:
         alice = await register(client)
         judy = await register(client)
-        await add(client, alice, judy.email, "admin")
+        await add_member(client, alice, judy, "admin")
         transport = httpx.ASGITransport(app=app)  # the same app, another browser
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
             opened = await browser.post(
@@ -427,7 +498,7 @@ class TestConcurrency:
     ) -> None:
         alice = await register(client)
         bob = await register(client)
-        await add(client, alice, bob.email, "owner")
+        await add_member(client, alice, bob, "owner")
         bob_in_alice = await login_into(client, bob, alice.organization_id)
         results = await asyncio.gather(
             client.patch(

@@ -258,6 +258,62 @@ class TestCallback:
         }
         assert listed["invitations"] == []
 
+    async def test_an_account_whose_provider_verified_its_email_is_added_at_once(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        owner = await register(web)
+        members = f"/api/v1/organizations/{owner.organization_id}/members"
+        provider.next_user = ProviderUser("810", "verified@example.com", name="Vera")
+        vera = (await oauth_login(web, "github", mode="token")).json()["user"]
+        added = await web.post(
+            members,
+            json={"email": "Verified@example.com", "role": "billing"},
+            headers=owner.headers,
+        )
+        assert added.status_code == 201, added.text
+        assert added.json()["status"] == "added"
+        assert added.json()["invitation"] is None
+        assert added.json()["member"] == {
+            **added.json()["member"],
+            "user_id": vera["id"],
+            "email": "verified@example.com",
+            "name": "Vera",
+            "role": "billing",
+        }
+        listed = (await web.get(members, headers=owner.headers)).json()
+        assert (vera["id"], "billing") in {(m["user_id"], m["role"]) for m in listed["items"]}
+        assert listed["invitations"] == []
+        again = await web.post(members, json={"email": vera["email"]}, headers=owner.headers)
+        assert again.status_code == 409
+        assert again.json()["code"] == "already_member"
+
+    async def test_once_a_provider_verifies_an_invited_account_adding_it_joins_it(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        owner = await register(web)
+        members = f"/api/v1/organizations/{owner.organization_id}/members"
+        dana = await register(web, email="dana@example.com")
+        invited = await web.post(members, json={"email": dana.email}, headers=owner.headers)
+        assert invited.json()["status"] == "invited"
+        # Dana links GitHub, which vouches for the address: now she has proven it.
+        provider.next_user = ProviderUser("811", "dana@example.com")
+        assert (await oauth_login(web, "github", mode="token")).status_code == 200
+        added = await web.post(
+            members, json={"email": dana.email, "role": "admin"}, headers=owner.headers
+        )
+        assert added.status_code == 201, added.text
+        assert added.json()["status"] == "added"
+        listed = (await web.get(members, headers=owner.headers)).json()
+        assert (dana.user_id, "admin") in {(m["user_id"], m["role"]) for m in listed["items"]}
+        # The open invitation gave way to the membership; its token is spent.
+        assert listed["invitations"] == []
+        stale = await web.post(
+            "/api/v1/invitations/accept",
+            json={"token": invited.json()["invitation"]["token"]},
+            headers=dana.headers,
+        )
+        assert stale.status_code == 404
+
 
 async def audit_actions(app: FastAPI, action: str) -> list[AuditEntry]:
     database: Database = app.state.database

@@ -87,12 +87,16 @@ async def add_member(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> MemberAdded:
-    """Add a user by email with a role (`owner`, `admin`, `billing`, `member`; default
-    `member`). An email without an account gets an invitation instead (`status:
-    "invited"`) valid 14 days, with its accept `token` and `accept_url`, shown only in
-    this answer and in the `member.invited` event (for the mailer): whoever holds the
-    token accepts at `POST /api/v1/invitations/accept`. Registering the email with a
-    password joins nothing; an OAuth registration with that verified email does.
+    """Invite an email with a role (`owner`, `admin`, `billing`, `member`; default
+    `member`). The answer is an invitation (`status: "invited"`) valid 14 days, with its
+    accept `token` and `accept_url`, shown only in this answer and in the
+    `member.invited` event (for the mailer): whoever holds the token accepts at
+    `POST /api/v1/invitations/accept`. This holds also when an account with the email
+    exists but registered with a password, since that proves no mailbox (anyone can
+    register a colleague's address first). Only an account whose email an OAuth provider
+    verified is added at once (`status: "added"`, `member`; an open invitation to it is
+    withdrawn). Registering the email with a password later joins nothing; an OAuth
+    registration with that verified email accepts the invitation.
     Owners and admins only; only owners make owners. 409 `already_member`, `already_invited`.
     """
     added = await account_service.add_member(

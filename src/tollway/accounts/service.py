@@ -318,8 +318,14 @@ class AccountService:
         base_url: str,
         now: datetime,
     ) -> AddedMember:
-        """Add the user with ``email``, or invite the email when no account has it yet
-        (the accept link starts with ``base_url``)."""
+        """Add the account with ``email`` at once when its email is verified (an OAuth
+        provider vouched for the mailbox); otherwise invite the email with an accept token
+        (link starting with ``base_url``), whether or not an account has it.
+
+        A password registration proves no mailbox: anyone may register a colleague's
+        address before it is added. Such an account joins only by accepting the token,
+        which goes to the mailbox. 409 ``already_member``, ``already_invited``.
+        """
         self.check_role(role)
         actor_role = await self._manager_role(
             session, organization_id=organization_id, actor_user_id=actor_user_id
@@ -328,7 +334,12 @@ class AccountService:
             raise Forbidden("only owners make owners", code="insufficient_role")
         email = normalize_email(email)
         user = await repository.users(session).get_by_email(email)
-        if user is None:
+        memberships = repository.memberships(session)
+        if user is not None and await memberships.get_by_user_and_organization(
+            user_id=user.id, organization_id=organization_id
+        ):
+            raise Conflict("this user is already a member", code="already_member")
+        if user is None or not user.email_verified:
             return AddedMember(
                 member=None,
                 invitation=await self._invite(
@@ -341,11 +352,6 @@ class AccountService:
                     now=now,
                 ),
             )
-        memberships = repository.memberships(session)
-        if await memberships.get_by_user_and_organization(
-            user_id=user.id, organization_id=organization_id
-        ):
-            raise Conflict("this user is already a member", code="already_member")
         membership = Membership(
             id=new_id("mem"),
             organization_id=organization_id,
@@ -354,12 +360,20 @@ class AccountService:
             created_at=now,
         )
         await memberships.add(membership)
+        details: dict[str, object] = {"role": role, "via": "verified_email"}
+        # An invitation sent before the account verified its email gives way: the
+        # membership is what the manager asked for now, and a spent token joins nothing.
+        invitations = repository.invitations(session)
+        superseded = await invitations.get_by_email(organization_id=organization_id, email=email)
+        if superseded is not None:
+            await invitations.delete(superseded)
+            details["superseded_invitation_id"] = superseded.id
         audit_service.record(
             session,
             action="member.added",
             target=user.id,
             organization_id=organization_id,
-            details={"role": role},
+            details=details,
             occurred_at=now,
         )
         await outbox.publish(
