@@ -108,7 +108,9 @@ async def put_overrides(
 ) -> OverridesOut:
     """Replace an organization's custom limits (enterprise deals): per feature
     ``enabled``, ``quota`` (null: unlimited), ``enforcement``, ``rate_limit_per_minute``,
-    and the tier ``rate_limit_per_minute``. Every process applies them within a second."""
+    the tier ``rate_limit_per_minute``, and ``abuse``: any of the plan's abuse battery
+    thresholds (``max_credits_per_request``, ``min_interval_seconds`` ...), used by the
+    reservation endpoint and ``/authorize``. Every process applies them within a second."""
     overrides = await plans_service.set_overrides(
         session, organization_id, body.document(), now=clock.now()
     )

@@ -64,8 +64,8 @@ class OrganizationOverride(Base):
     """Custom limits negotiated with one organization (enterprise deals).
 
     ``overrides`` holds ``{"features": {feature: {enabled?, quota?, enforcement?,
-    rate_limit_per_minute?}}, "rate_limit_per_minute": n}``; a ``quota`` of null
-    means unlimited.
+    rate_limit_per_minute?}}, "rate_limit_per_minute": n, "abuse": {threshold: n}}``;
+    a ``quota`` of null means unlimited; ``abuse`` changes the plan's abuse thresholds.
     """
 
     __tablename__ = "organization_overrides"

@@ -32,6 +32,7 @@ from tollway.kit.clock import utcnow
 from tollway.kit.outbox import outbox
 from tollway.plans.catalog import (
     DEFAULT_CATALOG_PATH,
+    AbuseLimits,
     Catalog,
     Feature,
     Meter,
@@ -298,6 +299,8 @@ class EffectivePlan:
     plan: Plan
     features: dict[str, PlanFeature]
     rate_limit_per_minute: int | None
+    #: The abuse battery's thresholds: the plan's, with the organization's ``abuse`` override.
+    abuse: AbuseLimits
 
 
 # -- invalidation hooks: caches in this process forget an organization on commit ---------
@@ -474,6 +477,12 @@ class PlansService:
         overrides = override_row.overrides if override_row is not None else {}
         return assignment, apply_overrides(plan, overrides)
 
+    async def abuse_limits(self, session: AsyncSession, organization_id: str) -> AbuseLimits:
+        """The abuse battery's thresholds for an organization: its plan's
+        (``[plans.<id>.abuse]``) with its ``abuse`` override applied."""
+        _, effective = await self.effective_plan(session, organization_id)
+        return effective.abuse
+
 
 def _assignment(organization_id: str, plan_id: str, row: Any) -> PlanAssignment:
     return PlanAssignment(
@@ -486,13 +495,20 @@ def _assignment(organization_id: str, plan_id: str, row: Any) -> PlanAssignment:
 
 
 _FEATURE_OVERRIDE_KEYS = frozenset({"enabled", "quota", "enforcement", "rate_limit_per_minute"})
+_ABUSE_OVERRIDE_KEYS = frozenset(AbuseLimits.__slots__)
 
 
 def check_overrides(overrides: dict[str, Any]) -> None:
     """Refuse overrides that name unknown features or carry values of the wrong kind."""
-    unknown_keys = set(overrides) - {"features", "rate_limit_per_minute"}
+    unknown_keys = set(overrides) - {"features", "rate_limit_per_minute", "abuse"}
     if unknown_keys:
         raise InvalidOverride(f"unknown override keys: {', '.join(sorted(unknown_keys))}")
+    abuse = overrides.get("abuse", {})
+    if not isinstance(abuse, dict) or set(abuse) - _ABUSE_OVERRIDE_KEYS:
+        raise InvalidOverride(f"abuse takes {', '.join(sorted(_ABUSE_OVERRIDE_KEYS))}")
+    for name, value in abuse.items():
+        if not _is_int(value) or value < 0:
+            raise InvalidOverride(f"abuse.{name} must be a non-negative integer")
     limit = overrides.get("rate_limit_per_minute")
     if limit is not None and (not _is_int(limit) or limit < 1):
         raise InvalidOverride("rate_limit_per_minute must be a positive integer or null")
@@ -539,7 +555,17 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> EffectivePlan:
         }
         features[feature_id] = replace(base, **changes)
     rate_limit = overrides.get("rate_limit_per_minute", plan.rate_limit_per_minute)
-    return EffectivePlan(plan=plan, features=features, rate_limit_per_minute=rate_limit)
+    abuse = {
+        name: value
+        for name, value in (overrides.get("abuse") or {}).items()
+        if name in _ABUSE_OVERRIDE_KEYS
+    }
+    return EffectivePlan(
+        plan=plan,
+        features=features,
+        rate_limit_per_minute=rate_limit,
+        abuse=replace(plan.abuse, **abuse) if abuse else plan.abuse,
+    )
 
 
 plans_service = PlansService()
