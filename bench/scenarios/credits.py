@@ -5,9 +5,9 @@ platform admin, the HTTP API registers a customer, creates an API key and grants
 customer credits. Then every connection loops: ``POST /credits/reservations`` (1 credit)
 and ``POST /credits/reservations/{id}/commit``.
 
-The bench customer gets a permissive abuse override (``tollway catalog override`` with
-``{"abuse": {...}}``: no per-minute limit, no minimum gap), as an operator would give a
-customer standing for many: the battery's checks and writes still run on every reserve
+The bench customer gets permissive overrides (``tollway catalog override``: no tier
+rate limit or ``api`` quota on the API-key calls, and ``{"abuse": {...}}`` without a
+per-minute limit or minimum gap), as an operator would give a customer standing for many: the battery's checks and writes still run on every reserve
 (with the plan's limits read through the plans service), but one bench customer spends
 as fast as many real ones would together.
 """
@@ -71,7 +71,12 @@ def _setup(server: Server) -> str:
         server.database_url,
         server.data_dir,
         customer.organization_id,
-        {"abuse": PERMISSIVE_ABUSE_LIMITS},
+        {
+            # Tollway's own API metered per API key: no tier limit, no monthly quota.
+            "rate_limit_per_minute": None,
+            "features": {"api": {"quota": None}},
+            "abuse": PERMISSIVE_ABUSE_LIMITS,
+        },
     )
     return customer.api_key
 
