@@ -7,9 +7,10 @@ and ``POST /credits/reservations/{id}/commit``.
 
 The bench customer gets permissive overrides (``tollway catalog override``: no tier
 rate limit or ``api`` quota on the API-key calls, and ``{"abuse": {...}}`` without a
-per-minute limit or minimum gap), as an operator would give a customer standing for many: the battery's checks and writes still run on every reserve
-(with the plan's limits read through the plans service), but one bench customer spends
-as fast as many real ones would together.
+per-minute limit or minimum gap), as an operator would give a customer standing for
+many: the battery's checks and writes still run on every reserve (with the limits read
+through the plans service), but one bench customer spends as fast as many real ones
+would together.
 """
 
 from __future__ import annotations
