@@ -207,15 +207,22 @@ class LedgerCredits:
         )
 
     async def reverse_unspent(
-        self, session: AsyncSession, organization_id: str, *, reference: str, now: datetime
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        reference: str,
+        now: datetime,
+        amount: int | None = None,
     ) -> int:
         return int(
             await self._ledger.reverse_grant_remaining(
                 session,
                 organization_id=organization_id,
                 now=now,
-                reason="token pack refunded",
+                reason="token pack refunded" if amount is None else "token pack partly refunded",
                 reference=reference,
+                amount=amount,
             )
         )
 

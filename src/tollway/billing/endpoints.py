@@ -147,9 +147,12 @@ async def refund_invoice(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> CreditNoteOut:
-    """Refund part or all of a paid invoice: issues a credit note; for a token pack the
-    unspent part of the refunded credits is taken back. Above the paid rest: 422
-    `refund_exceeds_paid`."""
+    """Refund part or all of a paid invoice (`amount` in minor units; omitted: all that
+    is left): issues a credit note. For a token pack the credits are taken back in
+    proportion to the amount refunded, rounded down on the running total (floor(tokens x
+    refunded so far / paid) less earlier refunds' shares), never more than are unspent;
+    the refund completing the invoice's refund takes back all still unspent
+    (`credits_reversed`). Above the paid rest: 422 `refund_exceeds_paid`."""
     note = await billing_service.refund_invoice(
         session,
         PaymentEnv(settings, clock),

@@ -159,9 +159,16 @@ class Credits(Protocol):
     ) -> int: ...
 
     async def reverse_unspent(
-        self, session: AsyncSession, organization_id: str, *, reference: str, now: datetime
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        reference: str,
+        now: datetime,
+        amount: int | None = None,
     ) -> int:
-        """Take back what is left of the purchase ``reference``; returns how much."""
+        """Take back what is left of the purchase ``reference`` (all of it and close the
+        lot, or at most ``amount`` credits of it); returns how much."""
         ...
 
 

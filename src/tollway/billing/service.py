@@ -118,6 +118,23 @@ class InvoiceView:
     credit_notes: list[CreditNote]
 
 
+def refunded_credit_share(
+    tokens: int, *, paid_minor: int, refunded_before_minor: int, refunded_after_minor: int
+) -> int:
+    """The credits a partial refund takes back: its share of the pack's ``tokens``.
+
+    Rounded down on the running total: floor(tokens x refunded so far / paid) less the
+    same figure before this refund. Each refund therefore takes only its own share, and
+    the shares of successive refunds add up to floor(tokens x total refunded / paid):
+    500 tokens paid 2,900, refunded 1,000 then 1,000 again: 172, then 344 - 172 = 172.
+    """
+    if paid_minor <= 0:
+        return 0
+    return (tokens * refunded_after_minor) // paid_minor - (
+        tokens * refunded_before_minor
+    ) // paid_minor
+
+
 def _yearly_cost(plan: PlanTerms) -> int:
     return plan.amount_minor * (1 if plan.interval == "year" else 12)
 
@@ -853,7 +870,9 @@ class BillingService:
         reason: str,
     ) -> CreditNote:
         """Refund part or all of a paid invoice: a credit note, the provider's refund, and
-        for a fully refunded token pack the unspent credits taken back."""
+        for a token pack its credits taken back in proportion to the amount refunded
+        (:func:`refunded_credit_share`), never more than the pack has unspent; the refund
+        that completes the invoice's refund takes back all that is unspent."""
         invoice = await repository.get_invoice(session, invoice_id, for_update=True)
         if invoice is None or invoice.status == "draft":
             raise InvoiceNotFound("no such invoice")
@@ -883,18 +902,35 @@ class BillingService:
             # exceed the payment; the event only ever raises the figure.
             payment.refunded_minor += part
             remaining -= part
+        refunded_before = invoice.amount_refunded_minor
         invoice.amount_refunded_minor += amount
         reversed_credits = 0
         order = await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
         fully_refunded = invoice.amount_refunded_minor >= invoice.amount_paid_minor
-        if order is not None and order.granted_at is not None and fully_refunded:
-            # The ledger takes back a lot's whole unspent rest, so a pack's credits are
-            # reversed by the refund that completes the refund of its invoice; a partial
-            # refund leaves the credits with the customer.
-            reversed_credits = await credits().reverse_unspent(
-                session, order.organization_id, reference=f"pack:{order.id}", now=now
-            )
-            order.status = "refunded"
+        if order is not None and order.granted_at is not None:
+            reference = f"pack:{order.id}"
+            if fully_refunded:
+                # The refund that completes the invoice's refund takes back everything of
+                # the pack still unspent (and what is held from it, when the hold ends).
+                reversed_credits = await credits().reverse_unspent(
+                    session, order.organization_id, reference=reference, now=now
+                )
+                order.status = "refunded"
+            else:
+                share = refunded_credit_share(
+                    order.tokens,
+                    paid_minor=invoice.amount_paid_minor,
+                    refunded_before_minor=refunded_before,
+                    refunded_after_minor=invoice.amount_refunded_minor,
+                )
+                if share > 0:
+                    reversed_credits = await credits().reverse_unspent(
+                        session,
+                        order.organization_id,
+                        reference=reference,
+                        now=now,
+                        amount=share,
+                    )
         number = await repository.next_number(session, series=f"CN-{now.year}")
         note = CreditNote(
             id=new_id("cn"),

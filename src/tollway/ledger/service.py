@@ -355,14 +355,20 @@ class LedgerService:
         reason: str,
         grant_id: str | None = None,
         reference: str | None = None,
+        amount: int | None = None,
         low_balance_threshold: int | None = DEFAULT_LOW_BALANCE_THRESHOLD,
     ) -> int:
         """Take back a lot's unspent credits (wallet -> refunds), e.g. a refunded token pack.
 
         Name the lot by ``grant_id`` or by the purchase ``reference`` it was granted with.
-        Returns the credits reversed; a second call reverses nothing. Credits held from the
-        lot at that moment go to refunds too if their hold ends uncommitted.
+        Without ``amount`` the whole unspent rest is reversed and the lot is closed: a
+        second call reverses nothing, and credits held from the lot at that moment go to
+        refunds too if their hold ends uncommitted. With ``amount`` (a partial refund's
+        share) at most that many of the lot's unspent credits are reversed and the lot
+        stays open. Returns the credits reversed.
         """
+        if amount is not None:
+            _require_positive(amount)
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         grant: CreditGrant | None = None
         if grant_id is not None:
@@ -380,9 +386,12 @@ class LedgerService:
             raise GrantNotFound("no such credit grant")
         if grant.reversed_at is not None:
             return 0
-        reversed_amount = grant.remaining
-        grant.remaining = 0
-        grant.reversed_at = now
+        if amount is None:
+            reversed_amount = grant.remaining
+            grant.reversed_at = now
+        else:
+            reversed_amount = min(amount, grant.remaining)
+        grant.remaining -= reversed_amount
         if reversed_amount:
             await self._transfer(
                 session,
