@@ -808,7 +808,9 @@ class BillingService:
                 },
                 "buyer": {
                     "organization_id": organization_id,
-                    "name": organization.name,
+                    "name": organization.billing_name or organization.name,
+                    "address_lines": list(organization.billing_address or []),
+                    "tax_id": organization.billing_tax_id,
                     "email": organization.billing_email,
                     "country": country,
                 },
