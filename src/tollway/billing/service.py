@@ -174,6 +174,7 @@ class BillingService:
             organization_id=organization_id,
             is_current=True,
             plan_id=plan.id,
+            catalog_version=plan.catalog_version,
             status="active",
             currency=plan.currency,
             billing_anchor=start,
@@ -211,7 +212,7 @@ class BillingService:
                 await self._publish(session, env, sub, "subscription.updated")
                 return sub
             raise PlanUnchanged(f"the organization is already on {target.id!r}")
-        current_plan = await self._plan(session, sub.plan_id)
+        current_plan = await self._sub_plan(session, sub)
         if not target.is_free:
             method = await payment_service.default_method(
                 session, env, organization_id=organization_id
@@ -273,6 +274,7 @@ class BillingService:
             organization_id=old.organization_id,
             is_current=True,
             plan_id=plan.id,
+            catalog_version=plan.catalog_version,
             status="trialing" if trial else "incomplete",
             currency=plan.currency,
             billing_anchor=period_end if trial else now,
@@ -322,7 +324,7 @@ class BillingService:
         sub.pending_plan_id = None
         if sub.status == "trialing":
             # A plan change during the trial keeps the trial; the first invoice uses the new plan.
-            sub.plan_id = new.id
+            sub.plan_id, sub.catalog_version = new.id, new.catalog_version
             await self._touch(session, env, sub)
             await self._sync_license(session, sub)
             await self._grant_upgrade_tokens(session, env, sub, old, new)
@@ -360,7 +362,7 @@ class BillingService:
             sub.billing_anchor, sub.period_index = now, 0
             sub.current_period_start, sub.current_period_end = period_bounds(now, 0, new.interval)
             lines.append(self._base_line(new, sub.current_period_start, sub.current_period_end))
-        sub.plan_id = new.id
+        sub.plan_id, sub.catalog_version = new.id, new.catalog_version
         await self._touch(session, env, sub)
         await self._sync_license(session, sub)
         audit_service.record(
@@ -391,7 +393,7 @@ class BillingService:
     ) -> Subscription:
         """Cancel at the period end (default) or now; the organization then returns to Free."""
         sub = await self.current(session, env, organization_id=organization_id)
-        plan = await self._plan(session, sub.plan_id)
+        plan = await self._sub_plan(session, sub)
         if plan.is_free:
             raise NotCancelable("the free plan has nothing to cancel")
         now = env.clock.now()
@@ -466,19 +468,20 @@ class BillingService:
         if sub.cancel_at_period_end:
             await self._end(session, env, sub, at=ended_end, void_open=False)
             return True
-        old_plan = await self._plan(session, sub.plan_id)
+        # The ended period's plan at the prices the subscription pays (its overage too).
+        old_plan = await self._sub_plan(session, sub)
         if sub.pending_plan_id is not None:
             target = await self._plan(session, sub.pending_plan_id)
             sub.pending_plan_id = None
             if target.is_free:
                 await self._end(session, env, sub, at=ended_end, void_open=False)
                 return True
-            sub.plan_id = target.id
+            sub.plan_id, sub.catalog_version = target.id, target.catalog_version
             await self._sync_license(session, sub)
             await self._publish(
                 session, env, sub, "subscription.plan_changed", previous_plan=old_plan.id
             )
-        plan = await self._plan(session, sub.plan_id)
+        plan = await self._sub_plan(session, sub)
         sub.period_index += 1
         sub.current_period_start, sub.current_period_end = period_bounds(
             sub.billing_anchor, sub.period_index, plan.interval
@@ -678,7 +681,7 @@ class BillingService:
         if sub.status in ("past_due", "unpaid", "incomplete"):
             if sub.status == "unpaid" and sub.current_period_end <= now:
                 # Renewals stopped while unpaid: start a fresh period from today.
-                plan = await self._plan(session, sub.plan_id)
+                plan = await self._sub_plan(session, sub)
                 sub.billing_anchor, sub.period_index = now, 0
                 sub.current_period_start, sub.current_period_end = period_bounds(
                     now, 0, plan.interval
@@ -692,7 +695,7 @@ class BillingService:
                 await self._set_license(session, env, sub, "active")
             else:
                 await self._sync_license(session, sub)
-        plan = await self._plan(session, sub.plan_id)
+        plan = await self._sub_plan(session, sub)
         await self._grant_allotment(session, env, sub, plan)
 
     async def retry_after_new_card(
@@ -1068,11 +1071,18 @@ class BillingService:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _plan(self, session: AsyncSession, plan_id: str) -> PlanTerms:
-        plan = await catalog().get_plan(session, plan_id)
+    async def _plan(
+        self, session: AsyncSession, plan_id: str, version: int | None = None
+    ) -> PlanTerms:
+        plan = await catalog().get_plan(session, plan_id, version=version)
         if plan is None:
             raise UnknownPlan(f"the plan {plan_id!r} is no longer in the catalog")
         return plan
+
+    async def _sub_plan(self, session: AsyncSession, sub: Subscription) -> PlanTerms:
+        """The subscription's plan at the prices of the catalog version it was priced at
+        (a later catalog never re-prices it: base fee, trial, tokens and overage)."""
+        return await self._plan(session, sub.plan_id, sub.catalog_version)
 
     async def _grant_allotment(
         self, session: AsyncSession, env: PaymentEnv, sub: Subscription, plan: PlanTerms

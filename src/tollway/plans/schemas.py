@@ -15,6 +15,11 @@ class PriceOut(MoneyOut):
     interval: str
 
 
+class OverageOut(BaseModel):
+    unit_amount: int = Field(description="minor units per started block, in the plan's currency")
+    per_units: int = Field(description="units of the meter in one block")
+
+
 class PlanFeatureOut(BaseModel):
     enabled: bool = True
     meter: str | None = None
@@ -23,6 +28,9 @@ class PlanFeatureOut(BaseModel):
     period: str | None = None
     rate_limit_per_minute: int | None = None
     degradation: str
+    overage: OverageOut | None = Field(
+        None, description="price of use above a soft quota, billed in arrears"
+    )
 
 
 class PlanOut(BaseModel):

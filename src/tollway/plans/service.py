@@ -149,6 +149,7 @@ class CatalogService:
                     "interval": plan.price.interval,
                     "trial_days": plan.trial_days,
                     "monthly_tokens": plan.monthly_tokens,
+                    "overage": _overage_document(catalog, plan),
                 }
                 for plan in catalog.plans.values()
             ]
@@ -238,6 +239,65 @@ class CatalogService:
                 )
         return self.get_plan(plan_id).price
 
+    async def priced_plan(
+        self, session: AsyncSession, plan_id: str, version: int | None = None
+    ) -> PricedPlan:
+        """What ``plan_id`` costs as catalog ``version`` priced it (default: the active
+        version): base price, trial, monthly tokens and overage prices, with the active
+        catalog's plan for everything that is not a price (features, rollover).
+
+        Billing keeps the version a subscription was priced at and asks with it, so a
+        catalog change never silently re-prices existing subscriptions, overage included.
+        """
+        if version is None:
+            version = self._version
+        snapshot = (
+            await CatalogRepository(session).get_price(plan_id=plan_id, version=version)
+            if version is not None
+            else None
+        )
+        current = self.catalog.plans.get(plan_id)
+        if snapshot is not None:
+            return PricedPlan(
+                plan_id=plan_id,
+                name=snapshot.name,
+                price=PlanPrice(
+                    amount_minor=snapshot.amount_minor,
+                    currency=snapshot.currency,
+                    interval=snapshot.interval,  # type: ignore[arg-type]  # written from a PlanPrice
+                ),
+                trial_days=snapshot.trial_days,
+                monthly_tokens=snapshot.monthly_tokens,
+                overage=tuple(
+                    MeterOverage(
+                        feature=feature_id,
+                        meter=str(body["meter"]),
+                        included=int(body["included"]),
+                        unit_amount_minor=int(body["unit_amount"]),
+                        per_units=int(body["per_units"]),
+                    )
+                    for feature_id, body in sorted((snapshot.overage or {}).items())
+                ),
+                catalog_version=version,
+                plan=current,
+            )
+        if current is None or (version is not None and version != self._version):
+            raise UnknownPlan(
+                f"catalog version {version} has no plan {plan_id!r}",
+                plan=plan_id,
+                version=version,
+            )
+        return PricedPlan(
+            plan_id=plan_id,
+            name=current.name,
+            price=current.price,
+            trial_days=current.trial_days,
+            monthly_tokens=current.monthly_tokens,
+            overage=_overage_prices(self.catalog, current),
+            catalog_version=version,
+            plan=current,
+        )
+
     def token_packs(self) -> list[TokenPack]:
         return list(self.catalog.token_packs.values())
 
@@ -278,6 +338,67 @@ class CatalogService:
         if feature is None:
             raise UnknownFeature(f"there is no feature {feature_id!r}", feature=feature_id)
         return feature
+
+
+@dataclass(frozen=True, slots=True)
+class MeterOverage:
+    """Use of ``meter`` above ``included`` units a period costs ``unit_amount_minor`` per
+    started block of ``per_units`` (the plan's soft quota and ``overage`` price)."""
+
+    feature: str
+    meter: str
+    included: int
+    unit_amount_minor: int
+    per_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedPlan:
+    """A plan's prices as one catalog version set them (see ``priced_plan``)."""
+
+    plan_id: str
+    name: str
+    price: PlanPrice
+    trial_days: int
+    monthly_tokens: int
+    overage: tuple[MeterOverage, ...]
+    #: The version these prices come from (None: no catalog stored yet).
+    catalog_version: int | None
+    #: The plan in the active catalog (None when the catalog dropped it).
+    plan: Plan | None
+
+
+def _overage_prices(catalog: Catalog, plan: Plan) -> tuple[MeterOverage, ...]:
+    prices = []
+    for feature_id, granted in sorted(plan.features.items()):
+        meter = catalog.features[feature_id].meter
+        if granted.overage is None or granted.quota is None or meter is None:
+            continue
+        prices.append(
+            MeterOverage(
+                feature=feature_id,
+                meter=meter,
+                included=granted.quota,
+                unit_amount_minor=granted.overage.unit_amount_minor,
+                per_units=granted.overage.per_units,
+            )
+        )
+    return tuple(prices)
+
+
+def _overage_document(catalog: Catalog, plan: Plan) -> dict[str, Any] | None:
+    prices = _overage_prices(catalog, plan)
+    if not prices:
+        return None
+    return {
+        price.feature: {
+            "meter": price.meter,
+            "included": price.included,
+            "unit_amount": price.unit_amount_minor,
+            "per_units": price.per_units,
+        }
+        for price in prices
+    }
 
 
 catalog_service = CatalogService()
