@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.billing.ports import (
@@ -122,11 +121,6 @@ class PlansCatalog:
             license_state=license_state,
             grace_ends_at=grace_ends_at,
         )
-        # The plans repository expires every object of the session after its upsert;
-        # reload what billing holds, so that reading an attribute never needs I/O.
-        for instance in list(session.identity_map.values()):
-            if inspect(instance).expired_attributes:
-                await session.refresh(instance)
 
     async def features(self, session: AsyncSession, organization_id: str) -> dict[str, bool]:
         assignment, effective = await self._plans_service.effective_plan(session, organization_id)
