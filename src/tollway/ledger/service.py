@@ -409,9 +409,12 @@ class LedgerService:
 
     # ------------------------------------------------------------------ holds
 
-    async def _abuse_policy(self, session: AsyncSession, organization_id: str) -> AbusePolicy:
+    async def _abuse_policy(
+        self, session: AsyncSession, organization_id: str, *, now: datetime
+    ) -> AbusePolicy:
         """The battery's limits for this organization: its plan's, with its overrides."""
-        return AbusePolicy.from_limits(await plans_service.abuse_limits(session, organization_id))
+        limits = await plans_service.abuse_limits(session, organization_id, now=now)
+        return AbusePolicy.from_limits(limits)
 
     async def reserve(
         self,
@@ -450,7 +453,9 @@ class LedgerService:
         if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= max_ttl_seconds:
             raise InvalidTtl(f"ttl_seconds must be between 1 and {max_ttl_seconds}")
         # Read before the wallet lock, so the lock is not held over this query.
-        abuse_policy = await self._abuse_policy(session, organization_id) if check_abuse else None
+        abuse_policy = (
+            await self._abuse_policy(session, organization_id, now=now) if check_abuse else None
+        )
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         if idempotency_key is not None:
             existing = await repository.get_reservation_by_key(
@@ -563,7 +568,8 @@ class LedgerService:
         if output_units is not None:
             try:
                 abuse_service.check_output(
-                    output_units, policy=await self._abuse_policy(session, organization_id)
+                    output_units,
+                    policy=await self._abuse_policy(session, organization_id, now=now),
                 )
             except OutputTooLarge:
                 await abuse_service.record_failure(

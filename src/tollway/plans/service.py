@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from tollway.audit.service import audit_service
 from tollway.db import Database, TollwaySession
 from tollway.errors import NotFound, Unprocessable
+from tollway.kit.cache import TTLCache
 from tollway.kit.clock import utcnow
 from tollway.kit.outbox import outbox
 from tollway.plans.catalog import (
@@ -461,6 +462,15 @@ def _mark_changed(session: AsyncSession, organization_id: str) -> None:
 
 
 class PlansService:
+    def __init__(self) -> None:
+        #: The ledger asks for abuse limits on every reservation: read at most once a
+        #: second per organization, and forgotten here when a change commits.
+        self._abuse_limits: TTLCache[str, AbuseLimits] = TTLCache()
+        on_plan_change(self._forget_abuse_limits)
+
+    def _forget_abuse_limits(self, organization_id: str) -> None:
+        self._abuse_limits.discard(organization_id)
+
     async def plan_of(self, session: AsyncSession, organization_id: str) -> PlanAssignment:
         """The organization's plan and license state; the default plan when none is set."""
         row = await PlansRepository(session).get_by_organization_id(organization_id)
@@ -598,10 +608,18 @@ class PlansService:
         overrides = override_row.overrides if override_row is not None else {}
         return assignment, apply_overrides(plan, overrides)
 
-    async def abuse_limits(self, session: AsyncSession, organization_id: str) -> AbuseLimits:
+    async def abuse_limits(
+        self, session: AsyncSession, organization_id: str, *, now: datetime
+    ) -> AbuseLimits:
         """The abuse battery's thresholds for an organization: its plan's
-        (``[plans.<id>.abuse]``) with its ``abuse`` override applied."""
+        (``[plans.<id>.abuse]``) with its ``abuse`` override applied. Cached for a
+        second, like the entitlements: every process sees a change within a second,
+        the one that made it at once."""
+        hit, limits = self._abuse_limits.get(organization_id, now=now)
+        if hit and limits is not None:
+            return limits
         _, effective = await self.effective_plan(session, organization_id)
+        self._abuse_limits.put(organization_id, effective.abuse, now=now)
         return effective.abuse
 
 
