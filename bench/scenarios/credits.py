@@ -5,9 +5,12 @@ platform admin, the HTTP API registers a customer, creates an API key and grants
 customer credits. Then every connection loops: ``POST /credits/reservations`` (1 credit)
 and ``POST /credits/reservations/{id}/commit``.
 
-The server of this scenario runs with a permissive abuse policy (no per-minute limit,
-no minimum gap): the battery's checks and writes still run on every reserve, but one
-bench customer spends as fast as many real ones would together.
+The bench customer gets permissive overrides (``tollway catalog override``: no tier
+rate limit or ``api`` quota on the API-key calls, and ``{"abuse": {...}}`` without a
+per-minute limit or minimum gap), as an operator would give a customer standing for
+many: the battery's checks and writes still run on every reserve (with the limits read
+through the plans service), but one bench customer spends as fast as many real ones
+would together.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,26 +31,12 @@ import httpx
 from bench.scenarios.setup import PASSWORD, new_account, override_limits
 from bench.server import Server, running_server
 
-PERMISSIVE_ABUSE_POLICY = {
+PERMISSIVE_ABUSE_LIMITS = {
     "requests_per_minute": 1_000_000_000,
     "min_interval_seconds": 0,
     "fraud_credits_per_hour": 1_000_000_000_000,
 }
 ADMIN_EMAIL = "bench-admin@example.com"
-
-
-@contextmanager
-def _environment(**values: str) -> Any:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _setup(server: Server) -> str:
@@ -88,6 +76,17 @@ def _setup(server: Server) -> str:
             headers={"Authorization": f"Bearer {admin.json()['access_token']}"},
         )
         granted.raise_for_status()
+    override_limits(
+        server.database_url,
+        server.data_dir,
+        customer.organization_id,
+        {
+            # Tollway's own API metered per API key: no tier limit, no monthly quota.
+            "rate_limit_per_minute": None,
+            "features": {"api": {"quota": None}},
+            "abuse": PERMISSIVE_ABUSE_LIMITS,
+        },
+    )
     return customer.api_key
 
 
@@ -178,10 +177,7 @@ def credits_reserve_commit(server: Server, options: Any) -> dict[str, Any]:
     """Reserve + commit pairs per second (goal: >= 1,500 on SQLite, one worker)."""
     database_url = None if server.database_url.startswith("sqlite") else server.database_url
     redis_url = os.environ.get("BENCH_REDIS_URL")
-    with (
-        _environment(TOLLWAY_ABUSE_POLICY=json.dumps(PERMISSIVE_ABUSE_POLICY)),
-        running_server(database_url=database_url, redis_url=redis_url) as own,
-    ):
+    with running_server(database_url=database_url, redis_url=redis_url) as own:
         key = _setup(own)
         figures = asyncio.run(_drive(own.base_url, key, options.connections, options.duration_s))
     return {"goal_pairs_per_s": 1500, "pairs": figures}

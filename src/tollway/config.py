@@ -114,11 +114,6 @@ class Settings(BaseSettings):
         description="a credits.low_balance event is published when the balance drops below "
         "this (0: never)",
     )
-    abuse_policy: dict[str, int | float] = Field(
-        default_factory=dict,
-        description="JSON overrides of the abuse battery's defaults for credit spending, "
-        'e.g. {"requests_per_minute": 60, "min_interval_seconds": 1}',
-    )
     seller_name: str = Field("Tollway operator", description="seller name printed on invoices")
     seller_address: str = Field("", description="seller postal address printed on invoices")
     seller_tax_id: str = Field("", description="seller VAT / tax number printed on invoices")
@@ -186,14 +181,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
-        return value
-
-    @field_validator("abuse_policy")
-    @classmethod
-    def _known_abuse_settings(cls, value: dict[str, int | float]) -> dict[str, int | float]:
-        from tollway.ledger.abuse import AbusePolicy  # the ledger imports settings' users
-
-        AbusePolicy.from_mapping(value)
         return value
 
     @cached_property

@@ -1,15 +1,10 @@
 from __future__ import annotations
 
-import importlib.util
 from datetime import UTC, datetime
 
-import httpx
-from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fixtures.identity import register
-from tollway.billing import ports
 from tollway.billing.arithmetic import (
     add_months,
     period_bounds,
@@ -66,16 +61,3 @@ class TestProrationAndTax:
         # 12.00 including 20 %: net 10.00, tax 2.00
         assert tax_inclusive(1200, 2000) == 200
         assert tax_inclusive(1000, 2000) == 167
-
-
-class TestWithoutTheOtherDomains:
-    async def test_billing_answers_503_until_plans_and_ledger_are_installed(
-        self, client: httpx.AsyncClient, app: FastAPI
-    ) -> None:
-        ports.use_catalog(None)
-        account = await register(client)
-        response = await client.get("/api/v1/billing/subscription", headers=account.headers)
-        if importlib.util.find_spec("tollway.plans") is None:
-            assert (response.status_code, response.json()["code"]) == (503, "billing_unavailable")
-        else:
-            assert response.status_code == 200

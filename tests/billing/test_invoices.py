@@ -111,7 +111,7 @@ class TestTaxAndNumbers:
 
 
 class TestRefunds:
-    async def test_refunds_issue_credit_notes_and_the_full_refund_takes_back_unspent_credits(
+    async def test_refunds_issue_credit_notes_and_take_back_unspent_credits_in_proportion(
         self,
         client: httpx.AsyncClient,
         account: BillingAccount,
@@ -121,7 +121,7 @@ class TestRefunds:
         invoice = await buy_pack(client, account)
         assert invoice["status"] == "paid"
         [purchase] = [g for g in ledger.grants if g.source == "purchase"]
-        ledger.spent[purchase.reference] = 800  # 200 of the 1,000 tokens are left
+        ledger.spent[purchase.reference] = 300  # 700 of the 1,000 tokens are left
         url = f"/api/v1/admin/invoices/{invoice['id']}/refund"
         not_admin = await client.post(url, json={"amount": 595}, headers=account.headers)
         assert not_admin.status_code == 403
@@ -129,13 +129,14 @@ class TestRefunds:
         assert half.status_code == 201, half.text
         note = half.json()
         assert (note["number"], note["amount"]) == ("CN-2026-000001", 595)
-        assert note["credits_reversed"] == 0  # a partial refund leaves the credits
+        # Half the paid 11.90: floor(1000 x 595 / 1190) = 500 credits taken back.
+        assert note["credits_reversed"] == 500
         too_much = await client.post(url, json={"amount": 596}, headers=account.admin_headers)
         assert (too_much.status_code, too_much.json()["code"]) == (422, "refund_exceeds_paid")
         assert too_much.json()["refundable"] == 595
         rest = await client.post(url, json={}, headers=account.admin_headers)
         assert (rest.json()["number"], rest.json()["amount"]) == ("CN-2026-000002", 595)
-        assert rest.json()["credits_reversed"] == 200  # fully refunded: the unspent rest
+        assert rest.json()["credits_reversed"] == 200  # fully refunded: all still unspent
         await advance(client, account, 0)  # the provider's charge.refunded events
         detail = (
             await client.get(f"/api/v1/billing/invoices/{invoice['id']}", headers=account.headers)

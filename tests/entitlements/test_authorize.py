@@ -271,6 +271,35 @@ class TestDenials:
         balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
         assert (balance["balance"], balance["reserved"], balance["available"]) == (5, 3, 2)
 
+    async def test_an_organizations_abuse_override_applies_to_authorize_too(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await override(
+            app,
+            account.organization_id,
+            {"abuse": {"max_credits_per_request": 40, "min_interval_seconds": 0}},
+        )
+        database: Database = app.state.database
+        async with database.transaction() as session:
+            await ledger_service.grant(
+                session,
+                organization_id=account.organization_id,
+                amount=100,
+                source="admin",
+                now=clock.now(),
+                reason="test credits",
+            )
+        clock.advance(seconds=2)  # past the entitlements cache's second
+        for _ in range(2):  # no minimum gap, and 40 credits at once
+            held = (await authorize(client, headers, feature="ai.generate", credits=40)).json()
+            assert (held["allowed"], held["code"]) == (True, None), held
+
     async def test_a_revoked_key_is_401_invalid_api_key(
         self, client: httpx.AsyncClient, account: Account
     ) -> None:

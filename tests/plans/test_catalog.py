@@ -11,6 +11,7 @@ import pytest
 from tollway.plans.catalog import (
     DEFAULT_CATALOG_PATH,
     CatalogError,
+    Overage,
     load_catalog_file,
     parse_catalog,
 )
@@ -64,6 +65,39 @@ class TestShippedCatalog:
         assert (abuse.max_credits_per_request, abuse.max_output_units) == (10, 2000)
         assert abuse.fraud_credits_per_hour == 500
         assert (abuse.max_failures, abuse.failure_window_seconds) == (5, 900)
+
+
+class TestOverage:
+    def test_pro_api_calls_above_the_quota_are_billed_per_thousand(self) -> None:
+        pro = load_catalog_file(DEFAULT_CATALOG_PATH).plans["pro"]
+        api = pro.features["api"]
+        assert (api.quota, api.enforcement) == (100_000, "soft")
+        assert api.overage == Overage(unit_amount_minor=100, per_units=1000)
+
+    def test_free_has_no_overage_and_keeps_a_hard_quota(self) -> None:
+        free = load_catalog_file(DEFAULT_CATALOG_PATH).plans["free"]
+        assert (free.features["api"].enforcement, free.features["api"].overage) == ("hard", None)
+
+    @pytest.mark.parametrize(
+        ("entry", "message"),
+        [
+            ({"quota": 10, "enforcement": "hard", "overage": {"unit_amount": 1}}, "soft"),
+            ({"quota": 10, "overage": {"unit_amount": 1}}, "soft"),
+            ({"enforcement": "soft", "overage": {"unit_amount": 1}}, "quota"),
+            ({"quota": 10, "enforcement": "soft", "overage": {"unit_amount": 1.5}}, "integer"),
+            (
+                {"quota": 10, "enforcement": "soft", "overage": {"unit_amount": 1, "per_units": 0}},
+                "at least 1",
+            ),
+            ({"quota": 10, "enforcement": "soft", "overage": 5}, "table"),
+        ],
+    )
+    def test_overage_needs_a_soft_quota_and_integer_prices(
+        self, document: dict[str, Any], entry: dict[str, Any], message: str
+    ) -> None:
+        document["plans"]["pro"]["features"]["sync"] = entry
+        with pytest.raises(CatalogError, match=message):
+            parse_catalog(document)
 
 
 class TestInvalidCatalogs:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from tests.fixtures.entitlements import put_on_plan
 from tests.fixtures.identity import make_platform_admin, register
+from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
@@ -103,6 +104,22 @@ class TestPlanAssignment:
         assert len(events) == 1
         assert events[0].payload["previous_plan"] is None
         assert [entry.action for entry in audit.items].count("plan.assigned") == 1
+
+    async def test_a_change_is_read_back_at_once_and_other_loaded_rows_stay_loaded(
+        self, app: FastAPI, client: httpx.AsyncClient, database: Database
+    ) -> None:
+        account = await register(client)
+        await put_on_plan(app, account.organization_id, "free")
+        async with database.transaction() as session:
+            before = await plans_service.plan_of(session, account.organization_id)
+            organization = await account_service.get_organization(session, account.organization_id)
+            await plans_service.assign_plan(
+                session, account.organization_id, "pro", license_state="grace"
+            )
+            after = await plans_service.plan_of(session, account.organization_id)
+            # Still loaded: reading it needs no I/O (an async session could not do it).
+            assert organization.name
+        assert (before.plan_id, after.plan_id, after.license_state) == ("free", "pro", "grace")
 
     async def test_an_unknown_plan_or_organization_is_refused(
         self, app: FastAPI, client: httpx.AsyncClient, database: Database

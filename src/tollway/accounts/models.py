@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tollway.kit.models import Base, TimestampMixin, id_column
+from tollway.kit.models import Base, JSONDocument, TimestampMixin, id_column
 
 
 class User(TimestampMixin, Base):
@@ -37,6 +37,11 @@ class Organization(TimestampMixin, Base):
     #: ISO 3166-1 alpha-2; selects the tax rate on invoices.
     billing_country: Mapped[str | None] = mapped_column(String(2))
     billing_email: Mapped[str | None] = mapped_column(String(320))
+    #: The billing profile (``PUT /api/v1/billing/profile``), printed on invoices: the
+    #: legal name (the organization's name when unset), postal address lines, tax id.
+    billing_name: Mapped[str | None] = mapped_column(String(200))
+    billing_address: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    billing_tax_id: Mapped[str | None] = mapped_column(String(50))
     #: Set once, from the user who registered it; personal organizations have one.
     personal_for_user_id: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")

@@ -18,6 +18,7 @@ from tollway.audit.service import audit_service
 from tollway.auth.scopes import ROLES
 from tollway.errors import Conflict, Forbidden, NotFound, Unprocessable
 from tollway.kit.cache import TTLCache
+from tollway.kit.countries import normalize_country
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 
@@ -97,6 +98,30 @@ class OrganizationView:
     billing_country: str | None
     billing_email: str | None
     created_at: datetime
+
+
+class InvalidCountry(Unprocessable):
+    code = "invalid_country"
+    title = "Unknown country"
+
+
+@dataclass(frozen=True, slots=True)
+class BillingProfile:
+    """Who invoices are made out to; ``country`` selects the catalog's tax rate."""
+
+    name: str | None
+    country: str | None
+    address_lines: list[str]
+    tax_id: str | None
+
+
+def _billing_profile(organization: Organization) -> BillingProfile:
+    return BillingProfile(
+        name=organization.billing_name,
+        country=organization.billing_country,
+        address_lines=list(organization.billing_address or []),
+        tax_id=organization.billing_tax_id,
+    )
 
 
 class AccountService:
@@ -213,6 +238,47 @@ class AccountService:
         )
         self._organizations.put(organization_id, view, now=now)
         return view
+
+    async def billing_profile(self, session: AsyncSession, organization_id: str) -> BillingProfile:
+        return _billing_profile(await self.get_organization(session, organization_id))
+
+    async def set_billing_profile(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        name: str | None,
+        country: str | None,
+        address_lines: list[str],
+        tax_id: str | None,
+        actor: str | None = None,
+    ) -> BillingProfile:
+        """Replace the billing profile. ``country`` must be an ISO 3166-1 alpha-2 code
+        (any case; 422 ``invalid_country`` otherwise, and nothing is written). Invoices
+        issued from now on use it; issued ones keep the parties they were issued to."""
+        code: str | None = None
+        if country is not None:
+            try:
+                code = normalize_country(country)
+            except ValueError as error:
+                raise InvalidCountry(str(error), country=country) from None
+        organization = await self.get_organization(session, organization_id)
+        organization.billing_name = name
+        organization.billing_country = code
+        organization.billing_address = list(address_lines)
+        organization.billing_tax_id = tax_id
+        profile = _billing_profile(organization)
+        audit_service.record(
+            session,
+            action="organization.billing_profile_changed",
+            target=organization_id,
+            organization_id=organization_id,
+            actor=actor,
+            details={"name": name, "country": code, "tax_id": tax_id},
+        )
+        await session.flush()
+        self._organizations.discard(organization_id)
+        return profile
 
     async def get_membership(
         self, session: AsyncSession, *, user_id: str, organization_id: str

@@ -1,69 +1,75 @@
-"""The catalog and credits ports over the ``plans`` and ``ledger`` domains.
+"""The catalog and credits ports over the ``plans``, ``metering`` and ``ledger`` domains.
 
-Those domains are built alongside billing; until both are installed the ports
-answer 503 ``billing_unavailable``. They are looked up by name so that billing
-imports (and type-checks) without them; once they are on main these adapters become
-plain imports.
+Billing calls those domains only through :mod:`tollway.billing.ports`; these adapters
+are the installed implementations (tests may install others with ``use_catalog`` /
+``use_credits``). They import the domains' services directly: none of them imports
+billing, so there is no cycle.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.billing.ports import (
     DunningPolicy,
     LicenseState,
+    MeterPrice,
     PlanTerms,
     TaxRate,
     TokenPack,
 )
-
-
-def _module(name: str) -> Any | None:
-    if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
-        return None
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
+from tollway.ledger.service import ledger_service
+from tollway.metering.service import metering_service
+from tollway.plans.service import UnknownPlan, catalog_service, plans_service
 
 
 class PlansCatalog:
     """:class:`~tollway.billing.ports.Catalog` over ``tollway.plans.service``."""
 
-    def __init__(self, plans: Any) -> None:
-        self._catalog_service = plans.catalog_service
-        self._plans_service = plans.plans_service
+    def __init__(self) -> None:
+        self._catalog_service = catalog_service
+        self._plans_service = plans_service
 
     @property
     def default_plan_id(self) -> str:
-        return str(self._catalog_service.catalog.default_plan)
+        return self._catalog_service.catalog.default_plan
 
-    async def get_plan(self, session: AsyncSession, plan_id: str) -> PlanTerms | None:
-        catalog = self._catalog_service.catalog
-        plan = catalog.plans.get(plan_id)
-        if plan is None:
+    async def get_plan(
+        self, session: AsyncSession, plan_id: str, *, version: int | None = None
+    ) -> PlanTerms | None:
+        try:
+            priced = await self._catalog_service.priced_plan(session, plan_id, version)
+        except UnknownPlan:
             return None
+        catalog = self._catalog_service.catalog
+        plan = priced.plan
         return PlanTerms(
-            id=plan.id,
-            name=plan.name,
-            amount_minor=int(plan.price.amount_minor),
-            currency=str(plan.price.currency),
-            interval="year" if plan.price.interval == "year" else "month",
-            trial_days=int(plan.trial_days),
-            monthly_tokens=int(plan.monthly_tokens),
+            id=priced.plan_id,
+            name=priced.name,
+            amount_minor=priced.price.amount_minor,
+            currency=priced.price.currency,
+            interval="year" if priced.price.interval == "year" else "month",
+            trial_days=priced.trial_days,
+            monthly_tokens=priced.monthly_tokens,
             features={
                 feature_id: catalog.features[feature_id].degradation
-                for feature_id in plan.features
+                for feature_id in (plan.features if plan is not None else {})
                 if feature_id in catalog.features
             },
-            rollover_cap=int(plan.token_rollover_cap or 0),
+            meter_prices=tuple(
+                MeterPrice(
+                    meter=price.meter,
+                    included=price.included,
+                    unit_amount_minor=price.unit_amount_minor,
+                    per_units=price.per_units,
+                )
+                for price in priced.overage
+            ),
+            rollover_cap=plan.token_rollover_cap if plan is not None else 0,
+            catalog_version=priced.catalog_version,
         )
 
     async def tax_rate(self, session: AsyncSession, country: str | None) -> TaxRate | None:
@@ -71,10 +77,10 @@ class PlansCatalog:
         if rate is None:
             return None
         return TaxRate(
-            country=str(rate.country),
-            rate_bp=int(Decimal(rate.percent) * 100),
-            inclusive=bool(rate.inclusive),
-            name=str(rate.name),
+            country=rate.country,
+            rate_bp=int(rate.percent * 100),
+            inclusive=rate.inclusive,
+            name=rate.name,
         )
 
     async def dunning_policy(self, session: AsyncSession) -> DunningPolicy:
@@ -82,8 +88,8 @@ class PlansCatalog:
             "canceled" if self._catalog_service.final_dunning_policy() == "canceled" else "unpaid"
         )
         return DunningPolicy(
-            retry_days=tuple(int(days) for days in self._catalog_service.dunning_schedule()),
-            grace_days=int(self._catalog_service.grace_days()),
+            retry_days=self._catalog_service.dunning_schedule(),
+            grace_days=self._catalog_service.grace_days(),
             final_status=final,
         )
 
@@ -93,10 +99,10 @@ class PlansCatalog:
             return None
         return TokenPack(
             id=pack.id,
-            tokens=int(pack.tokens),
-            amount_minor=int(pack.price.amount_minor),
-            currency=str(pack.price.currency),
-            name=str(pack.name),
+            tokens=pack.tokens,
+            amount_minor=pack.price.amount_minor,
+            currency=pack.price.currency,
+            name=pack.name,
         )
 
     async def assign_plan(
@@ -115,18 +121,13 @@ class PlansCatalog:
             license_state=license_state,
             grace_ends_at=grace_ends_at,
         )
-        # The plans repository expires every object of the session after its upsert;
-        # reload what billing holds, so that reading an attribute never needs I/O.
-        for instance in list(session.identity_map.values()):
-            if inspect(instance).expired_attributes:
-                await session.refresh(instance)
 
     async def features(self, session: AsyncSession, organization_id: str) -> dict[str, bool]:
         assignment, effective = await self._plans_service.effective_plan(session, organization_id)
         catalog = self._catalog_service.catalog
         state = assignment.license_state
         enabled: dict[str, bool] = {}
-        for feature_id, plan_feature in effective.features.items():
+        for feature_id in effective.features:
             feature = catalog.features.get(feature_id)
             policy = feature.degradation if feature is not None else "never"
             allowed = (
@@ -134,7 +135,7 @@ class PlansCatalog:
                 or state == "active"
                 or (state == "grace" and policy == "after_grace")
             )
-            enabled[feature_id] = bool(getattr(plan_feature, "enabled", True)) and allowed
+            enabled[feature_id] = allowed
         return enabled
 
     async def usage(
@@ -146,16 +147,21 @@ class PlansCatalog:
         period_start: datetime,
         period_end: datetime,
     ) -> int:
-        # The catalog prices no overage yet (plans carry no meter prices), so billing
-        # never asks; metering answers here once it does.
-        return 0
+        """The meter's aggregate over the billing period [period_start, period_end)."""
+        return await metering_service.usage_between(
+            session,
+            organization_id=organization_id,
+            meter_id=meter,
+            start=period_start,
+            end=period_end,
+        )
 
 
 class LedgerCredits:
     """:class:`~tollway.billing.ports.Credits` over ``tollway.ledger.service``."""
 
-    def __init__(self, ledger: Any) -> None:
-        self._ledger = ledger.ledger_service
+    def __init__(self) -> None:
+        self._ledger = ledger_service
 
     async def grant_allotment(
         self,
@@ -202,29 +208,32 @@ class LedgerCredits:
     async def release_open_holds(
         self, session: AsyncSession, organization_id: str, *, now: datetime
     ) -> int:
-        return int(
-            await self._ledger.release_open_holds(session, organization_id=organization_id, now=now)
+        return await self._ledger.release_open_holds(
+            session, organization_id=organization_id, now=now
         )
 
     async def reverse_unspent(
-        self, session: AsyncSession, organization_id: str, *, reference: str, now: datetime
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        reference: str,
+        now: datetime,
+        amount: int | None = None,
     ) -> int:
-        return int(
-            await self._ledger.reverse_grant_remaining(
-                session,
-                organization_id=organization_id,
-                now=now,
-                reason="token pack refunded",
-                reference=reference,
-            )
+        return await self._ledger.reverse_grant_remaining(
+            session,
+            organization_id=organization_id,
+            now=now,
+            reason="token pack refunded" if amount is None else "token pack partly refunded",
+            reference=reference,
+            amount=amount,
         )
 
 
-def installed_catalog() -> PlansCatalog | None:
-    plans = _module("tollway.plans.service")
-    return PlansCatalog(plans) if plans is not None else None
+def installed_catalog() -> PlansCatalog:
+    return PlansCatalog()
 
 
-def installed_credits() -> LedgerCredits | None:
-    ledger = _module("tollway.ledger.service")
-    return LedgerCredits(ledger) if ledger is not None else None
+def installed_credits() -> LedgerCredits:
+    return LedgerCredits()

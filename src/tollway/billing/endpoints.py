@@ -7,10 +7,13 @@ from typing import Annotated
 from fastapi import Depends, Query
 from starlette.responses import Response
 
-from tollway.auth.dependencies import AdminPrincipal, require_scope
+from tollway.accounts.service import BillingProfile, account_service
+from tollway.auth.dependencies import AdminPrincipal, require_role, require_scope
 from tollway.auth.principal import Principal
 from tollway.billing.pdf import render_invoice_pdf
 from tollway.billing.schemas import (
+    BillingProfileIn,
+    BillingProfileOut,
     CreditNoteOut,
     InvoiceDetail,
     InvoiceLineOut,
@@ -30,6 +33,7 @@ router = api_router(prefix="/api/v1", tags=["billing"])
 BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
 BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
 CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
+BillingManager = Annotated[Principal, Depends(require_role("owner", "admin", "billing"))]
 
 
 def _detail(view: InvoiceView) -> InvoiceDetail:
@@ -42,6 +46,44 @@ def _detail(view: InvoiceView) -> InvoiceDetail:
         lines=[InvoiceLineOut.of(line) for line in view.lines],
         credit_notes=[CreditNoteOut.of(note) for note in view.credit_notes],
     )
+
+
+def _profile(profile: BillingProfile) -> BillingProfileOut:
+    return BillingProfileOut(
+        name=profile.name,
+        country=profile.country,
+        address_lines=profile.address_lines,
+        tax_id=profile.tax_id,
+    )
+
+
+@router.get("/billing/profile")
+async def get_billing_profile(principal: BillingManager, session: SessionDep) -> BillingProfileOut:
+    """Who the organization's invoices are made out to: billing name, ISO country,
+    address lines and tax id (owners, admins and the billing role only; 403
+    `insufficient_role` for members and API keys)."""
+    return _profile(await account_service.billing_profile(session, principal.organization_id))
+
+
+@router.put("/billing/profile")
+async def put_billing_profile(
+    body: BillingProfileIn, principal: BillingManager, session: SessionDep
+) -> BillingProfileOut:
+    """Replace the billing profile (owners, admins and the billing role only). `country`
+    is an ISO 3166-1 alpha-2 code in any case (`de` is stored as `DE`), 422
+    `invalid_country` otherwise; it selects the catalog's tax rate. Invoices issued from
+    now on print the name (the organization's name when unset), address lines and tax
+    id; issued invoices keep theirs."""
+    profile = await account_service.set_billing_profile(
+        session,
+        principal.organization_id,
+        name=body.name,
+        country=body.country,
+        address_lines=body.address_lines,
+        tax_id=body.tax_id,
+        actor=principal.actor,
+    )
+    return _profile(profile)
 
 
 @router.get("/billing/subscription")
@@ -147,9 +189,12 @@ async def refund_invoice(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> CreditNoteOut:
-    """Refund part or all of a paid invoice: issues a credit note; for a token pack the
-    unspent part of the refunded credits is taken back. Above the paid rest: 422
-    `refund_exceeds_paid`."""
+    """Refund part or all of a paid invoice (`amount` in minor units; omitted: all that
+    is left): issues a credit note. For a token pack the credits are taken back in
+    proportion to the amount refunded, rounded down on the running total (floor(tokens x
+    refunded so far / paid) less earlier refunds' shares), never more than are unspent;
+    the refund completing the invoice's refund takes back all still unspent
+    (`credits_reversed`). Above the paid rest: 422 `refund_exceeds_paid`."""
     note = await billing_service.refund_invoice(
         session,
         PaymentEnv(settings, clock),

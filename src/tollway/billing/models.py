@@ -30,6 +30,9 @@ class Subscription(TimestampMixin, Base):
     #: True for the organization's current subscription, False for ended ones.
     is_current: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     plan_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    #: The catalog version whose prices (base fee, overage) this subscription pays: set
+    #: when the plan is chosen, so a later catalog never re-prices it (None: the active).
+    catalog_version: Mapped[int | None] = mapped_column(Integer)
     #: A downgrade waiting for the period end.
     pending_plan_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), nullable=False)

@@ -55,8 +55,10 @@ def render_invoice_pdf(
     pdf.set_font("Helvetica", "", 10)
     for value in (
         buyer.get("name"),
-        buyer.get("email"),
+        *(buyer.get("address_lines") or []),
         buyer.get("country"),
+        buyer.get("tax_id") and f"Tax id: {buyer['tax_id']}",
+        buyer.get("email"),
         buyer.get("organization_id"),
     ):
         if value:

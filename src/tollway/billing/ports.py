@@ -2,9 +2,9 @@
 
 Billing calls those domains through these two protocols only, so it never reads
 their tables. :func:`catalog` and :func:`credits` answer the implementation in use:
-the adapters over ``tollway.plans`` / ``tollway.ledger`` (:mod:`tollway.billing.adapters`)
-when those domains are installed, or whatever :func:`use_catalog` / :func:`use_credits`
-set (tests, the bench); without either, 503 ``billing_unavailable``.
+whatever :func:`use_catalog` / :func:`use_credits` set (tests), else the adapters over
+``tollway.plans``, ``tollway.metering`` and ``tollway.ledger``
+(:mod:`tollway.billing.adapters`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from tollway.errors import ServiceUnavailable
 
 LicenseState = Literal["active", "grace", "restricted", "canceled"]
 Degradation = Literal["immediate", "after_grace", "never"]
@@ -45,6 +43,8 @@ class PlanTerms:
     meter_prices: tuple[MeterPrice, ...] = ()
     #: up to this many unspent allotment tokens carry over into the next period
     rollover_cap: int = 0
+    #: the catalog version these prices come from (the subscription keeps it)
+    catalog_version: int | None = None
 
     @property
     def is_free(self) -> bool:
@@ -86,7 +86,11 @@ class Catalog(Protocol):
         """The plan every organization starts on (Free)."""
         ...
 
-    async def get_plan(self, session: AsyncSession, plan_id: str) -> PlanTerms | None: ...
+    async def get_plan(
+        self, session: AsyncSession, plan_id: str, *, version: int | None = None
+    ) -> PlanTerms | None:
+        """The plan priced as catalog ``version`` set it (None: the active version)."""
+        ...
 
     async def tax_rate(self, session: AsyncSession, country: str | None) -> TaxRate | None: ...
 
@@ -159,9 +163,16 @@ class Credits(Protocol):
     ) -> int: ...
 
     async def reverse_unspent(
-        self, session: AsyncSession, organization_id: str, *, reference: str, now: datetime
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        reference: str,
+        now: datetime,
+        amount: int | None = None,
     ) -> int:
-        """Take back what is left of the purchase ``reference``; returns how much."""
+        """Take back what is left of the purchase ``reference`` (all of it and close the
+        lot, or at most ``amount`` credits of it); returns how much."""
         ...
 
 
@@ -179,28 +190,22 @@ def use_credits(implementation: Credits | None) -> None:
     _credits = implementation
 
 
-class BillingUnavailable(ServiceUnavailable):
-    code = "billing_unavailable"
-    title = "Billing unavailable"
-
-
 def catalog() -> Catalog:
+    """The catalog port in use: the one a test installed, else the plans adapter."""
     global _catalog
     if _catalog is None:
+        # Imported here: the adapters import this module's dataclasses.
         from tollway.billing.adapters import installed_catalog
 
         _catalog = installed_catalog()
-    if _catalog is None:
-        raise BillingUnavailable("billing needs the plans domain (tollway.plans), not installed")
     return _catalog
 
 
 def credits() -> Credits:
+    """The credits port in use: the one a test installed, else the ledger adapter."""
     global _credits
     if _credits is None:
         from tollway.billing.adapters import installed_credits
 
         _credits = installed_credits()
-    if _credits is None:
-        raise BillingUnavailable("billing needs the ledger domain (tollway.ledger), not installed")
     return _credits

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -143,3 +144,29 @@ class PackPurchaseOut(BaseModel):
     status: str
     invoice_id: str
     checkout_url: str | None = None
+
+
+class BillingProfileIn(BaseModel):
+    """Who invoices are made out to. PUT replaces the whole profile."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str | None = Field(
+        None, min_length=1, max_length=200, description="legal name (default: the org's name)"
+    )
+    country: str | None = Field(
+        None, max_length=10, description="ISO 3166-1 alpha-2 code; selects the tax rate"
+    )
+    address_lines: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=5, description="postal address, one line each"
+    )
+    tax_id: str | None = Field(
+        None, min_length=1, max_length=50, description="VAT or other tax number"
+    )
+
+
+class BillingProfileOut(BaseModel):
+    name: str | None
+    country: str | None
+    address_lines: list[str]
+    tax_id: str | None

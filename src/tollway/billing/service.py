@@ -118,6 +118,23 @@ class InvoiceView:
     credit_notes: list[CreditNote]
 
 
+def refunded_credit_share(
+    tokens: int, *, paid_minor: int, refunded_before_minor: int, refunded_after_minor: int
+) -> int:
+    """The credits a partial refund takes back: its share of the pack's ``tokens``.
+
+    Rounded down on the running total: floor(tokens x refunded so far / paid) less the
+    same figure before this refund. Each refund therefore takes only its own share, and
+    the shares of successive refunds add up to floor(tokens x total refunded / paid):
+    500 tokens paid 2,900, refunded 1,000 then 1,000 again: 172, then 344 - 172 = 172.
+    """
+    if paid_minor <= 0:
+        return 0
+    return (tokens * refunded_after_minor) // paid_minor - (
+        tokens * refunded_before_minor
+    ) // paid_minor
+
+
 def _yearly_cost(plan: PlanTerms) -> int:
     return plan.amount_minor * (1 if plan.interval == "year" else 12)
 
@@ -157,6 +174,7 @@ class BillingService:
             organization_id=organization_id,
             is_current=True,
             plan_id=plan.id,
+            catalog_version=plan.catalog_version,
             status="active",
             currency=plan.currency,
             billing_anchor=start,
@@ -194,7 +212,7 @@ class BillingService:
                 await self._publish(session, env, sub, "subscription.updated")
                 return sub
             raise PlanUnchanged(f"the organization is already on {target.id!r}")
-        current_plan = await self._plan(session, sub.plan_id)
+        current_plan = await self._sub_plan(session, sub)
         if not target.is_free:
             method = await payment_service.default_method(
                 session, env, organization_id=organization_id
@@ -256,6 +274,7 @@ class BillingService:
             organization_id=old.organization_id,
             is_current=True,
             plan_id=plan.id,
+            catalog_version=plan.catalog_version,
             status="trialing" if trial else "incomplete",
             currency=plan.currency,
             billing_anchor=period_end if trial else now,
@@ -305,7 +324,7 @@ class BillingService:
         sub.pending_plan_id = None
         if sub.status == "trialing":
             # A plan change during the trial keeps the trial; the first invoice uses the new plan.
-            sub.plan_id = new.id
+            sub.plan_id, sub.catalog_version = new.id, new.catalog_version
             await self._touch(session, env, sub)
             await self._sync_license(session, sub)
             await self._grant_upgrade_tokens(session, env, sub, old, new)
@@ -343,7 +362,7 @@ class BillingService:
             sub.billing_anchor, sub.period_index = now, 0
             sub.current_period_start, sub.current_period_end = period_bounds(now, 0, new.interval)
             lines.append(self._base_line(new, sub.current_period_start, sub.current_period_end))
-        sub.plan_id = new.id
+        sub.plan_id, sub.catalog_version = new.id, new.catalog_version
         await self._touch(session, env, sub)
         await self._sync_license(session, sub)
         audit_service.record(
@@ -374,7 +393,7 @@ class BillingService:
     ) -> Subscription:
         """Cancel at the period end (default) or now; the organization then returns to Free."""
         sub = await self.current(session, env, organization_id=organization_id)
-        plan = await self._plan(session, sub.plan_id)
+        plan = await self._sub_plan(session, sub)
         if plan.is_free:
             raise NotCancelable("the free plan has nothing to cancel")
         now = env.clock.now()
@@ -449,19 +468,20 @@ class BillingService:
         if sub.cancel_at_period_end:
             await self._end(session, env, sub, at=ended_end, void_open=False)
             return True
-        old_plan = await self._plan(session, sub.plan_id)
+        # The ended period's plan at the prices the subscription pays (its overage too).
+        old_plan = await self._sub_plan(session, sub)
         if sub.pending_plan_id is not None:
             target = await self._plan(session, sub.pending_plan_id)
             sub.pending_plan_id = None
             if target.is_free:
                 await self._end(session, env, sub, at=ended_end, void_open=False)
                 return True
-            sub.plan_id = target.id
+            sub.plan_id, sub.catalog_version = target.id, target.catalog_version
             await self._sync_license(session, sub)
             await self._publish(
                 session, env, sub, "subscription.plan_changed", previous_plan=old_plan.id
             )
-        plan = await self._plan(session, sub.plan_id)
+        plan = await self._sub_plan(session, sub)
         sub.period_index += 1
         sub.current_period_start, sub.current_period_end = period_bounds(
             sub.billing_anchor, sub.period_index, plan.interval
@@ -661,7 +681,7 @@ class BillingService:
         if sub.status in ("past_due", "unpaid", "incomplete"):
             if sub.status == "unpaid" and sub.current_period_end <= now:
                 # Renewals stopped while unpaid: start a fresh period from today.
-                plan = await self._plan(session, sub.plan_id)
+                plan = await self._sub_plan(session, sub)
                 sub.billing_anchor, sub.period_index = now, 0
                 sub.current_period_start, sub.current_period_end = period_bounds(
                     now, 0, plan.interval
@@ -675,7 +695,7 @@ class BillingService:
                 await self._set_license(session, env, sub, "active")
             else:
                 await self._sync_license(session, sub)
-        plan = await self._plan(session, sub.plan_id)
+        plan = await self._sub_plan(session, sub)
         await self._grant_allotment(session, env, sub, plan)
 
     async def retry_after_new_card(
@@ -791,7 +811,9 @@ class BillingService:
                 },
                 "buyer": {
                     "organization_id": organization_id,
-                    "name": organization.name,
+                    "name": organization.billing_name or organization.name,
+                    "address_lines": list(organization.billing_address or []),
+                    "tax_id": organization.billing_tax_id,
                     "email": organization.billing_email,
                     "country": country,
                 },
@@ -853,7 +875,9 @@ class BillingService:
         reason: str,
     ) -> CreditNote:
         """Refund part or all of a paid invoice: a credit note, the provider's refund, and
-        for a fully refunded token pack the unspent credits taken back."""
+        for a token pack its credits taken back in proportion to the amount refunded
+        (:func:`refunded_credit_share`), never more than the pack has unspent; the refund
+        that completes the invoice's refund takes back all that is unspent."""
         invoice = await repository.get_invoice(session, invoice_id, for_update=True)
         if invoice is None or invoice.status == "draft":
             raise InvoiceNotFound("no such invoice")
@@ -883,18 +907,35 @@ class BillingService:
             # exceed the payment; the event only ever raises the figure.
             payment.refunded_minor += part
             remaining -= part
+        refunded_before = invoice.amount_refunded_minor
         invoice.amount_refunded_minor += amount
         reversed_credits = 0
         order = await repository.get_pack_order_by_invoice(session, invoice_id=invoice.id)
         fully_refunded = invoice.amount_refunded_minor >= invoice.amount_paid_minor
-        if order is not None and order.granted_at is not None and fully_refunded:
-            # The ledger takes back a lot's whole unspent rest, so a pack's credits are
-            # reversed by the refund that completes the refund of its invoice; a partial
-            # refund leaves the credits with the customer.
-            reversed_credits = await credits().reverse_unspent(
-                session, order.organization_id, reference=f"pack:{order.id}", now=now
-            )
-            order.status = "refunded"
+        if order is not None and order.granted_at is not None:
+            reference = f"pack:{order.id}"
+            if fully_refunded:
+                # The refund that completes the invoice's refund takes back everything of
+                # the pack still unspent (and what is held from it, when the hold ends).
+                reversed_credits = await credits().reverse_unspent(
+                    session, order.organization_id, reference=reference, now=now
+                )
+                order.status = "refunded"
+            else:
+                share = refunded_credit_share(
+                    order.tokens,
+                    paid_minor=invoice.amount_paid_minor,
+                    refunded_before_minor=refunded_before,
+                    refunded_after_minor=invoice.amount_refunded_minor,
+                )
+                if share > 0:
+                    reversed_credits = await credits().reverse_unspent(
+                        session,
+                        order.organization_id,
+                        reference=reference,
+                        now=now,
+                        amount=share,
+                    )
         number = await repository.next_number(session, series=f"CN-{now.year}")
         note = CreditNote(
             id=new_id("cn"),
@@ -1030,11 +1071,18 @@ class BillingService:
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _plan(self, session: AsyncSession, plan_id: str) -> PlanTerms:
-        plan = await catalog().get_plan(session, plan_id)
+    async def _plan(
+        self, session: AsyncSession, plan_id: str, version: int | None = None
+    ) -> PlanTerms:
+        plan = await catalog().get_plan(session, plan_id, version=version)
         if plan is None:
             raise UnknownPlan(f"the plan {plan_id!r} is no longer in the catalog")
         return plan
+
+    async def _sub_plan(self, session: AsyncSession, sub: Subscription) -> PlanTerms:
+        """The subscription's plan at the prices of the catalog version it was priced at
+        (a later catalog never re-prices it: base fee, trial, tokens and overage)."""
+        return await self._plan(session, sub.plan_id, sub.catalog_version)
 
     async def _grant_allotment(
         self, session: AsyncSession, env: PaymentEnv, sub: Subscription, plan: PlanTerms

@@ -105,7 +105,8 @@ def override(
     overrides: str = typer.Argument(
         ...,
         help='JSON, e.g. \'{"features": {"api": {"quota": 5000000}}, '
-        '"rate_limit_per_minute": 20000}\'; {} removes every override',
+        '"rate_limit_per_minute": 20000, "abuse": {"max_credits_per_request": 50}}\'; '
+        "{} removes every override",
     ),
 ) -> None:
     """Set an organization's custom limits (replaces its previous overrides)."""

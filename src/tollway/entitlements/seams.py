@@ -75,16 +75,7 @@ class CreditsReserver(Protocol):
 
 def abuse_policy(limits: AbuseLimits) -> AbusePolicy:
     """The ledger's abuse policy for a plan's catalog limits."""
-    return AbusePolicy(
-        requests_per_minute=limits.requests_per_minute,
-        min_interval_seconds=limits.min_interval_seconds,
-        max_credits_per_request=limits.max_credits_per_request,
-        max_output_units=limits.max_output_units,
-        fraud_credits_per_hour=limits.fraud_credits_per_hour,
-        max_failures=limits.max_failures,
-        failure_window_seconds=limits.failure_window_seconds,
-        block_seconds=limits.block_seconds,
-    )
+    return AbusePolicy.from_limits(limits)
 
 
 class LedgerAbuseBattery:

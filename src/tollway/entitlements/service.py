@@ -270,7 +270,7 @@ class EntitlementsService:
                 subject=subject,
                 credits=credits,
                 now=now,
-                limits=org.effective.plan.abuse,
+                limits=org.effective.abuse,
             )
             if not verdict.allowed:
                 return Decision(

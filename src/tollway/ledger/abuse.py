@@ -37,6 +37,7 @@ from tollway.kit.pagination import PageParams, PageResult
 from tollway.ledger import repository
 from tollway.ledger.errors import AbuseDenied, OutputTooLarge, RequestTooLarge
 from tollway.ledger.models import AbuseState, FraudFlag
+from tollway.plans.catalog import AbuseLimits
 
 #: How many failure timestamps a subject keeps (more than any sensible ``max_failures``).
 _KEPT_FAILURES = 50
@@ -44,7 +45,8 @@ _KEPT_FAILURES = 50
 
 @dataclass(frozen=True, slots=True)
 class AbusePolicy:
-    """Limits of the battery; the defaults are the seed's. Plans may carry their own."""
+    """Limits of the battery; the defaults are the seed's. Each plan carries its own
+    (``[plans.<id>.abuse]`` in the catalog), and an organization's override changes them."""
 
     requests_per_minute: int = 30
     min_interval_seconds: float = 3.0
@@ -63,6 +65,11 @@ class AbusePolicy:
         if unknown:
             raise ValueError(f"unknown abuse policy setting(s): {', '.join(unknown)}")
         return replace(cls(), **dict(values))
+
+    @classmethod
+    def from_limits(cls, limits: AbuseLimits) -> AbusePolicy:
+        """The policy for a plan's catalog limits (``[plans.<id>.abuse]``, overrides applied)."""
+        return cls(**{name: getattr(limits, name) for name in AbuseLimits.__slots__})
 
 
 DEFAULT_POLICY = AbusePolicy()

@@ -11,7 +11,7 @@ from tollway.auth.principal import Principal
 from tollway.kit.pagination import Page, PageParams, page_params
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
 from tollway.ledger import schemas
-from tollway.ledger.abuse import AbusePolicy, abuse_service
+from tollway.ledger.abuse import abuse_service
 from tollway.ledger.auth import spending_subject
 from tollway.ledger.models import CreditGrant, FraudFlag, Reservation
 from tollway.ledger.service import ledger_service
@@ -110,9 +110,10 @@ async def create_reservation(
     settings: SettingsDep,
 ) -> schemas.Reservation:
     """Hold `amount` credits for `ttl_seconds` (default 30 s). The hold is released by
-    itself when neither committed nor released in time. Runs the abuse battery first
-    (`rate_limited`, `too_frequent`, `temporarily_blocked` with `Retry-After`;
-    `request_too_large`). 402 `insufficient_credits` when fewer are available.
+    itself when neither committed nor released in time. Runs the abuse battery first,
+    with the limits of the organization's plan (`[plans.<id>.abuse]` in the catalog) and
+    its per-organization overrides (`rate_limited`, `too_frequent`, `temporarily_blocked`
+    with `Retry-After`; `request_too_large`). 402 `insufficient_credits` when fewer are available.
     Send `Idempotency-Key` to make retries safe."""
     reservation = await ledger_service.reserve(
         session,
@@ -123,7 +124,7 @@ async def create_reservation(
         max_ttl_seconds=settings.credits_hold_max_ttl_seconds,
         feature=body.feature,
         subject=spending_subject(principal),
-        abuse_policy=AbusePolicy.from_mapping(settings.abuse_policy),
+        check_abuse=True,
     )
     return _reservation(reservation)
 
@@ -139,7 +140,8 @@ async def commit_reservation(
 ) -> schemas.ReservationCommitted:
     """Spend `amount` credits of the hold (default: all of it) and return the rest.
     409 `hold_not_active` once released or expired, 422 `amount_exceeds_hold` above the
-    held amount, 422 `output_too_large` when `output_units` exceeds the abuse policy."""
+    held amount, 422 `output_too_large` when `output_units` exceeds the plan's
+    `max_output_units` (or the organization's override of it)."""
     body = body or schemas.ReservationCommit()
     result = await ledger_service.commit(
         session,
@@ -148,7 +150,6 @@ async def commit_reservation(
         now=clock.now(),
         amount=body.amount,
         output_units=body.output_units,
-        abuse_policy=AbusePolicy.from_mapping(settings.abuse_policy),
         low_balance_threshold=settings.credits_low_balance_threshold,
     )
     return schemas.ReservationCommitted(

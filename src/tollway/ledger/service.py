@@ -69,6 +69,7 @@ from tollway.ledger.models import (
     TransferKind,
 )
 from tollway.observability.metrics import CREDITS_MOVED
+from tollway.plans.service import plans_service
 
 DEFAULT_HOLD_TTL_SECONDS = 30
 DEFAULT_MAX_HOLD_TTL_SECONDS = 3600
@@ -354,14 +355,20 @@ class LedgerService:
         reason: str,
         grant_id: str | None = None,
         reference: str | None = None,
+        amount: int | None = None,
         low_balance_threshold: int | None = DEFAULT_LOW_BALANCE_THRESHOLD,
     ) -> int:
         """Take back a lot's unspent credits (wallet -> refunds), e.g. a refunded token pack.
 
         Name the lot by ``grant_id`` or by the purchase ``reference`` it was granted with.
-        Returns the credits reversed; a second call reverses nothing. Credits held from the
-        lot at that moment go to refunds too if their hold ends uncommitted.
+        Without ``amount`` the whole unspent rest is reversed and the lot is closed: a
+        second call reverses nothing, and credits held from the lot at that moment go to
+        refunds too if their hold ends uncommitted. With ``amount`` (a partial refund's
+        share) at most that many of the lot's unspent credits are reversed and the lot
+        stays open. Returns the credits reversed.
         """
+        if amount is not None:
+            _require_positive(amount)
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         grant: CreditGrant | None = None
         if grant_id is not None:
@@ -379,9 +386,12 @@ class LedgerService:
             raise GrantNotFound("no such credit grant")
         if grant.reversed_at is not None:
             return 0
-        reversed_amount = grant.remaining
-        grant.remaining = 0
-        grant.reversed_at = now
+        if amount is None:
+            reversed_amount = grant.remaining
+            grant.reversed_at = now
+        else:
+            reversed_amount = min(amount, grant.remaining)
+        grant.remaining -= reversed_amount
         if reversed_amount:
             await self._transfer(
                 session,
@@ -399,6 +409,13 @@ class LedgerService:
 
     # ------------------------------------------------------------------ holds
 
+    async def _abuse_policy(
+        self, session: AsyncSession, organization_id: str, *, now: datetime
+    ) -> AbusePolicy:
+        """The battery's limits for this organization: its plan's, with its overrides."""
+        limits = await plans_service.abuse_limits(session, organization_id, now=now)
+        return AbusePolicy.from_limits(limits)
+
     async def reserve(
         self,
         session: AsyncSession,
@@ -411,17 +428,18 @@ class LedgerService:
         idempotency_key: str | None = None,
         subject: str | None = None,
         max_ttl_seconds: int = DEFAULT_MAX_HOLD_TTL_SECONDS,
-        abuse_policy: AbusePolicy | None = None,
+        check_abuse: bool = False,
     ) -> Reservation:
         """Hold ``amount`` credits for ``ttl_seconds`` (wallet -> holds).
 
         Raises 402 ``insufficient_credits`` when fewer are available (and counts the
         failure for ``subject`` in the abuse battery). With ``idempotency_key`` a retry
         returns the first hold instead of reserving again (same key, other amount or
-        feature: 409 ``idempotency_conflict``). With ``abuse_policy`` the abuse battery
-        runs first (the reservation endpoint); the entitlements decision runs it itself
-        and passes none. Credits come from lots in spending order: priority, earliest
-        expiry, oldest.
+        feature: 409 ``idempotency_conflict``). With ``check_abuse`` the abuse battery
+        runs first with the organization's limits (its plan's ``[plans.<id>.abuse]``,
+        with its overrides; asked of the plans service): the reservation endpoint. The
+        entitlements decision runs the battery itself and passes False. Credits come
+        from lots in spending order: priority, earliest expiry, oldest.
         """
         _require_positive(amount)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
@@ -434,6 +452,10 @@ class LedgerService:
             raise Unprocessable("subject must be at most 100 characters")
         if isinstance(ttl_seconds, bool) or not 1 <= ttl_seconds <= max_ttl_seconds:
             raise InvalidTtl(f"ttl_seconds must be between 1 and {max_ttl_seconds}")
+        # Read before the wallet lock, so the lock is not held over this query.
+        abuse_policy = (
+            await self._abuse_policy(session, organization_id, now=now) if check_abuse else None
+        )
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         if idempotency_key is not None:
             existing = await repository.get_reservation_by_key(
@@ -512,7 +534,6 @@ class LedgerService:
         now: datetime,
         amount: int | None = None,
         output_units: int | None = None,
-        abuse_policy: AbusePolicy | None = None,
         low_balance_threshold: int | None = DEFAULT_LOW_BALANCE_THRESHOLD,
     ) -> CommitResult:
         """Spend ``amount`` (default: all) of a hold and return the rest.
@@ -520,8 +541,9 @@ class LedgerService:
         Errors: 404 ``hold_not_found`` (unknown, or another organization's), 409
         ``hold_not_active`` (released, expired or past its TTL), 422
         ``amount_exceeds_hold``, 422 ``output_too_large`` when ``output_units`` exceeds
-        the policy. Committing a committed hold again with the same amount (or none)
-        answers the first result: retries spend once.
+        the organization's ``max_output_units`` (its plan's abuse limits and overrides).
+        Committing a committed hold again with the same amount (or none) answers the
+        first result: retries spend once.
         """
         if amount is not None and (isinstance(amount, bool) or amount < 0):
             raise InvalidAmount("amount must not be negative")
@@ -543,9 +565,12 @@ class LedgerService:
                 f"{committed} credits exceed the {reservation.amount} held",
                 held=reservation.amount,
             )
-        if abuse_policy is not None:
+        if output_units is not None:
             try:
-                abuse_service.check_output(output_units, policy=abuse_policy)
+                abuse_service.check_output(
+                    output_units,
+                    policy=await self._abuse_policy(session, organization_id, now=now),
+                )
             except OutputTooLarge:
                 await abuse_service.record_failure(
                     session, organization_id=organization_id, subject=reservation.subject, now=now

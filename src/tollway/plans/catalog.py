@@ -59,13 +59,24 @@ class Feature:
 
 
 @dataclass(frozen=True, slots=True)
+class Overage:
+    """The price of use above a soft quota: ``unit_amount_minor`` (in the plan's currency)
+    per started block of ``per_units`` units of the feature's meter, billed in arrears."""
+
+    unit_amount_minor: int
+    per_units: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class PlanFeature:
-    """A feature as one plan grants it: its quota (None: unlimited) and rate limit."""
+    """A feature as one plan grants it: its quota (None: unlimited), rate limit and the
+    price of use above a soft quota."""
 
     feature: str
     quota: int | None = None
     enforcement: Enforcement = "hard"
     rate_limit_per_minute: int | None = None
+    overage: Overage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +271,26 @@ def _plan(plan_id: str, reader: _Reader, features: dict[str, Feature]) -> Plan:
             raise CatalogError(
                 f"plans.{plan_id}.features.{feature_id}: a quota needs a feature with a meter"
             )
+        enforcement = entry.choice("enforcement", ENFORCEMENTS, default="hard")
+        overage: Overage | None = None
+        if "overage" in entry.table_:
+            where = f"plans.{plan_id}.features.{feature_id}"
+            if quota is None:
+                raise CatalogError(f"{where}: overage needs a quota (the included units)")
+            if enforcement != "soft":
+                # A hard quota denies use above it, so there would be nothing to bill.
+                raise CatalogError(f'{where}: overage needs enforcement = "soft"')
+            blocks = _Reader(entry.value("overage"), f"{where}.overage")
+            overage = Overage(
+                unit_amount_minor=blocks.integer("unit_amount", minimum=0),
+                per_units=blocks.integer("per_units", default=1, minimum=1),
+            )
         plan_features[feature_id] = PlanFeature(
             feature=feature_id,
             quota=quota,
-            enforcement=entry.choice("enforcement", ENFORCEMENTS, default="hard"),  # type: ignore[arg-type]
+            enforcement=enforcement,  # type: ignore[arg-type]  # checked by choice()
             rate_limit_per_minute=entry.optional_integer("rate_limit_per_minute", minimum=1),
+            overage=overage,
         )
     abuse = _Reader(reader.table("abuse"), f"plans.{plan_id}.abuse")
     defaults = AbuseLimits()

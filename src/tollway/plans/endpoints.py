@@ -7,6 +7,7 @@ from tollway.kit.routing import ClockDep, SessionDep, api_router
 from tollway.plans.catalog import Plan, TokenPack
 from tollway.plans.schemas import (
     MoneyOut,
+    OverageOut,
     OverridesIn,
     OverridesOut,
     PlanAssignmentIn,
@@ -40,6 +41,12 @@ def _plan_out(plan: Plan) -> PlanOut:
             period=meter.period if meter is not None else None,
             rate_limit_per_minute=granted.rate_limit_per_minute,
             degradation=feature.degradation,
+            overage=OverageOut(
+                unit_amount=granted.overage.unit_amount_minor,
+                per_units=granted.overage.per_units,
+            )
+            if granted.overage is not None
+            else None,
         )
         if meter is not None:
             limits[meter.id] = granted.quota
@@ -63,7 +70,8 @@ def _plan_out(plan: Plan) -> PlanOut:
 @router.get("/api/v1/billing/pricing", response_model=Pricing)
 async def pricing(session: SessionDep, clock: ClockDep) -> Pricing:
     """The public price list: every plan with its price, trial, features and limits
-    (``null`` limits are unlimited), and the token packs. Needs no credentials."""
+    (``null`` limits are unlimited; a feature's ``overage`` is the price of use above its
+    soft quota, billed in arrears), and the token packs. Needs no credentials."""
     await catalog_service.refresh(session, now=clock.now())
     return Pricing(
         catalog_version=catalog_service.current_version,
@@ -108,7 +116,9 @@ async def put_overrides(
 ) -> OverridesOut:
     """Replace an organization's custom limits (enterprise deals): per feature
     ``enabled``, ``quota`` (null: unlimited), ``enforcement``, ``rate_limit_per_minute``,
-    and the tier ``rate_limit_per_minute``. Every process applies them within a second."""
+    the tier ``rate_limit_per_minute``, and ``abuse``: any of the plan's abuse battery
+    thresholds (``max_credits_per_request``, ``min_interval_seconds`` ...), used by the
+    reservation endpoint and ``/authorize``. Every process applies them within a second."""
     overrides = await plans_service.set_overrides(
         session, organization_id, body.document(), now=clock.now()
     )

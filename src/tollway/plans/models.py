@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tollway.kit.models import Base
+from tollway.kit.models import Base, JSONDocument
 
 
 class CatalogVersion(Base):
@@ -38,6 +38,9 @@ class PlanPriceSnapshot(Base):
     interval: Mapped[str] = mapped_column(String(8), nullable=False)
     trial_days: Mapped[int] = mapped_column(Integer, nullable=False)
     monthly_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: Overage prices of this version: ``{feature: {meter, included, unit_amount,
+    #: per_units}}`` (None: the version priced no overage).
+    overage: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
 
 
 class OrganizationPlan(Base):
@@ -64,8 +67,8 @@ class OrganizationOverride(Base):
     """Custom limits negotiated with one organization (enterprise deals).
 
     ``overrides`` holds ``{"features": {feature: {enabled?, quota?, enforcement?,
-    rate_limit_per_minute?}}, "rate_limit_per_minute": n}``; a ``quota`` of null
-    means unlimited.
+    rate_limit_per_minute?}}, "rate_limit_per_minute": n, "abuse": {threshold: n}}``;
+    a ``quota`` of null means unlimited; ``abuse`` changes the plan's abuse thresholds.
     """
 
     __tablename__ = "organization_overrides"

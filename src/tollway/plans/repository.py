@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from tollway.plans.models import (
     CatalogVersion,
@@ -17,6 +18,14 @@ from tollway.plans.models import (
     OrganizationPlan,
     PlanPriceSnapshot,
 )
+
+
+def _forget(session: AsyncSession, model: Any, primary_key: str) -> None:
+    """Expire the one row an upsert just wrote, if the session holds it, so the next
+    read sees the new values; every other object of the session stays loaded."""
+    held = session.identity_map.get(identity_key(model, primary_key))
+    if held is not None:
+        session.expire(held)
 
 
 def _insert(session: AsyncSession, model: Any) -> Any:
@@ -94,8 +103,7 @@ class PlansRepository:
                 await self.session.execute(statement)
         except IntegrityError:
             return False
-        # The ORM identity map may hold the old row; reads after this must see the new one.
-        self.session.expire_all()
+        _forget(self.session, OrganizationPlan, values["organization_id"])
         return True
 
     async def get_overrides(self, organization_id: str) -> OrganizationOverride | None:
@@ -135,5 +143,5 @@ class PlansRepository:
                 await self.session.execute(statement)
         except IntegrityError:
             return False
-        self.session.expire_all()
+        _forget(self.session, OrganizationOverride, organization_id)
         return True

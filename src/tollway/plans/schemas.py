@@ -15,6 +15,11 @@ class PriceOut(MoneyOut):
     interval: str
 
 
+class OverageOut(BaseModel):
+    unit_amount: int = Field(description="minor units per started block, in the plan's currency")
+    per_units: int = Field(description="units of the meter in one block")
+
+
 class PlanFeatureOut(BaseModel):
     enabled: bool = True
     meter: str | None = None
@@ -23,6 +28,9 @@ class PlanFeatureOut(BaseModel):
     period: str | None = None
     rate_limit_per_minute: int | None = None
     degradation: str
+    overage: OverageOut | None = Field(
+        None, description="price of use above a soft quota, billed in arrears"
+    )
 
 
 class PlanOut(BaseModel):
@@ -63,6 +71,21 @@ class FeatureOverride(BaseModel):
     rate_limit_per_minute: int | None = Field(None, ge=1)
 
 
+class AbuseOverride(BaseModel):
+    """The abuse battery's thresholds to change for one organization (omitted: the plan's)."""
+
+    model_config = {"extra": "forbid"}
+
+    requests_per_minute: int | None = Field(None, ge=0)
+    min_interval_seconds: int | None = Field(None, ge=0)
+    max_credits_per_request: int | None = Field(None, ge=0)
+    max_output_units: int | None = Field(None, ge=0)
+    fraud_credits_per_hour: int | None = Field(None, ge=0)
+    max_failures: int | None = Field(None, ge=0)
+    failure_window_seconds: int | None = Field(None, ge=0)
+    block_seconds: int | None = Field(None, ge=0)
+
+
 class OverridesIn(BaseModel):
     """Custom limits for one organization; omitted keys keep the plan's values, a
     ``quota`` of null (given explicitly) means unlimited."""
@@ -71,6 +94,7 @@ class OverridesIn(BaseModel):
 
     features: dict[str, FeatureOverride] = Field(default_factory=dict)
     rate_limit_per_minute: int | None = Field(None, ge=1)
+    abuse: AbuseOverride | None = None
 
     def document(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -80,6 +104,8 @@ class OverridesIn(BaseModel):
         }
         if "rate_limit_per_minute" in self.model_fields_set:
             document["rate_limit_per_minute"] = self.rate_limit_per_minute
+        if self.abuse is not None:
+            document["abuse"] = self.abuse.model_dump(exclude_none=True)
         return document
 
 

@@ -28,10 +28,12 @@ from sqlalchemy.orm import Session
 from tollway.audit.service import audit_service
 from tollway.db import Database, TollwaySession
 from tollway.errors import NotFound, Unprocessable
+from tollway.kit.cache import TTLCache
 from tollway.kit.clock import utcnow
 from tollway.kit.outbox import outbox
 from tollway.plans.catalog import (
     DEFAULT_CATALOG_PATH,
+    AbuseLimits,
     Catalog,
     Feature,
     Meter,
@@ -148,6 +150,7 @@ class CatalogService:
                     "interval": plan.price.interval,
                     "trial_days": plan.trial_days,
                     "monthly_tokens": plan.monthly_tokens,
+                    "overage": _overage_document(catalog, plan),
                 }
                 for plan in catalog.plans.values()
             ]
@@ -237,6 +240,65 @@ class CatalogService:
                 )
         return self.get_plan(plan_id).price
 
+    async def priced_plan(
+        self, session: AsyncSession, plan_id: str, version: int | None = None
+    ) -> PricedPlan:
+        """What ``plan_id`` costs as catalog ``version`` priced it (default: the active
+        version): base price, trial, monthly tokens and overage prices, with the active
+        catalog's plan for everything that is not a price (features, rollover).
+
+        Billing keeps the version a subscription was priced at and asks with it, so a
+        catalog change never silently re-prices existing subscriptions, overage included.
+        """
+        if version is None:
+            version = self._version
+        snapshot = (
+            await CatalogRepository(session).get_price(plan_id=plan_id, version=version)
+            if version is not None
+            else None
+        )
+        current = self.catalog.plans.get(plan_id)
+        if snapshot is not None:
+            return PricedPlan(
+                plan_id=plan_id,
+                name=snapshot.name,
+                price=PlanPrice(
+                    amount_minor=snapshot.amount_minor,
+                    currency=snapshot.currency,
+                    interval=snapshot.interval,  # type: ignore[arg-type]  # written from a PlanPrice
+                ),
+                trial_days=snapshot.trial_days,
+                monthly_tokens=snapshot.monthly_tokens,
+                overage=tuple(
+                    MeterOverage(
+                        feature=feature_id,
+                        meter=str(body["meter"]),
+                        included=int(body["included"]),
+                        unit_amount_minor=int(body["unit_amount"]),
+                        per_units=int(body["per_units"]),
+                    )
+                    for feature_id, body in sorted((snapshot.overage or {}).items())
+                ),
+                catalog_version=version,
+                plan=current,
+            )
+        if current is None or (version is not None and version != self._version):
+            raise UnknownPlan(
+                f"catalog version {version} has no plan {plan_id!r}",
+                plan=plan_id,
+                version=version,
+            )
+        return PricedPlan(
+            plan_id=plan_id,
+            name=current.name,
+            price=current.price,
+            trial_days=current.trial_days,
+            monthly_tokens=current.monthly_tokens,
+            overage=_overage_prices(self.catalog, current),
+            catalog_version=version,
+            plan=current,
+        )
+
     def token_packs(self) -> list[TokenPack]:
         return list(self.catalog.token_packs.values())
 
@@ -279,6 +341,67 @@ class CatalogService:
         return feature
 
 
+@dataclass(frozen=True, slots=True)
+class MeterOverage:
+    """Use of ``meter`` above ``included`` units a period costs ``unit_amount_minor`` per
+    started block of ``per_units`` (the plan's soft quota and ``overage`` price)."""
+
+    feature: str
+    meter: str
+    included: int
+    unit_amount_minor: int
+    per_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedPlan:
+    """A plan's prices as one catalog version set them (see ``priced_plan``)."""
+
+    plan_id: str
+    name: str
+    price: PlanPrice
+    trial_days: int
+    monthly_tokens: int
+    overage: tuple[MeterOverage, ...]
+    #: The version these prices come from (None: no catalog stored yet).
+    catalog_version: int | None
+    #: The plan in the active catalog (None when the catalog dropped it).
+    plan: Plan | None
+
+
+def _overage_prices(catalog: Catalog, plan: Plan) -> tuple[MeterOverage, ...]:
+    prices = []
+    for feature_id, granted in sorted(plan.features.items()):
+        meter = catalog.features[feature_id].meter
+        if granted.overage is None or granted.quota is None or meter is None:
+            continue
+        prices.append(
+            MeterOverage(
+                feature=feature_id,
+                meter=meter,
+                included=granted.quota,
+                unit_amount_minor=granted.overage.unit_amount_minor,
+                per_units=granted.overage.per_units,
+            )
+        )
+    return tuple(prices)
+
+
+def _overage_document(catalog: Catalog, plan: Plan) -> dict[str, Any] | None:
+    prices = _overage_prices(catalog, plan)
+    if not prices:
+        return None
+    return {
+        price.feature: {
+            "meter": price.meter,
+            "included": price.included,
+            "unit_amount": price.unit_amount_minor,
+            "per_units": price.per_units,
+        }
+        for price in prices
+    }
+
+
 catalog_service = CatalogService()
 
 
@@ -298,6 +421,8 @@ class EffectivePlan:
     plan: Plan
     features: dict[str, PlanFeature]
     rate_limit_per_minute: int | None
+    #: The abuse battery's thresholds: the plan's, with the organization's ``abuse`` override.
+    abuse: AbuseLimits
 
 
 # -- invalidation hooks: caches in this process forget an organization on commit ---------
@@ -337,6 +462,15 @@ def _mark_changed(session: AsyncSession, organization_id: str) -> None:
 
 
 class PlansService:
+    def __init__(self) -> None:
+        #: The ledger asks for abuse limits on every reservation: read at most once a
+        #: second per organization, and forgotten here when a change commits.
+        self._abuse_limits: TTLCache[str, AbuseLimits] = TTLCache()
+        on_plan_change(self._forget_abuse_limits)
+
+    def _forget_abuse_limits(self, organization_id: str) -> None:
+        self._abuse_limits.discard(organization_id)
+
     async def plan_of(self, session: AsyncSession, organization_id: str) -> PlanAssignment:
         """The organization's plan and license state; the default plan when none is set."""
         row = await PlansRepository(session).get_by_organization_id(organization_id)
@@ -474,6 +608,20 @@ class PlansService:
         overrides = override_row.overrides if override_row is not None else {}
         return assignment, apply_overrides(plan, overrides)
 
+    async def abuse_limits(
+        self, session: AsyncSession, organization_id: str, *, now: datetime
+    ) -> AbuseLimits:
+        """The abuse battery's thresholds for an organization: its plan's
+        (``[plans.<id>.abuse]``) with its ``abuse`` override applied. Cached for a
+        second, like the entitlements: every process sees a change within a second,
+        the one that made it at once."""
+        hit, limits = self._abuse_limits.get(organization_id, now=now)
+        if hit and limits is not None:
+            return limits
+        _, effective = await self.effective_plan(session, organization_id)
+        self._abuse_limits.put(organization_id, effective.abuse, now=now)
+        return effective.abuse
+
 
 def _assignment(organization_id: str, plan_id: str, row: Any) -> PlanAssignment:
     return PlanAssignment(
@@ -486,13 +634,20 @@ def _assignment(organization_id: str, plan_id: str, row: Any) -> PlanAssignment:
 
 
 _FEATURE_OVERRIDE_KEYS = frozenset({"enabled", "quota", "enforcement", "rate_limit_per_minute"})
+_ABUSE_OVERRIDE_KEYS = frozenset(AbuseLimits.__slots__)
 
 
 def check_overrides(overrides: dict[str, Any]) -> None:
     """Refuse overrides that name unknown features or carry values of the wrong kind."""
-    unknown_keys = set(overrides) - {"features", "rate_limit_per_minute"}
+    unknown_keys = set(overrides) - {"features", "rate_limit_per_minute", "abuse"}
     if unknown_keys:
         raise InvalidOverride(f"unknown override keys: {', '.join(sorted(unknown_keys))}")
+    abuse = overrides.get("abuse", {})
+    if not isinstance(abuse, dict) or set(abuse) - _ABUSE_OVERRIDE_KEYS:
+        raise InvalidOverride(f"abuse takes {', '.join(sorted(_ABUSE_OVERRIDE_KEYS))}")
+    for name, value in abuse.items():
+        if not _is_int(value) or value < 0:
+            raise InvalidOverride(f"abuse.{name} must be a non-negative integer")
     limit = overrides.get("rate_limit_per_minute")
     if limit is not None and (not _is_int(limit) or limit < 1):
         raise InvalidOverride("rate_limit_per_minute must be a positive integer or null")
@@ -539,7 +694,17 @@ def apply_overrides(plan: Plan, overrides: dict[str, Any]) -> EffectivePlan:
         }
         features[feature_id] = replace(base, **changes)
     rate_limit = overrides.get("rate_limit_per_minute", plan.rate_limit_per_minute)
-    return EffectivePlan(plan=plan, features=features, rate_limit_per_minute=rate_limit)
+    abuse = {
+        name: value
+        for name, value in (overrides.get("abuse") or {}).items()
+        if name in _ABUSE_OVERRIDE_KEYS
+    }
+    return EffectivePlan(
+        plan=plan,
+        features=features,
+        rate_limit_per_minute=rate_limit,
+        abuse=replace(plan.abuse, **abuse) if abuse else plan.abuse,
+    )
 
 
 plans_service = PlansService()
