@@ -55,14 +55,6 @@ def _setup(server: Server) -> str:
         capture_output=True,
     )
     customer = new_account(server.base_url)
-    # One bench customer stands for many: lift its API rate limit and call quota (an
-    # operator's per-organization override) so every call does the full credit work.
-    override_limits(
-        server.database_url,
-        server.data_dir,
-        customer.organization_id,
-        {"rate_limit_per_minute": 1_000_000_000, "features": {"api": {"quota": None}}},
-    )
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         admin = client.post("/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": PASSWORD})
         admin.raise_for_status()

@@ -1,7 +1,7 @@
 """identity: invitation accept tokens, two-factor challenges of OAuth logins
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-01 07:57:24.345586
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import tollway.kit.models
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
