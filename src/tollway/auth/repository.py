@@ -42,6 +42,16 @@ class RefreshTokenRepository(Repository[RefreshToken]):
         statement = select(RefreshToken).where(RefreshToken.family_id == family_id)
         return list((await self.session.execute(statement)).scalars())
 
+    async def list_live_families(self, user_id: str) -> list[str]:
+        """The user's logins (families) with a refresh token not revoked yet."""
+        statement = (
+            select(RefreshToken.family_id)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .distinct()
+            .order_by(RefreshToken.family_id)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
     async def revoke_family(self, family_id: str, *, at: datetime) -> None:
         await self.session.execute(
             update(RefreshToken)
@@ -184,12 +194,14 @@ class DashboardSessionRepository(Repository[DashboardSession]):
         statement = select(DashboardSession).where(DashboardSession.token_hash == token_hash)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def revoke_for_user(self, user_id: str, *, at: datetime) -> None:
-        await self.session.execute(
+    async def revoke_for_user(self, user_id: str, *, at: datetime) -> int:
+        """Close every open session of the user; answers how many were open."""
+        result = await self.session.execute(
             update(DashboardSession)
             .where(DashboardSession.user_id == user_id, DashboardSession.revoked_at.is_(None))
             .values(revoked_at=at)
         )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def purge_expired(self, *, now: datetime) -> int:
         result = await self.session.execute(

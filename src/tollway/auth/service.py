@@ -17,6 +17,7 @@ from tollway.auth import repository
 from tollway.auth.models import RefreshToken, TwoFactorChallenge
 from tollway.auth.oauth import ProviderIdentity, oauth_service
 from tollway.auth.principal import Principal
+from tollway.auth.revocation import revoke_family
 from tollway.auth.scopes import ROLE_SCOPES
 from tollway.auth.sessions import OpenedSession, dashboard_session_service
 from tollway.auth.throttle import ThrottlePolicy, login_throttle_service, throttle_keys
@@ -520,7 +521,7 @@ class AuthService:
         if record is None or record.revoked_at is not None:
             raise InvalidToken("this refresh token is not valid; log in again")
         if record.used_at is not None:
-            await self._revoke_family(session, record.family_id, now=now)
+            await revoke_family(session, record.family_id, now=now)
             audit_service.record(
                 session,
                 action="auth.refresh_token_reused",
@@ -541,7 +542,7 @@ class AuthService:
             session, user_id=user.id, organization_id=record.organization_id
         )
         if membership is None or user.disabled_at is not None:
-            await self._revoke_family(session, record.family_id, now=now)
+            await revoke_family(session, record.family_id, now=now)
             raise InvalidToken("this account can no longer use this organization")
         organization = await account_service.get_organization(session, record.organization_id)
         return await self.issue(
@@ -568,17 +569,7 @@ class AuthService:
         )
         family = await repository.refresh_tokens(session).get_by_access_token(principal.token_id)
         if family is not None:
-            await self._revoke_family(session, family, now=now)
-
-    async def _revoke_family(self, session: AsyncSession, family_id: str, *, now: datetime) -> None:
-        tokens = repository.refresh_tokens(session)
-        revoked = repository.revoked_tokens(session)
-        for member in await tokens.list_family(family_id):
-            if member.access_token_id is not None:
-                await revoked.revoke(
-                    member.access_token_id, at=now, expires_at=member.created_at + ACCESS_TOKEN_TTL
-                )
-        await tokens.revoke_family(family_id, at=now)
+            await revoke_family(session, family, now=now)
 
 
 auth_service = AuthService()
