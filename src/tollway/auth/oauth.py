@@ -13,8 +13,13 @@ on loopback and operators at a GitHub Enterprise server.
 Linking: a provider identity seen before logs its user in. A new one is linked to the
 account with the same email only if the provider says that email is verified; without
 such an account, one is created (without password, email verified). A provider that
-gives no verified email is refused (``oauth_email_unverified``). An account with 2FA on
-is not linked by email (``oauth_link_refused``): log in with password and code instead.
+gives no verified email is refused (``oauth_email_unverified``). An account whose email
+is verified and which has 2FA on is linked only once its TOTP code is given (the
+caller opens a challenge). An account whose email was never verified (registered with
+a password) is taken over by the mailbox owner: whatever its registrant held -
+password, TOTP, logins, sessions, API keys - is voided in the same transaction
+(``user.unverified_credentials_cleared``; docs/auth.md, "An address registered by
+someone else").
 """
 
 from __future__ import annotations
@@ -383,8 +388,10 @@ class OAuthService:
     ) -> OAuthLogin:
         """Find, link or create the account of ``identity``.
 
-        An account with 2FA on is neither logged in nor linked here: the caller asks for
-        its code first (``OAuthLogin.pending_link`` holds an identity still to link).
+        A verified account with 2FA on is neither logged in nor linked here: the caller
+        asks for its code first (``OAuthLogin.pending_link`` holds an identity still to
+        link). An unverified account is taken over (:meth:`_clear_unverified_credentials`)
+        and linked at once.
         """
         links = repository.oauth_accounts(session)
         linked = await links.get_by_provider_identity(
