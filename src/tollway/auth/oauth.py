@@ -411,7 +411,11 @@ class OAuthService:
                 f"{identity.provider} did not confirm a verified email for this account; "
                 "verify one there, or register with a password"
             )
-        user_or_none = await account_service.get_user_by_email(session, identity.email)
+        # Locked: a password login or refresh of this account waits for the link (and
+        # any clearing below) to commit, and then finds its credentials void.
+        user_or_none = await account_service.get_user_by_email(
+            session, identity.email, for_update=True
+        )
         created = user_or_none is None
         if user_or_none is None:
             tenancy = await account_service.register(

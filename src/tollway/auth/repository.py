@@ -28,7 +28,7 @@ class RefreshTokenRepository(Repository[RefreshToken]):
     ) -> RefreshToken | None:
         statement = select(RefreshToken).where(RefreshToken.token_hash == token_hash)
         if for_update:
-            statement = statement.with_for_update()
+            statement = statement.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def get_by_access_token(self, access_token_id: str) -> str | None:

@@ -415,7 +415,10 @@ class AuthService:
         only once the whole login holds.
         """
         keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
-        user = await account_service.get_user_by_email(session, attempt.email)
+        # Locked (users before tokens, like the OAuth takeover of an unverified account):
+        # a password cleared by a concurrent takeover is seen here, not after tokens
+        # were issued on the old one.
+        user = await account_service.get_user_by_email(session, attempt.email, for_update=True)
         valid, upgraded_hash = check.valid, check.upgraded_hash
         if user is not None and (
             user.id != check.user_id or user.password_hash != check.password_hash
@@ -517,7 +520,15 @@ class AuthService:
         access tokens it issued) is revoked, and the caller must log in again.
         """
         tokens = repository.refresh_tokens(session)
-        record = await tokens.get_by_hash(hash_refresh_token(refresh_token), for_update=True)
+        token_hash = hash_refresh_token(refresh_token)
+        found = await tokens.get_by_hash(token_hash)
+        if found is None:
+            raise InvalidToken("this refresh token is not valid; log in again")
+        # Lock order users -> refresh tokens, as at login and the OAuth takeover: a
+        # takeover revoking this user's logins meanwhile is seen below (the token read
+        # afresh), and cannot miss the token issued here.
+        user = await account_service.get_user(session, found.user_id, for_update=True)
+        record = await tokens.get_by_hash(token_hash, for_update=True)
         if record is None or record.revoked_at is not None:
             raise InvalidToken("this refresh token is not valid; log in again")
         if record.used_at is not None:
@@ -537,7 +548,6 @@ class AuthService:
         if record.expires_at <= now:
             raise TokenExpired("the refresh token has expired; log in again")
         record.used_at = now
-        user = await account_service.get_user(session, record.user_id)
         membership = await account_service.get_membership(
             session, user_id=user.id, organization_id=record.organization_id
         )
