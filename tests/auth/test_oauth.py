@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -11,7 +12,15 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.fixtures.identity import PASSWORD, Account, TwoFactor, enable_two_factor, register
+from tests.fixtures.identity import (
+    PASSWORD,
+    Account,
+    TwoFactor,
+    create_api_key,
+    enable_two_factor,
+    login,
+    register,
+)
 from tests.fixtures.oauth_provider import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -19,6 +28,7 @@ from tests.fixtures.oauth_provider import (
     ProviderServer,
     ProviderUser,
 )
+from tollway.accounts.service import account_service
 from tollway.audit.models import AuditEntry
 from tollway.auth.models import OAuthAccount
 from tollway.db import Database
@@ -167,11 +177,6 @@ class TestCallback:
         provider.next_user = ProviderUser("5150", "linda.new@example.com")
         second = await oauth_login(web, "github", mode="token")
         assert second.json()["user"]["id"] == account.user_id
-        # The password still works too.
-        login = await web.post(
-            "/api/v1/auth/login", json={"email": "linda@example.com", "password": PASSWORD}
-        )
-        assert login.status_code == 200
         database: Database = oauth_app.state.database
         async with database.transaction(write=False) as session:
             links = list((await session.execute(select(OAuthAccount))).scalars())
@@ -297,7 +302,9 @@ class TestCallback:
         assert invited.json()["status"] == "invited"
         # Dana links GitHub, which vouches for the address: now she has proven it.
         provider.next_user = ProviderUser("811", "dana@example.com")
-        assert (await oauth_login(web, "github", mode="token")).status_code == 200
+        linked = await oauth_login(web, "github", mode="token")
+        assert linked.status_code == 200
+        dana_now = {"Authorization": f"Bearer {linked.json()['access_token']}"}
         added = await web.post(
             members, json={"email": dana.email, "role": "admin"}, headers=owner.headers
         )
@@ -310,7 +317,7 @@ class TestCallback:
         stale = await web.post(
             "/api/v1/invitations/accept",
             json={"token": invited.json()["invitation"]["token"]},
-            headers=dana.headers,
+            headers=dana_now,
         )
         assert stale.status_code == 404
 
@@ -327,9 +334,18 @@ async def linked_then_two_factor(
     web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock, email: str
 ) -> tuple[Account, TwoFactor]:
     """An account whose GitHub identity was linked before it turned 2FA on."""
-    account = await register(web, email=email)
+    registered = await register(web, email=email)
     provider.next_user = ProviderUser("9001", email)
-    assert (await oauth_login(web, "github", mode="token")).status_code == 200
+    linked = await oauth_login(web, "github", mode="token")
+    assert linked.status_code == 200
+    # Linking made the registration's password and tokens void (the address was not
+    # verified): the account goes on with the tokens of the OAuth login.
+    account = replace(
+        registered,
+        password="",
+        access_token=linked.json()["access_token"],
+        refresh_token=linked.json()["refresh_token"],
+    )
     two_factor = await enable_two_factor(web, account, now=clock.now())
     clock.advance(seconds=30)  # the enabling code is spent
     provider.next_user = ProviderUser("9001", email)
@@ -482,22 +498,204 @@ class TestSecondFactor:
         clock: ManualClock,
         oauth_app: FastAPI,
     ) -> None:
-        account = await register(web, email="careful@example.com")
-        two_factor = await enable_two_factor(web, account, now=clock.now())
-        clock.advance(seconds=30)
-        provider.next_user = ProviderUser("777", "careful@example.com")
-        refused = await oauth_login(web, "github", mode="token")
+        account, two_factor = await linked_then_two_factor(
+            web, provider, clock, "careful@example.com"
+        )
+        # Google vouches for the same (verified) address: a second identity to link.
+        provider.next_user = ProviderUser("g-777", "careful@example.com")
+        refused = await oauth_login(web, "google", mode="token")
         assert refused.status_code == 401
         assert refused.json()["code"] == "totp_required"
         # Without the code nothing is linked: the next login still asks.
-        assert await audit_actions(oauth_app, "user.oauth_linked") == []
-        provider.next_user = ProviderUser("777", "careful@example.com")
-        challenge = (await oauth_login(web, "github", mode="token")).json()["challenge"]
+        assert [
+            e.details["provider"] for e in await audit_actions(oauth_app, "user.oauth_linked")
+        ] == ["github"]
+        provider.next_user = ProviderUser("g-777", "careful@example.com")
+        challenge = (await oauth_login(web, "google", mode="token")).json()["challenge"]
         completed = await complete(web, challenge=challenge, totp_code=two_factor.code(clock.now()))
         assert completed.status_code == 200
         assert completed.json()["user"]["id"] == account.user_id
         linked = await audit_actions(oauth_app, "user.oauth_linked")
-        assert [entry.target for entry in linked] == [account.user_id]
+        assert [(entry.target, entry.details["provider"]) for entry in linked] == [
+            (account.user_id, "github"),
+            (account.user_id, "google"),
+        ]
         # Linked now, and still asked for the code at the next login.
-        provider.next_user = ProviderUser("777", "careful@example.com")
-        assert (await oauth_login(web, "github", mode="token")).status_code == 401
+        provider.next_user = ProviderUser("g-777", "careful@example.com")
+        assert (await oauth_login(web, "google", mode="token")).status_code == 401
+        # Only the first link (to the unverified registration) cleared anything; linking
+        # Google to the verified account kept its second factor.
+        cleared = await audit_actions(oauth_app, "user.unverified_credentials_cleared")
+        assert [entry.details["provider"] for entry in cleared] == ["github"]
+        assert await audit_actions(oauth_app, "user.2fa_disabled") == []
+
+
+async def second_browser(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class TestSquattedEmail:
+    """Someone registered the address with a password, never proving they own it; then
+    the mailbox's owner logs in with a provider that vouches for it."""
+
+    async def test_the_mailbox_owner_gets_the_account_and_every_squatter_credential_stops(
+        self,
+        web: httpx.AsyncClient,
+        provider: LoopbackProvider,
+        clock: ManualClock,
+        oauth_app: FastAPI,
+    ) -> None:
+        squatter = await register(web, email="victim@company.com")
+        squatter_key = await create_api_key(web, squatter)
+        async with await second_browser(oauth_app) as squatter_browser:
+            opened = await squatter_browser.post(
+                "/api/v1/auth/session",
+                json={"email": squatter.email, "password": squatter.password},
+            )
+            assert opened.status_code == 200
+            assert (await squatter_browser.get("/api/v1/auth/me")).status_code == 200
+
+            provider.next_user = ProviderUser("31337", "victim@company.com", name="Victim")
+            owner = await oauth_login(web, "github", mode="token")
+            assert owner.status_code == 200, owner.text
+            assert owner.json()["user"]["id"] == squatter.user_id
+            assert owner.json()["user"]["email_verified"] is True
+            clock.advance(seconds=2)  # past every process's one-second caches
+
+            password = await web.post(
+                "/api/v1/auth/login", json={"email": squatter.email, "password": PASSWORD}
+            )
+            assert password.status_code == 401
+            assert password.json()["code"] == "invalid_credentials"
+            refreshed = await web.post(
+                "/api/v1/auth/refresh", json={"refresh_token": squatter.refresh_token}
+            )
+            assert refreshed.status_code == 401
+            assert refreshed.json()["code"] == "invalid_token"
+            access = await web.get("/api/v1/auth/me", headers=squatter.headers)
+            assert access.status_code == 401
+            cookie = await squatter_browser.get("/api/v1/auth/me")
+            assert cookie.status_code == 401
+            key = await web.get("/api/v1/auth/me", headers=bearer(squatter_key))
+            assert key.status_code == 401
+            assert key.json()["code"] == "invalid_api_key"
+
+        me = await web.get("/api/v1/auth/me", headers=bearer(owner.json()["access_token"]))
+        assert me.status_code == 200
+        assert me.json()["user"]["email_verified"] is True
+        keys = await web.get("/api/v1/auth/keys", headers=bearer(owner.json()["access_token"]))
+        assert [item["revoked_at"] is not None for item in keys.json()["items"]] == [True]
+
+        [cleared] = await audit_actions(oauth_app, "user.unverified_credentials_cleared")
+        assert cleared.target == squatter.user_id
+        assert cleared.actor == "oauth:github:31337"
+        assert cleared.details == {
+            "provider": "github",
+            "password_cleared": True,
+            "totp_disabled": False,
+            "logins_revoked": 1,
+            "sessions_revoked": 1,
+            "api_keys_revoked": 1,
+        }
+        [revoked] = await audit_actions(oauth_app, "api_key.revoked")
+        assert revoked.actor == "oauth:github:31337"
+        assert revoked.details == {"reason": "unverified_credentials_cleared"}
+
+    async def test_a_squatter_s_two_factor_neither_keeps_the_owner_out_nor_survives(
+        self,
+        web: httpx.AsyncClient,
+        provider: LoopbackProvider,
+        clock: ManualClock,
+        oauth_app: FastAPI,
+    ) -> None:
+        squatter = await register(web, email="ceo@company.com")
+        two_factor = await enable_two_factor(web, squatter, now=clock.now())
+        clock.advance(seconds=30)
+        provider.next_user = ProviderUser("g-1", "ceo@company.com")
+        owner = await oauth_login(web, "google", mode="token")
+        # No challenge: the second factor was the squatter's, not the mailbox owner's.
+        assert owner.status_code == 200, owner.text
+        assert owner.json()["user"]["id"] == squatter.user_id
+        assert owner.json()["user"]["totp_enabled"] is False
+        with_code = await web.post(
+            "/api/v1/auth/login",
+            json={
+                "email": squatter.email,
+                "password": PASSWORD,
+                "totp_code": two_factor.code(clock.now()),
+            },
+        )
+        assert with_code.status_code == 401
+        assert with_code.json()["code"] == "invalid_credentials"
+        [cleared] = await audit_actions(oauth_app, "user.unverified_credentials_cleared")
+        assert cleared.details["totp_disabled"] is True
+        # The owner may turn 2FA on again, with their own authenticator.
+        setup = await web.post(
+            "/api/v1/auth/2fa/setup", headers=bearer(owner.json()["access_token"])
+        )
+        assert setup.status_code == 200
+
+    async def test_in_cookie_mode_the_owner_lands_in_the_dashboard_and_the_squatter_is_out(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, clock: ManualClock
+    ) -> None:
+        squatter = await register(web, email="ops@company.com")
+        provider.next_user = ProviderUser("4040", "ops@company.com")
+        response = await oauth_login(web, "github")
+        assert response.status_code == 303
+        clock.advance(seconds=2)
+        me = await web.get("/api/v1/auth/me")
+        assert me.json()["user"]["id"] == squatter.user_id
+        assert me.json()["user"]["email_verified"] is True
+        # The owner's own new session survived the clearing it caused.
+        assert (await web.get("/api/v1/auth/me", headers=squatter.headers)).status_code == 401
+
+    async def test_a_verified_account_links_another_provider_and_keeps_every_credential(
+        self,
+        web: httpx.AsyncClient,
+        provider: LoopbackProvider,
+        clock: ManualClock,
+        oauth_app: FastAPI,
+    ) -> None:
+        provider.next_user = ProviderUser("5001", "vera@company.com")
+        signup = (await oauth_login(web, "github", mode="token")).json()
+        account = Account(
+            user_id=signup["user"]["id"],
+            organization_id=signup["organization"]["id"],
+            email="vera@company.com",
+            password="",
+            access_token=signup["access_token"],
+            refresh_token=signup["refresh_token"],
+        )
+        key = await create_api_key(web, account)
+        provider.next_user = ProviderUser("g-5001", "vera@company.com")
+        google = await oauth_login(web, "google", mode="token")
+        assert google.status_code == 200
+        assert google.json()["user"]["id"] == account.user_id
+        clock.advance(seconds=2)
+        assert (await web.get("/api/v1/auth/me", headers=account.headers)).status_code == 200
+        assert (await web.get("/api/v1/auth/me", headers=bearer(key))).status_code == 200
+        refreshed = await web.post(
+            "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
+        )
+        assert refreshed.status_code == 200
+        linked = await audit_actions(oauth_app, "user.oauth_linked")
+        assert [entry.details["provider"] for entry in linked] == ["github", "google"]
+        assert await audit_actions(oauth_app, "user.unverified_credentials_cleared") == []
+        assert await audit_actions(oauth_app, "api_key.revoked") == []
+
+    async def test_a_verified_account_with_a_password_keeps_it(
+        self, web: httpx.AsyncClient, provider: LoopbackProvider, oauth_app: FastAPI
+    ) -> None:
+        account = await register(web, email="pat@company.com")
+        database: Database = oauth_app.state.database
+        async with database.transaction() as session:
+            user = await account_service.get_user(session, account.user_id)
+            user.email_verified = True  # proven earlier (an import, an older link)
+        provider.next_user = ProviderUser("6001", "pat@company.com")
+        assert (await oauth_login(web, "github", mode="token")).status_code == 200
+        assert (await login(web, account)).user_id == account.user_id
+        assert (await web.get("/api/v1/auth/me", headers=account.headers)).status_code == 200

@@ -12,8 +12,20 @@ from tollway.kit.repository import Repository
 class UserRepository(Repository[User]):
     model = User
 
-    async def get_by_email(self, email: str) -> User | None:
+    async def get_by_email(self, email: str, *, for_update: bool = False) -> User | None:
         statement = select(User).where(func.lower(User.email) == email.lower())
+        if for_update:
+            statement = statement.with_for_update().execution_options(populate_existing=True)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def lock(self, user_id: str) -> User | None:
+        """The user, row-locked for this transaction and read afresh."""
+        statement = (
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         return (await self.session.execute(statement)).scalar_one_or_none()
 
 

@@ -206,14 +206,24 @@ class AccountService:
         )
         return Tenancy(user=user, organization=organization, membership=membership)
 
-    async def get_user(self, session: AsyncSession, user_id: str) -> User:
-        user = await repository.users(session).get_by_id(user_id)
+    async def get_user(
+        self, session: AsyncSession, user_id: str, *, for_update: bool = False
+    ) -> User:
+        """The user (404 otherwise). ``for_update`` locks the row until the transaction
+        ends and reads it afresh: what decides whether credentials are issued (the
+        password hash, 2FA, verification) cannot change before they are."""
+        users = repository.users(session)
+        user = await users.lock(user_id) if for_update else await users.get_by_id(user_id)
         if user is None:
             raise NotFound("no such user")
         return user
 
-    async def get_user_by_email(self, session: AsyncSession, email: str) -> User | None:
-        return await repository.users(session).get_by_email(normalize_email(email))
+    async def get_user_by_email(
+        self, session: AsyncSession, email: str, *, for_update: bool = False
+    ) -> User | None:
+        return await repository.users(session).get_by_email(
+            normalize_email(email), for_update=for_update
+        )
 
     async def get_organization(self, session: AsyncSession, organization_id: str) -> Organization:
         organization = await repository.organizations(session).get_by_id(organization_id)

@@ -30,6 +30,15 @@ class ApiKeyRepository(Repository[ApiKey]):
         )
         return list((await self.session.execute(statement)).scalars())
 
+    async def list_unrevoked_created_by(self, user_id: str) -> list[ApiKey]:
+        """Every key the user created, in any organization, not revoked yet."""
+        statement = (
+            select(ApiKey)
+            .where(ApiKey.created_by_user_id == user_id, ApiKey.revoked_at.is_(None))
+            .order_by(ApiKey.id)
+        )
+        return list((await self.session.execute(statement)).scalars())
+
     async def touch_last_used(self, used: dict[str, datetime]) -> None:
         for key_id, at in used.items():
             await self.session.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -89,23 +90,47 @@ class ApiKeyService:
             raise NotFound("no such API key")
         if record.revoked_at is not None:
             raise Conflict("this key is already revoked", code="api_key_revoked")
+        await self._revoke(session, record, now=now)
+        return record
+
+    async def revoke_created_by(
+        self, session: AsyncSession, *, user_id: str, reason: str, actor: str, now: datetime
+    ) -> Sequence[ApiKey]:
+        """Revoke every key ``user_id`` created, in every organization (the user's
+        credentials are void, e.g. an unverified account taken over by the owner of its
+        email). Each is audited as ``api_key.revoked`` with ``details.reason``."""
+        revoked = await repository.api_keys(session).list_unrevoked_created_by(user_id)
+        for record in revoked:
+            await self._revoke(session, record, now=now, reason=reason, actor=actor)
+        return revoked
+
+    async def _revoke(
+        self,
+        session: AsyncSession,
+        record: ApiKey,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> None:
         record.revoked_at = now
         await session.flush()
         audit_service.record(
             session,
             action="api_key.revoked",
             target=record.id,
-            organization_id=organization_id,
+            organization_id=record.organization_id,
+            actor=actor,
+            details={"reason": reason} if reason is not None else None,
             occurred_at=now,
         )
         await outbox.publish(
             session,
             "api_key.revoked",
             {"api_key_id": record.id},
-            organization_id=organization_id,
+            organization_id=record.organization_id,
             occurred_at=now,
         )
-        return record
 
     async def lookup(self, session: AsyncSession, *, key: str, pepper: str) -> ApiKey | None:
         """The stored key for ``key`` (any state), or None; garbage never reaches the DB."""

@@ -489,7 +489,12 @@ async def oauth_callback(
     """Where the provider sends the browser back: completes the login, linking the
     provider identity to the account with the same *verified* email or creating one.
 
-    An account with two-factor authentication on is not logged in (nor linked) yet:
+    Linking to an account registered with a password (its email never verified) hands
+    it to the mailbox owner: its password is cleared, its 2FA turned off, its logins,
+    dashboard sessions and the API keys its user created are revoked (audited as
+    `user.unverified_credentials_cleared`).
+
+    A verified account with two-factor authentication on is not logged in (nor linked) yet:
     with `mode=token` the answer is 401 `totp_required` with `challenge` and
     `expires_in` (300 s) members, to complete at `POST /auth/2fa/challenge`; with
     `mode=cookie` a 303 to `/dashboard/2fa?redirect_to=...` with the challenge in the

@@ -13,8 +13,13 @@ on loopback and operators at a GitHub Enterprise server.
 Linking: a provider identity seen before logs its user in. A new one is linked to the
 account with the same email only if the provider says that email is verified; without
 such an account, one is created (without password, email verified). A provider that
-gives no verified email is refused (``oauth_email_unverified``). An account with 2FA on
-is not linked by email (``oauth_link_refused``): log in with password and code instead.
+gives no verified email is refused (``oauth_email_unverified``). An account whose email
+is verified and which has 2FA on is linked only once its TOTP code is given (the
+caller opens a challenge). An account whose email was never verified (registered with
+a password) is taken over by the mailbox owner: whatever its registrant held -
+password, TOTP, logins, sessions, API keys - is voided in the same transaction
+(``user.unverified_credentials_cleared``; docs/auth.md, "An address registered by
+someone else").
 """
 
 from __future__ import annotations
@@ -33,9 +38,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import User
 from tollway.accounts.service import account_service
+from tollway.api_keys.service import api_key_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import OAuthAccount, OAuthState
+from tollway.auth.revocation import revoke_every_login
+from tollway.auth.two_factor import two_factor_service
 from tollway.config import Settings
 from tollway.errors import (
     BadRequest,
@@ -380,8 +388,10 @@ class OAuthService:
     ) -> OAuthLogin:
         """Find, link or create the account of ``identity``.
 
-        An account with 2FA on is neither logged in nor linked here: the caller asks for
-        its code first (``OAuthLogin.pending_link`` holds an identity still to link).
+        A verified account with 2FA on is neither logged in nor linked here: the caller
+        asks for its code first (``OAuthLogin.pending_link`` holds an identity still to
+        link). An unverified account is taken over (:meth:`_clear_unverified_credentials`)
+        and linked at once.
         """
         links = repository.oauth_accounts(session)
         linked = await links.get_by_provider_identity(
@@ -401,7 +411,11 @@ class OAuthService:
                 f"{identity.provider} did not confirm a verified email for this account; "
                 "verify one there, or register with a password"
             )
-        user_or_none = await account_service.get_user_by_email(session, identity.email)
+        # Locked: a password login or refresh of this account waits for the link (and
+        # any clearing below) to commit, and then finds its credentials void.
+        user_or_none = await account_service.get_user_by_email(
+            session, identity.email, for_update=True
+        )
         created = user_or_none is None
         if user_or_none is None:
             tenancy = await account_service.register(
@@ -417,12 +431,65 @@ class OAuthService:
             user = user_or_none
             if user.disabled_at is not None:
                 raise Forbidden("this account is disabled", code="account_disabled")
-            if user.totp_enabled:
+            if not user.email_verified:
+                await self._clear_unverified_credentials(
+                    session, user=user, identity=identity, now=now
+                )
+            elif user.totp_enabled:
                 return OAuthLogin(user=user, created=False, linked=False, pending_link=identity)
         await self.link(session, user=user, identity=identity, created=created, now=now)
         user.last_login_at = now
         await session.flush()
         return OAuthLogin(user=user, created=created, linked=True)
+
+    async def _clear_unverified_credentials(
+        self, session: AsyncSession, *, user: User, identity: ProviderIdentity, now: datetime
+    ) -> None:
+        """The provider vouches that ``identity`` owns the mailbox of ``user``, an account
+        that never proved it (registered with a password): the mailbox owner takes the
+        account over, and whatever whoever registered it holds stops working.
+
+        In this transaction: the password is cleared, every token login and dashboard
+        session is revoked, every API key the user created is revoked, and TOTP is turned
+        off (it was set up by the registrant; the mailbox owner could not give its code).
+        Audited as ``user.unverified_credentials_cleared``, by the OAuth login.
+        """
+        actor = f"oauth:{identity.provider}:{identity.provider_user_id}"
+        had_password = user.password_hash is not None
+        user.password_hash = None
+        totp_disabled = await two_factor_service.turn_off(session, user=user)
+        logins = await revoke_every_login(session, user_id=user.id, now=now)
+        keys = await api_key_service.revoke_created_by(
+            session,
+            user_id=user.id,
+            reason="unverified_credentials_cleared",
+            actor=actor,
+            now=now,
+        )
+        membership = await account_service.default_membership(session, user.id)
+        audit_service.record(
+            session,
+            action="user.unverified_credentials_cleared",
+            target=user.id,
+            organization_id=membership.organization_id,
+            actor=actor,
+            details={
+                "provider": identity.provider,
+                "password_cleared": had_password,
+                "totp_disabled": totp_disabled,
+                "logins_revoked": logins.families,
+                "sessions_revoked": logins.sessions,
+                "api_keys_revoked": len(keys),
+            },
+            occurred_at=now,
+        )
+        log.warning(
+            "oauth.unverified_credentials_cleared",
+            user_id=user.id,
+            provider=identity.provider,
+            api_keys_revoked=len(keys),
+        )
+        await session.flush()
 
     async def link(
         self,

@@ -28,7 +28,7 @@ class RefreshTokenRepository(Repository[RefreshToken]):
     ) -> RefreshToken | None:
         statement = select(RefreshToken).where(RefreshToken.token_hash == token_hash)
         if for_update:
-            statement = statement.with_for_update()
+            statement = statement.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def get_by_access_token(self, access_token_id: str) -> str | None:
@@ -40,6 +40,16 @@ class RefreshTokenRepository(Repository[RefreshToken]):
 
     async def list_family(self, family_id: str) -> list[RefreshToken]:
         statement = select(RefreshToken).where(RefreshToken.family_id == family_id)
+        return list((await self.session.execute(statement)).scalars())
+
+    async def list_live_families(self, user_id: str) -> list[str]:
+        """The user's logins (families) with a refresh token not revoked yet."""
+        statement = (
+            select(RefreshToken.family_id)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .distinct()
+            .order_by(RefreshToken.family_id)
+        )
         return list((await self.session.execute(statement)).scalars())
 
     async def revoke_family(self, family_id: str, *, at: datetime) -> None:
@@ -184,12 +194,14 @@ class DashboardSessionRepository(Repository[DashboardSession]):
         statement = select(DashboardSession).where(DashboardSession.token_hash == token_hash)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def revoke_for_user(self, user_id: str, *, at: datetime) -> None:
-        await self.session.execute(
+    async def revoke_for_user(self, user_id: str, *, at: datetime) -> int:
+        """Close every open session of the user; answers how many were open."""
+        result = await self.session.execute(
             update(DashboardSession)
             .where(DashboardSession.user_id == user_id, DashboardSession.revoked_at.is_(None))
             .values(revoked_at=at)
         )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def purge_expired(self, *, now: datetime) -> int:
         result = await self.session.execute(

@@ -17,6 +17,7 @@ from tollway.auth import repository
 from tollway.auth.models import RefreshToken, TwoFactorChallenge
 from tollway.auth.oauth import ProviderIdentity, oauth_service
 from tollway.auth.principal import Principal
+from tollway.auth.revocation import revoke_family
 from tollway.auth.scopes import ROLE_SCOPES
 from tollway.auth.sessions import OpenedSession, dashboard_session_service
 from tollway.auth.throttle import ThrottlePolicy, login_throttle_service, throttle_keys
@@ -414,7 +415,10 @@ class AuthService:
         only once the whole login holds.
         """
         keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
-        user = await account_service.get_user_by_email(session, attempt.email)
+        # Locked (users before tokens, like the OAuth takeover of an unverified account):
+        # a password cleared by a concurrent takeover is seen here, not after tokens
+        # were issued on the old one.
+        user = await account_service.get_user_by_email(session, attempt.email, for_update=True)
         valid, upgraded_hash = check.valid, check.upgraded_hash
         if user is not None and (
             user.id != check.user_id or user.password_hash != check.password_hash
@@ -516,11 +520,19 @@ class AuthService:
         access tokens it issued) is revoked, and the caller must log in again.
         """
         tokens = repository.refresh_tokens(session)
-        record = await tokens.get_by_hash(hash_refresh_token(refresh_token), for_update=True)
+        token_hash = hash_refresh_token(refresh_token)
+        found = await tokens.get_by_hash(token_hash)
+        if found is None:
+            raise InvalidToken("this refresh token is not valid; log in again")
+        # Lock order users -> refresh tokens, as at login and the OAuth takeover: a
+        # takeover revoking this user's logins meanwhile is seen below (the token read
+        # afresh), and cannot miss the token issued here.
+        user = await account_service.get_user(session, found.user_id, for_update=True)
+        record = await tokens.get_by_hash(token_hash, for_update=True)
         if record is None or record.revoked_at is not None:
             raise InvalidToken("this refresh token is not valid; log in again")
         if record.used_at is not None:
-            await self._revoke_family(session, record.family_id, now=now)
+            await revoke_family(session, record.family_id, now=now)
             audit_service.record(
                 session,
                 action="auth.refresh_token_reused",
@@ -536,12 +548,11 @@ class AuthService:
         if record.expires_at <= now:
             raise TokenExpired("the refresh token has expired; log in again")
         record.used_at = now
-        user = await account_service.get_user(session, record.user_id)
         membership = await account_service.get_membership(
             session, user_id=user.id, organization_id=record.organization_id
         )
         if membership is None or user.disabled_at is not None:
-            await self._revoke_family(session, record.family_id, now=now)
+            await revoke_family(session, record.family_id, now=now)
             raise InvalidToken("this account can no longer use this organization")
         organization = await account_service.get_organization(session, record.organization_id)
         return await self.issue(
@@ -568,17 +579,7 @@ class AuthService:
         )
         family = await repository.refresh_tokens(session).get_by_access_token(principal.token_id)
         if family is not None:
-            await self._revoke_family(session, family, now=now)
-
-    async def _revoke_family(self, session: AsyncSession, family_id: str, *, now: datetime) -> None:
-        tokens = repository.refresh_tokens(session)
-        revoked = repository.revoked_tokens(session)
-        for member in await tokens.list_family(family_id):
-            if member.access_token_id is not None:
-                await revoked.revoke(
-                    member.access_token_id, at=now, expires_at=member.created_at + ACCESS_TOKEN_TTL
-                )
-        await tokens.revoke_family(family_id, at=now)
+            await revoke_family(session, family, now=now)
 
 
 auth_service = AuthService()

@@ -152,11 +152,7 @@ class TwoFactorService:
             proven, _ = await verify_password_in_thread(password, user.password_hash)
         if not proven:
             raise InvalidTotpInput("the code or password is wrong")
-        user.totp_enabled = False
-        user.totp_secret = None
-        user.totp_last_step = None
-        await repository.recovery_codes(session).delete_for_user(user.id)
-        await session.flush()
+        await self.turn_off(session, user=user)
         await self._audit(session, user, "user.2fa_disabled", now=now)
         return user
 
@@ -164,13 +160,20 @@ class TwoFactorService:
         """The operator turns 2FA off for a user who lost both app and recovery codes
         (``tollway admin reset-2fa``); no proof asked, so it is audited as such."""
         user = await account_service.get_user(session, user_id)
+        await self.turn_off(session, user=user)
+        await self._audit(session, user, "user.2fa_reset", now=now)
+        return user
+
+    async def turn_off(self, session: AsyncSession, *, user: User) -> bool:
+        """Forget the user's TOTP secret and recovery codes, without proof and without
+        an audit entry (the caller proves and audits); answers whether 2FA was on."""
+        was_on = user.totp_enabled
         user.totp_enabled = False
         user.totp_secret = None
         user.totp_last_step = None
         await repository.recovery_codes(session).delete_for_user(user.id)
         await session.flush()
-        await self._audit(session, user, "user.2fa_reset", now=now)
-        return user
+        return was_on
 
     async def check_login(
         self,
