@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.accounts.test_members import add, login_into
+from tests.accounts.test_members import login_into
 from tests.billing.test_invoices import buy_pack, pdf_text
 from tests.fixtures.billing import BillingAccount, add_card
-from tests.fixtures.identity import register
+from tests.fixtures.identity import add_member, register
 
 PROFILE = "/api/v1/billing/profile"
 
@@ -52,8 +52,8 @@ class TestBillingProfile:
     ) -> None:
         clerk = await register(client)
         member = await register(client)
-        assert (await add(client, account.user, clerk.email, "billing")).status_code == 201
-        assert (await add(client, account.user, member.email, "member")).status_code == 201
+        await add_member(client, account.user, clerk, "billing")
+        await add_member(client, account.user, member, "member")
         as_clerk = await login_into(client, clerk, account.organization_id)
         as_member = await login_into(client, member, account.organization_id)
         edited = await client.put(PROFILE, json=ACME_LTD, headers=as_clerk.headers)
