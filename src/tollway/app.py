@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from tollway import __version__, migrations
 from tollway.auth.authenticator import TollwayAuthenticator
-from tollway.config import Settings, ensure_secrets
+from tollway.config import Settings, check_payment_provider, ensure_secrets
 from tollway.db import Database
 from tollway.entitlements.middleware import ApiUsageMiddleware
 from tollway.entitlements.service import build_runtime
@@ -43,6 +43,7 @@ body replays the first answer; the same key with another body is `409 idempotenc
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build a Tollway application; ``uvicorn tollway.app:create_app --factory`` serves it."""
     settings = ensure_secrets(settings or Settings())
+    check_payment_provider(settings)
     configure_logging(level=settings.log_level, json=settings.log_json)
     database = Database(settings)
     clock = clock or SystemClock()
