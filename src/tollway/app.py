@@ -24,6 +24,7 @@ from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
+from tollway.payments.stripe_provider import close_clients as close_stripe_clients
 from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
 from tollway.testclock.service import clock_service
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     await clock_task
             if app.state.redis is not None:
                 await app.state.redis.aclose()
+            await close_stripe_clients()
             await database.dispose()
 
     app = FastAPIOffline(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import stripe
@@ -61,9 +61,10 @@ _ALREADY_DETACHED = frozenset({"resource_missing", "payment_method_unexpected_st
 
 T = TypeVar("T")
 
-_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str, int, float], stripe.StripeClient]
-] = weakref.WeakKeyDictionary()
+_Clients = dict[tuple[str, str, int, float], tuple[stripe.StripeClient, stripe.HTTPXClient]]
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def stripe_client(settings: Settings) -> stripe.StripeClient:
@@ -77,17 +78,26 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
         settings.stripe_timeout_seconds,
     )
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    client = per_loop.get(cache_key)
-    if client is None:
+    cached = per_loop.get(cache_key)
+    if cached is None:
+        transport = stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds)
         client = stripe.StripeClient(
             key,
             stripe_version=STRIPE_API_VERSION,
             max_network_retries=settings.stripe_max_network_retries,
             base_addresses={"api": api_base},
-            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+            http_client=transport,
         )
-        per_loop[cache_key] = client
-    return client
+        cached = per_loop[cache_key] = (client, transport)
+    return cached[0]
+
+
+async def close_clients() -> None:
+    """Close the connections of this event loop's clients (at application shutdown)."""
+    per_loop = _clients.pop(asyncio.get_running_loop(), {})
+    for _client, transport in per_loop.values():
+        close: Callable[[], Awaitable[None]] = transport.close_async  # the SDK's is untyped
+        await close()
 
 
 def _error_body(error: stripe.StripeError) -> dict[str, Any]:
