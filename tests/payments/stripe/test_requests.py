@@ -284,9 +284,11 @@ class TestSavingCards:
         response = await client.post("/api/v1/billing/portal-session", headers=account.headers)
         assert response.status_code == 200, response.text
         assert response.json()["url"].startswith("https://billing.stripe.com/p/session/")
-        [customer] = fake_stripe.calls("POST", "/v1/customers")
+        assert len(fake_stripe.calls("POST", "/v1/customers")) == 1
         [call] = fake_stripe.calls("POST", "/v1/billing_portal/sessions")
-        assert call.params["customer"].startswith("cus_fake")
+        assert fake_stripe.objects[call.params["customer"]]["metadata"] == {
+            "organization_id": account.organization_id
+        }
         assert call.params["return_url"].endswith("/api/v1/payments/checkout/done")
 
 
