@@ -3,7 +3,7 @@
 Not run in CI (it needs the network and a Stripe account). Run it before upgrading the
 SDK or STRIPE_API_VERSION:
 
-    STRIPE_TEST_SECRET_KEY=sk_test_... .venv/bin/pytest tests/payments/stripe/test_stripe_testmode.py
+    STRIPE_TEST_SECRET_KEY=sk_test_... pytest tests/payments/stripe/test_stripe_testmode.py
 
 It creates a customer, cards from Stripe's test payment methods, two charges, a refund
 and two Checkout Sessions in the account's test mode; nothing is charged for real.
