@@ -37,7 +37,7 @@ from tollway.payments.tasks import process_webhook_events
 
 EVENTS = 5_000
 CONCURRENCY = 32
-SECRET = "whsec_bench_0123456789abcdef"
+SECRET = "whsec_bench_0123456789abcdef"  # noqa: S105 - a bench-only signing secret
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
