@@ -454,7 +454,7 @@ class PaymentService:
                     payment_method_ref=method.provider_ref,
                     description=description,
                     idempotency_key=payment.idempotency_key,
-                    metadata=self._metadata(payment),
+                    metadata=self._metadata(payment, with_payment_id=False),
                 )
             )
         except CardDeclined as declined:
@@ -592,13 +592,17 @@ class PaymentService:
             session, purpose=purpose, reference_id=reference_id
         )
 
-    def _metadata(self, payment: Payment) -> dict[str, str]:
+    def _metadata(self, payment: Payment, *, with_payment_id: bool = True) -> dict[str, str]:
+        """Tollway's IDs for the provider's object. An off-session charge leaves out the
+        payment's own (random) ID: a retry after a rollback must send exactly the same
+        parameters with its key, and the key finds the payment."""
         metadata = {
-            "tollway_payment_id": payment.id,
             "organization_id": payment.organization_id,
             "purpose": payment.purpose,
             "reference_id": payment.reference_id,
         }
+        if with_payment_id:
+            metadata["tollway_payment_id"] = payment.id
         if payment.idempotency_key:
             metadata["tollway_idempotency_key"] = payment.idempotency_key
         return metadata

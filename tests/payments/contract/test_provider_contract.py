@@ -16,8 +16,10 @@ from sqlalchemy import select
 from tests.fixtures.billing import BillingAccount, MemoryCredits
 from tests.fixtures.payment_harness import ProviderHarness
 from tollway.billing.models import Invoice, PackOrder
+from tollway.billing.tasks import run_until_quiet
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
+from tollway.kit.sweeps import SweepContext
 from tollway.payments.models import Payment, PaymentCustomer
 from tollway.payments.signature import sign
 
@@ -191,3 +193,57 @@ class TestWebhookEndpoint:
         )
         assert response.status_code == 400
         assert response.json()["code"] == "webhook_signature_invalid"
+
+
+class TestRenewals:
+    async def renew_after_the_trial(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        clock: ManualClock,
+        account: BillingAccount,
+        provider: ProviderHarness,
+    ) -> dict[str, Any]:
+        response = await client.put(
+            "/api/v1/billing/subscription", json={"plan": "pro"}, headers=account.headers
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "trialing"
+        clock.advance(days=15)
+        context = SweepContext(
+            database=app.state.database, clock=clock, settings=app.state.settings
+        )
+        await run_until_quiet(context)
+        await provider.settle()
+        await run_until_quiet(context)
+        await account.log_in_again(client)
+        subscription: dict[str, Any] = (
+            await client.get("/api/v1/billing/subscription", headers=account.headers)
+        ).json()
+        return subscription
+
+    async def test_the_first_invoice_after_the_trial_is_collected_off_session(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        clock: ManualClock,
+        account: BillingAccount,
+        provider: ProviderHarness,
+    ) -> None:
+        await provider.save_card(account)
+        subscription = await self.renew_after_the_trial(app, client, clock, account, provider)
+        assert (subscription["status"], subscription["license_state"]) == ("active", "active")
+        invoices = (await client.get("/api/v1/billing/invoices", headers=account.headers)).json()
+        assert [i["status"] for i in invoices["items"]] == ["paid"]
+
+    async def test_a_failing_card_makes_the_subscription_past_due_with_grace(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        clock: ManualClock,
+        account: BillingAccount,
+        provider: ProviderHarness,
+    ) -> None:
+        await provider.save_card(account, fails_charges=True)
+        subscription = await self.renew_after_the_trial(app, client, clock, account, provider)
+        assert (subscription["status"], subscription["license_state"]) == ("past_due", "grace")

@@ -6,14 +6,17 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from tests.fixtures.billing import BillingAccount, MemoryCredits
 from tests.fixtures.fake_stripe import FakeStripe
-from tests.fixtures.payment_harness import STRIPE_API_KEY, StripeHarness
+from tests.fixtures.payment_harness import STRIPE_API_KEY, StripeHarness, sweep
 from tollway.billing.models import Invoice, PackOrder
 from tollway.db import Database
+from tollway.kit.clock import ManualClock
 from tollway.payments.models import Payment
+from tollway.payments.service import PaymentEnv, payment_service
 from tollway.payments.stripe_provider import STRIPE_API_VERSION
 
 METHODS = "/api/v1/billing/payment-methods"
@@ -61,7 +64,6 @@ class TestOffSessionCharge:
         assert call.form["payment_method"].startswith("pm_fake")
         assert (call.form["off_session"], call.form["confirm"]) == ("true", "true")
         assert call.params["metadata"] == {
-            "tollway_payment_id": payment.id,
             "organization_id": account.organization_id,
             "purpose": "invoice",
             "reference_id": purchase["invoice_id"],
@@ -320,3 +322,66 @@ class TestRefunds:
         )
         await stripe.settle()
         assert (await only_payment(database)).refunded_minor == 500
+
+
+class TestRolledBackTransaction:
+    async def test_a_charge_retried_after_a_rollback_gets_the_same_intent_and_its_event_lands(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        clock: ManualClock,
+        database: Database,
+        account: BillingAccount,
+        stripe: StripeHarness,
+        fake_stripe: FakeStripe,
+    ) -> None:
+        await stripe.save_card(account)
+        env = PaymentEnv(app.state.settings, clock)
+
+        async def charge() -> Payment:
+            async with database.transaction() as session:
+                return await payment_service.charge(
+                    session,
+                    env,
+                    organization_id=account.organization_id,
+                    amount_minor=2900,
+                    currency="usd",
+                    purpose="test_order",
+                    reference_id="ord_rolled_back",
+                    description="an order",
+                )
+
+        class Crash(Exception):
+            pass
+
+        with pytest.raises(Crash):
+            async with database.transaction() as session:
+                await payment_service.charge(
+                    session,
+                    env,
+                    organization_id=account.organization_id,
+                    amount_minor=2900,
+                    currency="usd",
+                    purpose="test_order",
+                    reference_id="ord_rolled_back",
+                    description="an order",
+                )
+                raise Crash  # Tollway fails after Stripe answered: the row is gone
+        assert await count(database, Payment) == 0
+        payment = await charge()
+        first, second = fake_stripe.calls("POST", INTENTS)
+        assert (
+            first.idempotency_key
+            == second.idempotency_key
+            == ("test_order:ord_rolled_back:attempt:1")
+        )
+        intents = [o for o in fake_stripe.objects.values() if o.get("object") == "payment_intent"]
+        assert [i["id"] for i in intents] == [payment.provider_ref]
+        # Stripe's event names the key (the same for both tries), which finds the payment.
+        [event] = fake_stripe.take_events()
+        assert event["data"]["object"]["metadata"]["tollway_idempotency_key"] == (
+            payment.idempotency_key
+        )
+        await stripe.deliver([event])
+        await sweep(app)
+        assert (await only_payment(database)).status == "succeeded"
