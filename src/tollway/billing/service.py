@@ -558,6 +558,17 @@ class BillingService:
     ) -> None:
         """Charge the invoice's amount due off-session; the outcome arrives as an event."""
         due = invoice.total_minor - invoice.amount_paid_minor
+        stable: str | None = None
+        description = f"Invoice {invoice.number}"
+        if invoice.subscription_id is not None and invoice.period_start is not None:
+            # A renewal rolled back after the provider answered is made again with a new
+            # invoice ID and maybe another number: the charge is named by what does not
+            # change (subscription, period, reason) so its retry cannot charge twice.
+            stable = (
+                f"{invoice.subscription_id}:{invoice.period_start:%Y%m%dT%H%M%S}"
+                f":{invoice.billing_reason}"
+            )
+            description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
         try:
             await payment_service.charge(
                 session,
@@ -567,8 +578,9 @@ class BillingService:
                 currency=invoice.currency,
                 purpose=INVOICE_PURPOSE,
                 reference_id=invoice.id,
-                description=f"Invoice {invoice.number}",
+                description=description,
                 attempt=attempt,
+                stable_reference=stable,
             )
         except PaymentMethodRequired:
             # No card to charge: the attempt fails at once, exactly like a declined card.

@@ -202,9 +202,9 @@ async def get_method_by_ref(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def count_payments_for(session: AsyncSession, *, purpose: str, reference_id: str) -> int:
+async def count_payments_with_key_prefix(session: AsyncSession, *, prefix: str) -> int:
     statement = select(func.count()).where(
-        Payment.purpose == purpose, Payment.reference_id == reference_id
+        Payment.idempotency_key.startswith(prefix, autoescape=True)
     )
     return int((await session.execute(statement)).scalar_one())
 

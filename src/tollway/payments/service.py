@@ -408,8 +408,16 @@ class PaymentService:
         reference_id: str,
         description: str,
         attempt: int = 1,
+        stable_reference: str | None = None,
     ) -> Payment:
-        """Charge the default payment method off-session; the outcome arrives as an event."""
+        """Charge the default payment method off-session; the outcome arrives as an event.
+
+        ``stable_reference`` names what is paid when ``reference_id`` is not stable across
+        a rolled-back transaction (a renewal's invoice is made again with another ID:
+        billing passes the subscription and period). The idempotency key is built from
+        it, and the charge's parameters leave out the unstable ID, so the retry is the
+        same request to the provider and cannot charge twice.
+        """
         provider = self.provider(session, env)
         found = await repository.get_default_method_and_customer(
             session, organization_id=organization_id, provider=provider.name
@@ -425,9 +433,8 @@ class PaymentService:
         # The key names what is paid and the how-manieth payment of it this is, so a
         # retry after a rolled-back transaction sends the same key again and the
         # provider answers the intent it already made instead of charging twice.
-        sequence = await repository.count_payments_for(
-            session, purpose=purpose, reference_id=reference_id
-        )
+        key_prefix = f"{purpose}:{stable_reference or reference_id}:attempt:"
+        sequence = await repository.count_payments_with_key_prefix(session, prefix=key_prefix)
         payment = Payment(
             id=new_id("pay"),
             organization_id=organization_id,
@@ -435,7 +442,7 @@ class PaymentService:
             purpose=purpose,
             reference_id=reference_id,
             attempt=attempt,
-            idempotency_key=f"{purpose}:{reference_id}:attempt:{sequence + 1}",
+            idempotency_key=f"{key_prefix}{sequence + 1}",
             amount_minor=amount_minor,
             currency=currency,
             status="pending",
@@ -454,7 +461,9 @@ class PaymentService:
                     payment_method_ref=method.provider_ref,
                     description=description,
                     idempotency_key=payment.idempotency_key,
-                    metadata=self._metadata(payment, with_payment_id=False),
+                    metadata=self._metadata(
+                        payment, with_payment_id=False, with_reference=stable_reference is None
+                    ),
                 )
             )
         except CardDeclined as declined:
@@ -592,15 +601,16 @@ class PaymentService:
             session, purpose=purpose, reference_id=reference_id
         )
 
-    def _metadata(self, payment: Payment, *, with_payment_id: bool = True) -> dict[str, str]:
+    def _metadata(
+        self, payment: Payment, *, with_payment_id: bool = True, with_reference: bool = True
+    ) -> dict[str, str]:
         """Tollway's IDs for the provider's object. An off-session charge leaves out the
-        payment's own (random) ID: a retry after a rollback must send exactly the same
-        parameters with its key, and the key finds the payment."""
-        metadata = {
-            "organization_id": payment.organization_id,
-            "purpose": payment.purpose,
-            "reference_id": payment.reference_id,
-        }
+        IDs a rolled-back transaction would not make again (the payment's own, a renewal
+        invoice's): the retry must send exactly the same parameters with its key, and
+        the key finds the payment."""
+        metadata = {"organization_id": payment.organization_id, "purpose": payment.purpose}
+        if with_reference:
+            metadata["reference_id"] = payment.reference_id
         if with_payment_id:
             metadata["tollway_payment_id"] = payment.id
         if payment.idempotency_key:

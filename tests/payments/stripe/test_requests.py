@@ -13,8 +13,11 @@ from tests.fixtures.billing import BillingAccount, MemoryCredits
 from tests.fixtures.fake_stripe import FakeStripe
 from tests.fixtures.payment_harness import STRIPE_API_KEY, StripeHarness, sweep
 from tollway.billing.models import Invoice, PackOrder
+from tollway.billing.service import billing_service
+from tollway.billing.tasks import run_until_quiet
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
+from tollway.kit.sweeps import SweepContext
 from tollway.payments.models import Payment
 from tollway.payments.service import PaymentEnv, payment_service
 from tollway.payments.stripe_provider import STRIPE_API_VERSION
@@ -385,3 +388,47 @@ class TestRolledBackTransaction:
         await stripe.deliver([event])
         await sweep(app)
         assert (await only_payment(database)).status == "succeeded"
+
+
+class TestRolledBackRenewal:
+    async def test_a_renewal_rolled_back_after_stripe_charged_is_redone_without_a_second_charge(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        clock: ManualClock,
+        database: Database,
+        account: BillingAccount,
+        stripe: StripeHarness,
+        fake_stripe: FakeStripe,
+    ) -> None:
+        await stripe.save_card(account)
+        subscribed = await client.put(
+            "/api/v1/billing/subscription", json={"plan": "pro"}, headers=account.headers
+        )
+        assert subscribed.status_code == 200, subscribed.text
+        clock.advance(days=15)
+        env = PaymentEnv(app.state.settings, clock)
+
+        class Crash(Exception):
+            pass
+
+        with pytest.raises(Crash):
+            async with database.transaction() as session:
+                renewed = await billing_service.renew(
+                    session, env, subscription_id=subscribed.json()["id"]
+                )
+                assert renewed
+                raise Crash  # the chunk fails after Stripe charged: invoice and payment gone
+        assert await count(database, Invoice) == 0
+        context = SweepContext(database=database, clock=clock, settings=app.state.settings)
+        await run_until_quiet(context)
+        await stripe.settle()
+        first, second = fake_stripe.calls("POST", INTENTS)
+        assert first.idempotency_key == second.idempotency_key
+        assert first.form == second.form
+        intents = [o for o in fake_stripe.objects.values() if o.get("object") == "payment_intent"]
+        assert len(intents) == 1
+        await account.log_in_again(client)
+        invoices = (await client.get("/api/v1/billing/invoices", headers=account.headers)).json()
+        assert [i["status"] for i in invoices["items"]] == ["paid"]
+        assert (await only_payment(database)).provider_ref == intents[0]["id"]
