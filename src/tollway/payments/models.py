@@ -63,6 +63,8 @@ class Payment(TimestampMixin, Base):
     reference_id: Mapped[str] = mapped_column(String(40), nullable=False)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(String(150), unique=True)
+    #: The key without its attempt number: what is paid (counts the attempts).
+    idempotency_scope: Mapped[str | None] = mapped_column(String(140), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)

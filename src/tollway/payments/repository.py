@@ -202,10 +202,8 @@ async def get_method_by_ref(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def count_payments_with_key_prefix(session: AsyncSession, *, prefix: str) -> int:
-    statement = select(func.count()).where(
-        Payment.idempotency_key.startswith(prefix, autoescape=True)
-    )
+async def count_payments_in_scope(session: AsyncSession, *, scope: str) -> int:
+    statement = select(func.count()).where(Payment.idempotency_scope == scope)
     return int((await session.execute(statement)).scalar_one())
 
 

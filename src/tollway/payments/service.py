@@ -433,8 +433,8 @@ class PaymentService:
         # The key names what is paid and the how-manieth payment of it this is, so a
         # retry after a rolled-back transaction sends the same key again and the
         # provider answers the intent it already made instead of charging twice.
-        key_prefix = f"{purpose}:{stable_reference or reference_id}:attempt:"
-        sequence = await repository.count_payments_with_key_prefix(session, prefix=key_prefix)
+        scope = f"{purpose}:{stable_reference or reference_id}"[:140]
+        sequence = await repository.count_payments_in_scope(session, scope=scope)
         payment = Payment(
             id=new_id("pay"),
             organization_id=organization_id,
@@ -442,7 +442,8 @@ class PaymentService:
             purpose=purpose,
             reference_id=reference_id,
             attempt=attempt,
-            idempotency_key=f"{key_prefix}{sequence + 1}",
+            idempotency_key=f"{scope}:attempt:{sequence + 1}",
+            idempotency_scope=scope,
             amount_minor=amount_minor,
             currency=currency,
             status="pending",

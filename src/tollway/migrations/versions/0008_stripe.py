@@ -21,8 +21,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("idempotency_key", sa.String(length=150), nullable=True))
+        batch_op.add_column(sa.Column("idempotency_scope", sa.String(length=140), nullable=True))
         batch_op.create_unique_constraint(
             batch_op.f("uq_payments_idempotency_key"), ["idempotency_key"]
+        )
+        batch_op.create_index(
+            batch_op.f("ix_payments_idempotency_scope"), ["idempotency_scope"], unique=False
         )
 
     op.create_table(
@@ -53,5 +57,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_payment_disputes_organization_id"))
     op.drop_table("payment_disputes")
     with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payments_idempotency_scope"))
         batch_op.drop_constraint(batch_op.f("uq_payments_idempotency_key"), type_="unique")
+        batch_op.drop_column("idempotency_scope")
         batch_op.drop_column("idempotency_key")
