@@ -1007,6 +1007,34 @@ async def _payment_of(
     return payment
 
 
+async def _money_without_payment(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    """Money Tollway asked for (its IDs are in the metadata) but has no payment for: a
+    request rolled back after the provider charged. An operator refunds or settles it."""
+    metadata = event.object.get("metadata")
+    if not isinstance(metadata, dict) or not (
+        "tollway_idempotency_key" in metadata or "tollway_payment_id" in metadata
+    ):
+        return
+    organization_id = metadata.get("organization_id")
+    log.error("webhook.payment_unmatched", event_id=event.id, provider=provider)
+    await outbox.publish(
+        session,
+        "payment.unmatched",
+        {
+            "provider": provider,
+            "event_id": event.id,
+            "provider_ref": _ref(event.object.get("id")),
+            "amount": event.object.get("amount_received", event.object.get("amount")),
+            "currency": event.object.get("currency"),
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+        },
+        organization_id=organization_id if isinstance(organization_id, str) else None,
+        occurred_at=env.clock.now(),
+    )
+
+
 @handles("payment_intent.succeeded")
 async def _intent_succeeded(
     session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
@@ -1014,6 +1042,7 @@ async def _intent_succeeded(
     intent_ref = _ref(event.object.get("id"))
     payment = await _payment_of(session, provider, event, intent_ref)
     if payment is None:
+        await _money_without_payment(session, env, provider, event)
         return
     received = event.object.get("amount_received", event.object.get("amount"))
     await payment_service.succeed_if_amount_matches(

@@ -466,3 +466,40 @@ class TestOtherOutcomes:
         assert (await only_payment(database)).status == outcome
         granted = (1000, "purchase") in ledger.granted(account.organization_id)
         assert granted is succeeds
+
+
+class TestUnmatchedMoney:
+    async def test_money_taken_for_a_payment_tollway_does_not_have_is_reported(
+        self,
+        client: httpx.AsyncClient,
+        database: Database,
+        account: BillingAccount,
+        stripe: StripeHarness,
+    ) -> None:
+        intent = fixture(
+            "payment_intent",
+            id="pi_orphan_1",
+            amount=1190,
+            amount_received=1190,
+            currency="usd",
+            status="succeeded",
+            metadata={
+                "organization_id": account.organization_id,
+                "purpose": "invoice",
+                "tollway_idempotency_key": "invoice:inv_gone:attempt:1",
+            },
+        )
+        stripe.fake.emit("payment_intent.succeeded", intent)
+        stranger = fixture("payment_intent", id="pi_not_ours", metadata={"order": "42"})
+        stripe.fake.emit("payment_intent.succeeded", stranger)
+        await stripe.settle()
+        async with database.transaction(write=False) as session:
+            rows = (
+                await session.execute(
+                    select(OutboxEvent).where(OutboxEvent.event_type == "payment.unmatched")
+                )
+            ).scalars()
+            [reported] = list(rows)
+        assert reported.payload["provider_ref"] == "pi_orphan_1"
+        assert reported.payload["amount"] == 1190
+        assert reported.organization_id == account.organization_id
