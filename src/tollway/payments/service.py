@@ -627,13 +627,13 @@ class PaymentService:
         payment_id = metadata.get("tollway_payment_id") if isinstance(metadata, dict) else None
         if isinstance(payment_id, str):
             payment = await repository.get_payment(session, payment_id, for_update=True)
-            if payment is not None:
+            if payment is not None and payment.provider == provider:
                 return payment
         key = metadata.get("tollway_idempotency_key") if isinstance(metadata, dict) else None
         if isinstance(key, str):
             # The payment row of a rolled-back first try is gone; its retry has the key.
             payment = await repository.get_payment_by_key(session, key)
-            if payment is not None:
+            if payment is not None and payment.provider == provider:
                 return payment
         if intent_ref:
             return await repository.get_payment_by_provider_ref(
@@ -885,7 +885,15 @@ class WebhookService:
         raw_body: bytes,
         signature_header: str | None,
     ) -> tuple[str, bool]:
-        """Verify and store one incoming event; returns (stored row id, duplicate)."""
+        """Verify and store one incoming event; returns (stored row id, duplicate).
+
+        Only the configured provider's events are taken: with Stripe configured, the
+        sandbox endpoint answers 404 (its secret must not be able to pay Stripe's bills).
+        """
+        if provider_name != env.settings.payment_provider:
+            raise ProviderNotConfigured(
+                f"the payment provider {provider_name!r} is not configured here"
+            )
         provider = payment_service.provider(session, env, name=provider_name)
         event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
         now = env.clock.now()

@@ -503,3 +503,17 @@ class TestUnmatchedMoney:
         assert reported.payload["provider_ref"] == "pi_orphan_1"
         assert reported.payload["amount"] == 1190
         assert reported.organization_id == account.organization_id
+
+
+class TestOnlyStripesEvents:
+    async def test_the_sandbox_endpoint_is_closed_when_tollway_runs_on_stripe(
+        self, client: httpx.AsyncClient, clock: ManualClock, database: Database
+    ) -> None:
+        body = json.dumps(fixture("event", id="evt_sandbox_on_stripe")).encode()
+        response = await client.post(
+            "/api/v1/webhooks/sandbox",
+            content=body,
+            headers=signed(body, clock, secrets=["test-webhook-secret-0123456789abcdef"]),
+        )
+        assert (response.status_code, response.json()["code"]) == (404, "provider_not_configured")
+        assert await count(database, WebhookEvent) == 0
