@@ -138,7 +138,8 @@ async def receive_sandbox_event(
     The signature is checked on the raw body (400 `webhook_signature_invalid`,
     `webhook_signature_missing`, `webhook_timestamp_out_of_tolerance`); the event is
     stored and answered at once, and processed by a background sweep. A duplicate
-    delivery is answered 200 and changes nothing.
+    delivery is answered 200 and changes nothing. 404 `provider_not_configured` when
+    Tollway runs on Stripe.
     """
     row_id, duplicate = await webhook_service.receive(
         session,
