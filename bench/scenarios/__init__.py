@@ -11,6 +11,7 @@ from bench.load import LoadResult, Request, run_load
 from bench.scenarios.billing import billing_renewals
 from bench.scenarios.entitlements import authorize, usage_batch
 from bench.scenarios.setup import new_account, new_dashboard_session, override_limits
+from bench.scenarios.webhooks import stripe_webhook_intake
 from bench.server import Server
 
 
@@ -76,4 +77,5 @@ SCENARIOS: dict[str, Scenario] = {
     "usage_batch": usage_batch,
     "credits_reserve_commit": credits_reserve_commit,
     "billing_renewals": billing_renewals,
+    "stripe_webhook_intake": stripe_webhook_intake,
 }

@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from tollway import __version__, migrations
 from tollway.auth.authenticator import TollwayAuthenticator
-from tollway.config import Settings, ensure_secrets
+from tollway.config import Settings, check_payment_provider, ensure_secrets
 from tollway.db import Database
 from tollway.entitlements.middleware import ApiUsageMiddleware
 from tollway.entitlements.service import build_runtime
@@ -24,6 +24,7 @@ from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
+from tollway.payments.stripe_provider import close_clients as close_stripe_clients
 from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
 from tollway.testclock.service import clock_service
@@ -43,6 +44,7 @@ body replays the first answer; the same key with another body is `409 idempotenc
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build a Tollway application; ``uvicorn tollway.app:create_app --factory`` serves it."""
     settings = ensure_secrets(settings or Settings())
+    check_payment_provider(settings)
     configure_logging(level=settings.log_level, json=settings.log_json)
     database = Database(settings)
     clock = clock or SystemClock()
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     await clock_task
             if app.state.redis is not None:
                 await app.state.redis.aclose()
+            await close_stripe_clients()
             await database.dispose()
 
     app = FastAPIOffline(

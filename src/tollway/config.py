@@ -102,6 +102,24 @@ class Settings(BaseSettings):
     payment_provider: Literal["sandbox", "stripe"] = Field(
         "sandbox", description="sandbox (offline, default) or stripe"
     )
+    stripe_api_key: SecretStr | None = Field(
+        None, description="Stripe secret key (sk_test_... or sk_live_...); needed for stripe"
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        None,
+        description="the webhook endpoint's signing secret(s) (whsec_...), comma-separated "
+        "during a rotation; needed for stripe",
+    )
+    stripe_api_base: str | None = Field(
+        None,
+        description="another Stripe API address (tests, stripe-mock); default: Stripe's",
+    )
+    stripe_max_network_retries: int = Field(
+        2, ge=0, le=10, description="retries of a failed Stripe call (same idempotency key)"
+    )
+    stripe_timeout_seconds: float = Field(
+        20.0, gt=0, description="timeout of one Stripe API request"
+    )
     credits_hold_ttl_seconds: int = Field(
         30, ge=1, description="how long a credit hold lives when the caller names no ttl_seconds"
     )
@@ -183,6 +201,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _stripe_api_base_is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("stripe_api_base must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -209,6 +234,37 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"secret {name} is not set; call ensure_secrets() first")
         assert isinstance(value, SecretStr)
         return value.get_secret_value()
+
+    @property
+    def stripe_webhook_secrets(self) -> list[str]:
+        """Every configured Stripe webhook secret (several while one is being rotated)."""
+        if self.stripe_webhook_secret is None:
+            return []
+        raw = self.stripe_webhook_secret.get_secret_value()
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def check_payment_provider(settings: Settings) -> None:
+    """Refuse to start when the chosen payment provider lacks its configuration."""
+    if settings.payment_provider != "stripe":
+        return
+    missing = []
+    key = settings.stripe_api_key.get_secret_value().strip() if settings.stripe_api_key else ""
+    if not key:
+        missing.append("TOLLWAY_STRIPE_API_KEY")
+    if not settings.stripe_webhook_secrets:
+        missing.append("TOLLWAY_STRIPE_WEBHOOK_SECRET")
+    if missing:
+        raise ConfigurationError(
+            "TOLLWAY_PAYMENT_PROVIDER=stripe needs "
+            + " and ".join(missing)
+            + " (see docs/stripe.md)"
+        )
+    if not key.startswith(("sk_", "rk_")):
+        raise ConfigurationError(
+            "TOLLWAY_STRIPE_API_KEY must be a secret or restricted key (sk_... or rk_...), "
+            "not a publishable key"
+        )
 
 
 def ensure_secrets(settings: Settings) -> Settings:

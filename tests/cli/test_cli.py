@@ -96,6 +96,8 @@ class TestBillingRun:
         self, environment: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("TOLLWAY_PAYMENT_PROVIDER", "stripe")
+        monkeypatch.setenv("TOLLWAY_STRIPE_API_KEY", "sk_test_cli")
+        monkeypatch.setenv("TOLLWAY_STRIPE_WEBHOOK_SECRET", "whsec_cli")
         result = runner.invoke(app, ["billing", "run", "--until", "2099-01-01"])
         assert result.exit_code == 2
         assert "sandbox" in result.output

@@ -61,3 +61,26 @@ class TestPaymentMethods:
         response = await client.delete(f"{URL}/{card['id']}", headers=other.headers)
         assert (response.status_code, response.json()["code"]) == (404, "payment_method_not_found")
         assert (await client.delete(f"{URL}/{card['id']}")).status_code == 401
+
+
+class TestSandboxOnly:
+    async def test_without_card_fields_the_sandbox_answers_which_are_needed(
+        self, client: httpx.AsyncClient, account: BillingAccount
+    ) -> None:
+        response = await client.post(URL, headers=account.headers)
+        assert response.status_code == 422
+        assert response.json()["code"] == "validation_error"
+        assert response.json()["field"] == "card_number"
+
+    async def test_the_sandbox_has_no_customer_portal(
+        self, client: httpx.AsyncClient, account: BillingAccount
+    ) -> None:
+        response = await client.post("/api/v1/billing/portal-session", headers=account.headers)
+        assert (response.status_code, response.json()["code"]) == (404, "not_offered_by_provider")
+
+    async def test_the_openapi_document_describes_both_answers_of_adding_a_card(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        document = (await client.get("/api/v1/openapi.json")).json()
+        answers = document["paths"][URL]["post"]["responses"]
+        assert {"200", "201"} <= set(answers)

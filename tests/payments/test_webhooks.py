@@ -239,6 +239,7 @@ class TestDelivery:
             "object": "charge",
             "payment_intent": pi["id"],
             "amount": payment.amount_minor,
+            "currency": payment.currency,
             "amount_refunded": 300,
             "metadata": {"tollway_payment_id": payment.id},
         }

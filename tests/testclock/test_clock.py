@@ -6,6 +6,7 @@ from datetime import timedelta
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from tests.fixtures.billing import BillingAccount
 from tollway.kit.clock import ManualClock, SystemClock
@@ -39,7 +40,11 @@ class TestClockAdvance:
     async def test_outside_the_sandbox_the_clock_is_not_found(
         self, app_factory: Callable[..., FastAPI], account: BillingAccount
     ) -> None:
-        stripe_app = app_factory(payment_provider="stripe")
+        stripe_app = app_factory(
+            payment_provider="stripe",
+            stripe_api_key=SecretStr("sk_test_clock"),
+            stripe_webhook_secret=SecretStr("whsec_clock"),
+        )
         async with LifespanManager(stripe_app):
             transport = httpx.ASGITransport(app=stripe_app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

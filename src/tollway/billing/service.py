@@ -48,6 +48,7 @@ from tollway.payments.service import (
     PaymentEnv,
     PaymentMethodRequired,
     payment_service,
+    register_access_listener,
     register_method_listener,
     register_purpose,
 )
@@ -577,6 +578,17 @@ class BillingService:
     ) -> None:
         """Charge the invoice's amount due off-session; the outcome arrives as an event."""
         due = invoice.total_minor - invoice.amount_paid_minor
+        stable: str | None = None
+        description = f"Invoice {invoice.number}"
+        if invoice.subscription_id is not None and invoice.period_start is not None:
+            # A renewal rolled back after the provider answered is made again with a new
+            # invoice ID and maybe another number: the charge is named by what does not
+            # change (subscription, period, reason) so its retry cannot charge twice.
+            stable = (
+                f"{invoice.subscription_id}:{invoice.period_start:%Y%m%dT%H%M%S}"
+                f":{invoice.billing_reason}"
+            )
+            description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
         try:
             await payment_service.charge(
                 session,
@@ -586,8 +598,9 @@ class BillingService:
                 currency=invoice.currency,
                 purpose=INVOICE_PURPOSE,
                 reference_id=invoice.id,
-                description=f"Invoice {invoice.number}",
+                description=description,
                 attempt=attempt,
+                stable_reference=stable,
             )
         except PaymentMethodRequired:
             # No card to charge: the attempt fails at once, exactly like a declined card.
@@ -1165,9 +1178,32 @@ class BillingService:
         await self._touch(session, env, sub)
         await self._publish(session, env, sub, f"subscription.{status}", previous_status=previous)
 
+    async def access_changed(
+        self, session: AsyncSession, env: PaymentEnv, organization_id: str
+    ) -> None:
+        """A dispute froze the organization's paid access, or its closure restored it:
+        the license follows (restricted while frozen, else what the status implies)."""
+        sub = await repository.get_current_subscription(
+            session, organization_id=organization_id, for_update=True
+        )
+        if sub is None or sub.status in ("incomplete", "canceled"):
+            return
+        now = env.clock.now()
+        if sub.status in ("active", "trialing"):
+            natural = "active"
+        elif sub.status == "past_due" and sub.grace_ends_at is not None and sub.grace_ends_at > now:
+            natural = "grace"
+        else:
+            natural = "restricted"
+        await self._set_license(session, env, sub, natural)
+
     async def _set_license(
         self, session: AsyncSession, env: PaymentEnv, sub: Subscription, state: str
     ) -> None:
+        if state != "canceled" and await payment_service.access_frozen(
+            session, organization_id=sub.organization_id
+        ):
+            state = "restricted"  # a dispute is open or was lost
         if sub.license_state == state:
             return
         previous, sub.license_state = sub.license_state, state
@@ -1258,3 +1294,4 @@ class InvoicePayments:
 billing_service = BillingService()
 register_purpose(INVOICE_PURPOSE, InvoicePayments())
 register_method_listener(billing_service.retry_after_new_card)
+register_access_listener(billing_service.access_changed)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from tollway.config import Settings, ensure_secrets
+from tollway.config import Settings, check_payment_provider, ensure_secrets
 from tollway.db import Database
 from tollway.errors import ConfigurationError
 from tollway.kit.clock import SystemClock
@@ -22,7 +22,9 @@ T = TypeVar("T")
 def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
-        return ensure_secrets(settings)
+        settings = ensure_secrets(settings)
+        check_payment_provider(settings)
+        return settings
     except (ConfigurationError, ValueError) as error:
         typer.secho(f"configuration error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from error

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Form, Query, Request
+from fastapi import Body, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import Response
@@ -22,10 +22,17 @@ from tollway.payments.schemas import (
     PaymentMethodCreate,
     PaymentMethodList,
     PaymentMethodOut,
+    PortalSessionOut,
+    SetupSessionOut,
     WebhookEventOut,
     WebhookReceipt,
 )
-from tollway.payments.service import PaymentEnv, payment_service, webhook_service
+from tollway.payments.service import (
+    PaymentEnv,
+    SetupStarted,
+    payment_service,
+    webhook_service,
+)
 from tollway.payments.signature import SIGNATURE_HEADER
 
 router = api_router(prefix="/api/v1", tags=["payments"])
@@ -50,28 +57,58 @@ async def list_payment_methods(
     return PaymentMethodList(items=[PaymentMethodOut.model_validate(m) for m in methods])
 
 
-@router.post("/billing/payment-methods", status_code=201)
+@router.post(
+    "/billing/payment-methods",
+    status_code=201,
+    responses={200: {"model": SetupSessionOut, "description": "stripe: the card set-up page"}},
+)
 async def add_payment_method(
-    body: PaymentMethodCreate,
     principal: BillingWriter,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
-) -> PaymentMethodOut:
-    """Save a card (sandbox: Stripe's test numbers) and make it the default.
+    response: Response,
+    body: Annotated[PaymentMethodCreate | None, Body()] = None,
+) -> PaymentMethodOut | SetupSessionOut:
+    """Save a card and make it the default.
 
-    `4242424242424242` succeeds, `4000000000000002` is declined (402 `card_declined`),
-    `4000000000000341` is saved but every charge fails. Invalid fields: 422 `invalid_card`.
+    **sandbox** (201): send the card; Stripe's test numbers work: `4242424242424242`
+    succeeds, `4000000000000002` is declined (402 `card_declined`), `4000000000000341`
+    is saved but every charge fails. Invalid fields: 422 `invalid_card`.
+
+    **stripe** (200): send no body; the answer's `setup_url` is Stripe Checkout in
+    `setup` mode, where the customer enters the card. The card appears in the list
+    (and becomes the default) when Stripe's `setup_intent.succeeded` event arrives.
+    Card numbers sent to Tollway are refused (422 `card_numbers_not_accepted`).
     """
-    method = await payment_service.add_card(
-        session,
-        PaymentEnv(settings, clock),
-        organization_id=principal.organization_id,
-        card=CardInput(
+    card = (
+        CardInput(
             number=body.card_number, exp_month=body.exp_month, exp_year=body.exp_year, cvc=body.cvc
-        ),
+        )
+        if body is not None
+        else None
     )
-    return PaymentMethodOut.model_validate(method)
+    result = await payment_service.add_payment_method(
+        session, PaymentEnv(settings, clock), organization_id=principal.organization_id, card=card
+    )
+    if isinstance(result, SetupStarted):
+        response.status_code = 200
+        return SetupSessionOut(setup_url=result.url)
+    return PaymentMethodOut.model_validate(result)
+
+
+@router.post("/billing/portal-session")
+async def open_customer_portal(
+    principal: BillingWriter, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> PortalSessionOut:
+    """A Stripe Customer Portal session (cards, receipts) for the organization: open `url`.
+
+    The sandbox has no portal (404 `not_offered_by_provider`).
+    """
+    url = await payment_service.portal_url(
+        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
+    )
+    return PortalSessionOut(url=url)
 
 
 @router.delete("/billing/payment-methods/{method_id}", status_code=204)
@@ -101,7 +138,8 @@ async def receive_sandbox_event(
     The signature is checked on the raw body (400 `webhook_signature_invalid`,
     `webhook_signature_missing`, `webhook_timestamp_out_of_tolerance`); the event is
     stored and answered at once, and processed by a background sweep. A duplicate
-    delivery is answered 200 and changes nothing.
+    delivery is answered 200 and changes nothing. 404 `provider_not_configured` when
+    Tollway runs on Stripe.
     """
     row_id, duplicate = await webhook_service.receive(
         session,
@@ -111,6 +149,38 @@ async def receive_sandbox_event(
         signature_header=request.headers.get(SIGNATURE_HEADER),
     )
     return WebhookReceipt(received=True, duplicate=duplicate, id=row_id)
+
+
+@router.post("/webhooks/stripe")
+async def receive_stripe_event(
+    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+) -> WebhookReceipt:
+    """Stripe's events (the endpoint to register in the Stripe dashboard, docs/stripe.md).
+
+    `Stripe-Signature` is checked on the raw body against every configured secret
+    (`TOLLWAY_STRIPE_WEBHOOK_SECRET`, comma-separated during a rotation), with 300 s
+    tolerance: 400 `webhook_signature_invalid`, `webhook_signature_missing`,
+    `webhook_timestamp_out_of_tolerance`. The event is stored and answered at once,
+    and processed by a background sweep; a redelivery is answered 200 and changes
+    nothing. 404 `provider_not_configured` when Tollway does not run on Stripe.
+    """
+    row_id, duplicate = await webhook_service.receive(
+        session,
+        PaymentEnv(settings, clock),
+        provider_name="stripe",
+        raw_body=await request.body(),
+        signature_header=request.headers.get(SIGNATURE_HEADER),
+    )
+    return WebhookReceipt(received=True, duplicate=duplicate, id=row_id)
+
+
+@router.get("/payments/checkout/done", response_class=HTMLResponse)
+async def checkout_done() -> HTMLResponse:
+    """Where the provider's hosted pages return the customer to."""
+    return HTMLResponse(
+        "<!doctype html><title>Tollway</title><p>Thank you. You can close this page; "
+        "Tollway records the result as soon as the payment provider confirms it.</p>"
+    )
 
 
 @router.get("/admin/webhook-events")

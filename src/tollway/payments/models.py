@@ -46,7 +46,10 @@ class Payment(TimestampMixin, Base):
 
     ``purpose`` and ``reference_id`` name what it pays for (an invoice); the owner of
     that purpose is told about the outcome. ``status`` only moves forward:
-    pending -> failed | succeeded; refunds accumulate in ``refunded_minor``.
+    pending -> failed | succeeded | flagged (a success event whose amount or currency
+    does not match: not credited, an operator looks); refunds accumulate in
+    ``refunded_minor``. ``idempotency_key`` (``invoice:{id}:attempt:{n}``) is written
+    before the provider is called and sent with the call.
     """
 
     __tablename__ = "payments"
@@ -59,6 +62,9 @@ class Payment(TimestampMixin, Base):
     purpose: Mapped[str] = mapped_column(String(30), nullable=False)
     reference_id: Mapped[str] = mapped_column(String(40), nullable=False)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    idempotency_key: Mapped[str | None] = mapped_column(String(150), unique=True)
+    #: The key without its attempt number: what is paid (counts the attempts).
+    idempotency_scope: Mapped[str | None] = mapped_column(String(140), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
@@ -85,6 +91,26 @@ class CheckoutSession(TimestampMixin, Base):
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     url: Mapped[str] = mapped_column(String(500), nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
+
+
+class PaymentDispute(TimestampMixin, Base):
+    """A chargeback. While one is open (or was lost) the organization's paid access is
+    frozen; a dispute closed in our favour restores it."""
+
+    __tablename__ = "payment_disputes"
+
+    id: Mapped[str] = id_column()
+    organization_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    provider: Mapped[str] = mapped_column(String(20), nullable=False)
+    provider_ref: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    payment_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    reason: Mapped[str] = mapped_column(String(60), nullable=False)
+    #: Stripe's dispute status (needs_response, under_review, won, lost, ...).
+    status: Mapped[str] = mapped_column(String(30), nullable=False)
+    opened_at: Mapped[datetime] = mapped_column(nullable=False)
+    closed_at: Mapped[datetime | None] = mapped_column()
 
 
 class WebhookEvent(Base):

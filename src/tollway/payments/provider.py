@@ -13,6 +13,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tollway.errors import NotFound, PaymentRequired, ServiceUnavailable, TollwayError
+
+
+class CardDeclined(PaymentRequired):
+    """The card was refused (``decline_code`` says why, as Stripe names it)."""
+
+    code = "card_declined"
+    title = "Card declined"
+
+
+class PaymentFailed(TollwayError):
+    """The provider refused the request for another reason than the card (502)."""
+
+    status = 502
+    code = "payment_failed"
+    title = "Payment failed"
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    """The provider could not be reached or failed, after the SDK's retries (503)."""
+
+    code = "provider_unavailable"
+    title = "Payment provider unavailable"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": "30"}, **extra)
+
+
+class NotOfferedByProvider(NotFound):
+    """The configured provider has no such feature (the sandbox has no customer portal)."""
+
+    code = "not_offered_by_provider"
+    title = "Not offered by the payment provider"
+
 
 @dataclass(frozen=True, slots=True)
 class CardInput:
@@ -72,6 +106,17 @@ class CheckoutStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class SetupRequest:
+    """A hosted page where the customer saves a card for later off-session charges."""
+
+    customer_ref: str
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class RefundRequest:
     payment_ref: str
     amount_minor: int
@@ -104,6 +149,9 @@ class PaymentProvider(Protocol):
     """A payment provider (``sandbox`` offline, ``stripe`` through the official SDK)."""
 
     name: str
+    #: True when Tollway takes card numbers itself (the sandbox); False when the
+    #: provider's hosted page collects them (Stripe Checkout in ``setup`` mode).
+    accepts_card_numbers: bool
 
     async def create_customer(self, *, organization_id: str, email: str | None, name: str) -> str:
         """Create the provider's customer for an organization; returns its reference."""
@@ -111,6 +159,14 @@ class PaymentProvider(Protocol):
 
     async def attach_card(self, *, customer_ref: str, card: CardInput) -> AttachedMethod:
         """Save a card on the customer (raises ``card_declined`` when refused)."""
+        ...
+
+    async def create_setup_session(self, request: SetupRequest) -> CheckoutStarted:
+        """A hosted page that saves a card on the customer (its outcome arrives as events)."""
+        ...
+
+    async def create_portal_session(self, *, customer_ref: str, return_url: str) -> str:
+        """The provider's customer portal for ``customer_ref``; returns its URL."""
         ...
 
     async def detach_payment_method(self, *, payment_method_ref: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,9 +15,13 @@ from tollway.payments.models import (
     CheckoutSession,
     Payment,
     PaymentCustomer,
+    PaymentDispute,
     PaymentMethod,
     WebhookEvent,
 )
+
+#: Dispute statuses after which the organization gets its access back.
+DISPUTE_RESTORES = ("won", "warning_closed", "prevented")
 
 
 async def get_customer(
@@ -173,3 +177,61 @@ async def list_events(
     if status is not None:
         statement = statement.where(WebhookEvent.status == status)
     return await paginate(session, statement, id_column=WebhookEvent.id, params=params)
+
+
+async def get_customer_by_ref(
+    session: AsyncSession, *, provider: str, provider_ref: str
+) -> PaymentCustomer | None:
+    statement = select(PaymentCustomer).where(
+        PaymentCustomer.provider == provider, PaymentCustomer.provider_ref == provider_ref
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def delete_customer(session: AsyncSession, customer_id: str) -> None:
+    await session.execute(delete(PaymentCustomer).where(PaymentCustomer.id == customer_id))
+
+
+async def get_method_by_ref(
+    session: AsyncSession, *, provider: str, provider_ref: str
+) -> PaymentMethod | None:
+    """A saved card by the provider's reference, detached ones included."""
+    statement = select(PaymentMethod).where(
+        PaymentMethod.provider == provider, PaymentMethod.provider_ref == provider_ref
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def count_payments_in_scope(session: AsyncSession, *, scope: str) -> int:
+    statement = select(func.count()).where(Payment.idempotency_scope == scope)
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def get_payment_by_key(session: AsyncSession, idempotency_key: str) -> Payment | None:
+    statement = select(Payment).where(Payment.idempotency_key == idempotency_key).with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def get_dispute_by_ref(
+    session: AsyncSession, *, provider: str, provider_ref: str
+) -> PaymentDispute | None:
+    statement = select(PaymentDispute).where(
+        PaymentDispute.provider == provider, PaymentDispute.provider_ref == provider_ref
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def has_freezing_dispute(session: AsyncSession, *, organization_id: str) -> bool:
+    """An open dispute, or one closed against us, freezes the organization's access."""
+    statement = (
+        select(PaymentDispute.id)
+        .where(
+            PaymentDispute.organization_id == organization_id,
+            or_(
+                PaymentDispute.closed_at.is_(None),
+                PaymentDispute.status.not_in(DISPUTE_RESTORES),
+            ),
+        )
+        .limit(1)
+    )
+    return (await session.execute(statement)).first() is not None

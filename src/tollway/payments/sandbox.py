@@ -20,19 +20,22 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tollway.errors import PaymentRequired, TollwayError, Unprocessable
+from tollway.errors import TollwayError, Unprocessable
 from tollway.kit.clock import Clock
 from tollway.payments import signature
 from tollway.payments.provider import (
     AttachedMethod,
+    CardDeclined,
     CardInput,
     ChargeRequest,
     ChargeStarted,
     CheckoutRequest,
     CheckoutStarted,
+    NotOfferedByProvider,
     ProviderEvent,
     RefundRequest,
     RefundStarted,
+    SetupRequest,
 )
 
 DECLINED_AT_ATTACH = "4000000000000002"
@@ -41,11 +44,6 @@ CHECKOUT_PATH = "/api/v1/payments/sandbox/checkout/"
 
 #: (raw body, Stripe-Signature header) -> stored in webhook_events
 Deliver = Callable[[bytes, str], Awaitable[None]]
-
-
-class CardDeclined(PaymentRequired):
-    code = "card_declined"
-    title = "Card declined"
 
 
 class InvalidCard(Unprocessable):
@@ -91,6 +89,7 @@ class SandboxProvider:
     """A :class:`~tollway.payments.provider.PaymentProvider` that needs no network."""
 
     name = "sandbox"
+    accepts_card_numbers = True
 
     def __init__(
         self, *, secret: str, clock: Clock, base_url: str, deliver: Deliver | None = None
@@ -132,6 +131,14 @@ class SandboxProvider:
             exp_month=card.exp_month,
             exp_year=card.exp_year,
         )
+
+    async def create_setup_session(self, request: SetupRequest) -> CheckoutStarted:
+        raise NotOfferedByProvider(
+            "the sandbox takes card numbers: POST card_number, exp_month, exp_year and cvc"
+        )
+
+    async def create_portal_session(self, *, customer_ref: str, return_url: str) -> str:
+        raise NotOfferedByProvider("the sandbox has no customer portal; it is Stripe's")
 
     async def detach_payment_method(self, *, payment_method_ref: str) -> None:
         return None

@@ -26,6 +26,16 @@ class PaymentMethodOut(BaseModel):
     created_at: datetime
 
 
+class SetupSessionOut(BaseModel):
+    """Stripe: open ``setup_url`` (Checkout in ``setup`` mode) to enter the card."""
+
+    setup_url: str
+
+
+class PortalSessionOut(BaseModel):
+    url: str
+
+
 class PaymentMethodList(BaseModel):
     items: list[PaymentMethodOut]
 

@@ -8,7 +8,12 @@ any order of delivery and any number of repeats end in the same state. A failing
 handler is retried with exponential backoff and parked after :data:`MAX_ATTEMPTS`.
 
 Owners of a payment's ``purpose`` (billing's invoices) register a
-:class:`PaymentListener` and are told once about each transition.
+:class:`PaymentListener` and are told once about each transition. Every success
+event is checked against our own payment: an amount or currency that differs is not
+credited; the payment is ``flagged`` for an operator.
+
+Disputes (chargebacks) freeze the organization's paid access while open or lost;
+access listeners (billing) re-evaluate the license state when that changes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.audit.service import audit_service
 from tollway.config import Settings
-from tollway.errors import Conflict, NotFound, PaymentRequired
+from tollway.errors import Conflict, NotFound, PaymentRequired, Unprocessable
 from tollway.kit.clock import Clock
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
@@ -34,18 +39,23 @@ from tollway.payments.models import (
     CheckoutSession,
     Payment,
     PaymentCustomer,
+    PaymentDispute,
     PaymentMethod,
     WebhookEvent,
 )
 from tollway.payments.provider import (
+    AttachedMethod,
+    CardDeclined,
     CardInput,
     ChargeRequest,
     CheckoutRequest,
     PaymentProvider,
     ProviderEvent,
     RefundRequest,
+    SetupRequest,
 )
 from tollway.payments.sandbox import SandboxProvider
+from tollway.payments.stripe_provider import StripeProvider
 
 log = structlog.get_logger("tollway.payments")
 
@@ -53,8 +63,9 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_CAP_SECONDS = 6 * 3600
 
-#: Payment status order: an event may move a payment forward, never back.
-_STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2}
+#: Payment status order: an event may move a payment forward, never back. ``flagged``
+#: (money whose amount or currency differs from ours) is final until an operator acts.
+_STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2, "flagged": 3}
 
 
 class PaymentMethodRequired(PaymentRequired):
@@ -62,9 +73,21 @@ class PaymentMethodRequired(PaymentRequired):
     title = "Payment method required"
 
 
-class ProviderUnavailable(NotFound):
+class ProviderNotConfigured(NotFound):
     code = "provider_not_configured"
     title = "Payment provider not configured"
+
+
+class CardNumbersNotAccepted(Unprocessable):
+    code = "card_numbers_not_accepted"
+    title = "Card numbers are not accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class SetupStarted:
+    """A hosted page where the customer saves a card (Stripe Checkout, ``setup`` mode)."""
+
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +114,12 @@ class PaymentListener(Protocol):
 #: open invoices then).
 MethodListener = Callable[[AsyncSession, PaymentEnv, str], Awaitable[None]]
 EventHandler = Callable[[AsyncSession, PaymentEnv, str, ProviderEvent], Awaitable[None]]
+#: Called when an organization's access was frozen by a dispute or restored.
+AccessListener = Callable[[AsyncSession, PaymentEnv, str], Awaitable[None]]
 
 _LISTENERS: dict[str, PaymentListener] = {}
 _METHOD_LISTENERS: list[MethodListener] = []
+_ACCESS_LISTENERS: list[AccessListener] = []
 _HANDLERS: dict[str, EventHandler] = {}
 
 
@@ -104,6 +130,11 @@ def register_purpose(purpose: str, listener: PaymentListener) -> None:
 def register_method_listener(listener: MethodListener) -> None:
     if listener not in _METHOD_LISTENERS:
         _METHOD_LISTENERS.append(listener)
+
+
+def register_access_listener(listener: AccessListener) -> None:
+    if listener not in _ACCESS_LISTENERS:
+        _ACCESS_LISTENERS.append(listener)
 
 
 def handles(event_type: str) -> Callable[[EventHandler], EventHandler]:
@@ -129,7 +160,9 @@ class PaymentService:
         chosen = name or env.settings.payment_provider
         if chosen == "sandbox":
             return self.sandbox(session, env)
-        raise ProviderUnavailable(f"the payment provider {chosen!r} is not available here")
+        if chosen == "stripe" and env.settings.payment_provider == "stripe":
+            return StripeProvider.from_settings(env.settings, env.clock)
+        raise ProviderNotConfigured(f"the payment provider {chosen!r} is not configured here")
 
     def sandbox(self, session: AsyncSession, env: PaymentEnv) -> SandboxProvider:
         async def deliver(raw_body: bytes, header: str) -> None:
@@ -169,6 +202,40 @@ class PaymentService:
         )
         return ref
 
+    async def add_payment_method(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        organization_id: str,
+        card: CardInput | None,
+    ) -> PaymentMethod | SetupStarted:
+        """The sandbox saves ``card`` at once; Stripe answers a page that collects it."""
+        provider = self.provider(session, env)
+        if provider.accepts_card_numbers:
+            if card is None:
+                raise Unprocessable(
+                    "card_number, exp_month, exp_year and cvc are required", field="card_number"
+                )
+            return await self.add_card(session, env, organization_id=organization_id, card=card)
+        if card is not None:
+            raise CardNumbersNotAccepted(
+                f"the {provider.name} provider collects cards on its own page: "
+                "POST without a body and open the setup_url"
+            )
+        customer_ref = await self.ensure_customer(session, env, organization_id=organization_id)
+        base = env.settings.base_url.rstrip("/")
+        started = await provider.create_setup_session(
+            SetupRequest(
+                customer_ref=customer_ref,
+                success_url=f"{base}/api/v1/payments/checkout/done",
+                cancel_url=f"{base}/api/v1/payments/checkout/done",
+                idempotency_key=f"setup:{organization_id}:{new_id('set')}",
+                metadata={"organization_id": organization_id, "purpose": "payment_method"},
+            )
+        )
+        return SetupStarted(url=started.url)
+
     async def add_card(
         self, session: AsyncSession, env: PaymentEnv, *, organization_id: str, card: CardInput
     ) -> PaymentMethod:
@@ -176,36 +243,88 @@ class PaymentService:
         customer_ref = await self.ensure_customer(session, env, organization_id=organization_id)
         provider = self.provider(session, env)
         attached = await provider.attach_card(customer_ref=customer_ref, card=card)
-        await repository.clear_default(session, organization_id=organization_id)
-        method = PaymentMethod(
-            id=new_id("pm"),
+        method = await self.save_method(
+            session,
+            env,
             organization_id=organization_id,
             provider=provider.name,
-            provider_ref=attached.provider_ref,
-            brand=attached.brand,
-            last4=attached.last4,
-            exp_month=attached.exp_month,
-            exp_year=attached.exp_year,
-            is_default=True,
-            created_at=env.clock.now(),
+            attached=attached,
+            make_default=True,
         )
-        await repository.add(session, method)
-        audit_service.record(
-            session,
-            action="payment_method.attached",
-            target=method.id,
-            organization_id=organization_id,
-            details={"brand": method.brand, "last4": method.last4},
-        )
-        await outbox.publish(
-            session,
-            "payment_method.attached",
-            {"id": method.id, "brand": method.brand, "last4": method.last4, "default": True},
-            organization_id=organization_id,
-            occurred_at=env.clock.now(),
-        )
-        for listener in _METHOD_LISTENERS:
-            await listener(session, env, organization_id)
+        assert method is not None
+        return method
+
+    async def save_method(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        organization_id: str,
+        provider: str,
+        attached: AttachedMethod | None,
+        provider_ref: str | None = None,
+        make_default: bool,
+    ) -> PaymentMethod | None:
+        """Record (or complete) a saved card; ``make_default`` makes it the one that pays.
+
+        Safe in any order and when repeated: a card removed before is never revived,
+        card details fill in whenever they arrive, and the listeners are told only
+        when the default actually changes.
+        """
+        ref = attached.provider_ref if attached is not None else provider_ref
+        assert ref is not None
+        method = await repository.get_method_by_ref(session, provider=provider, provider_ref=ref)
+        if method is not None and method.detached_at is not None:
+            return None
+        created = method is None
+        if method is None:
+            method = PaymentMethod(
+                id=new_id("pm"),
+                organization_id=organization_id,
+                provider=provider,
+                provider_ref=ref,
+                brand="card",
+                last4="",
+                exp_month=0,
+                exp_year=0,
+                is_default=False,
+                created_at=env.clock.now(),
+            )
+        if attached is not None:
+            method.brand = attached.brand[:20]
+            method.last4 = attached.last4[-4:]
+            method.exp_month = attached.exp_month
+            method.exp_year = attached.exp_year
+        if created:
+            await repository.add(session, method)
+            audit_service.record(
+                session,
+                action="payment_method.attached",
+                target=method.id,
+                organization_id=organization_id,
+                details={"brand": method.brand, "last4": method.last4},
+            )
+        becomes_default = make_default and not method.is_default
+        if becomes_default:
+            await repository.clear_default(session, organization_id=organization_id)
+            method.is_default = True
+        await session.flush()
+        if created or becomes_default:
+            await outbox.publish(
+                session,
+                "payment_method.attached",
+                {
+                    "id": method.id,
+                    "brand": method.brand,
+                    "last4": method.last4,
+                    "default": method.is_default,
+                },
+                organization_id=organization_id,
+                occurred_at=env.clock.now(),
+            )
+        if becomes_default:
+            for listener in _METHOD_LISTENERS:
+                await listener(session, env, organization_id)
         return method
 
     async def list_methods(
@@ -232,12 +351,23 @@ class PaymentService:
         await self.provider(session, env).detach_payment_method(
             payment_method_ref=method.provider_ref
         )
+        await self.forget_method(session, env, method)
+
+    async def forget_method(
+        self, session: AsyncSession, env: PaymentEnv, method: PaymentMethod
+    ) -> None:
+        """Mark a saved card detached; the newest remaining one becomes the default."""
+        if method.detached_at is not None:
+            return
+        organization_id = method.organization_id
         was_default = method.is_default
         method.detached_at = env.clock.now()
         method.is_default = False
         await session.flush()
         if was_default:
-            remaining = await self.list_methods(session, env, organization_id=organization_id)
+            remaining = await repository.list_methods(
+                session, organization_id=organization_id, provider=method.provider
+            )
             if remaining:
                 remaining[0].is_default = True
                 await session.flush()
@@ -255,6 +385,17 @@ class PaymentService:
             occurred_at=env.clock.now(),
         )
 
+    async def portal_url(
+        self, session: AsyncSession, env: PaymentEnv, *, organization_id: str
+    ) -> str:
+        """A session of the provider's customer portal (cards, receipts) for the organization."""
+        provider = self.provider(session, env)
+        customer_ref = await self.ensure_customer(session, env, organization_id=organization_id)
+        return await provider.create_portal_session(
+            customer_ref=customer_ref,
+            return_url=f"{env.settings.base_url.rstrip('/')}/api/v1/payments/checkout/done",
+        )
+
     async def charge(
         self,
         session: AsyncSession,
@@ -267,8 +408,16 @@ class PaymentService:
         reference_id: str,
         description: str,
         attempt: int = 1,
+        stable_reference: str | None = None,
     ) -> Payment:
-        """Charge the default payment method off-session; the outcome arrives as an event."""
+        """Charge the default payment method off-session; the outcome arrives as an event.
+
+        ``stable_reference`` names what is paid when ``reference_id`` is not stable across
+        a rolled-back transaction (a renewal's invoice is made again with another ID:
+        billing passes the subscription and period). The idempotency key is built from
+        it, and the charge's parameters leave out the unstable ID, so the retry is the
+        same request to the provider and cannot charge twice.
+        """
         provider = self.provider(session, env)
         found = await repository.get_default_method_and_customer(
             session, organization_id=organization_id, provider=provider.name
@@ -281,6 +430,11 @@ class PaymentService:
         method, customer_ref = found
         if customer_ref is None:
             customer_ref = await self.ensure_customer(session, env, organization_id=organization_id)
+        # The key names what is paid and the how-manieth payment of it this is, so a
+        # retry after a rolled-back transaction sends the same key again and the
+        # provider answers the intent it already made instead of charging twice.
+        scope = f"{purpose}:{stable_reference or reference_id}"[:140]
+        sequence = await repository.count_payments_in_scope(session, scope=scope)
         payment = Payment(
             id=new_id("pay"),
             organization_id=organization_id,
@@ -288,28 +442,47 @@ class PaymentService:
             purpose=purpose,
             reference_id=reference_id,
             attempt=attempt,
+            idempotency_key=f"{scope}:attempt:{sequence + 1}",
+            idempotency_scope=scope,
             amount_minor=amount_minor,
             currency=currency,
             status="pending",
             payment_method_id=method.id,
             created_at=env.clock.now(),
         )
-        # The provider is called before the row is written, so the row is inserted once,
-        # with its reference; the idempotency key (the payment's ID) makes a retried call
-        # return the same intent.
-        started = await provider.charge_off_session(
-            ChargeRequest(
-                amount_minor=amount_minor,
-                currency=currency,
-                customer_ref=customer_ref,
-                payment_method_ref=method.provider_ref,
-                description=description,
-                idempotency_key=payment.id,
-                metadata=self._metadata(payment),
+        # Written (flushed) before the provider is called: the key is taken.
+        await repository.add(session, payment)
+        assert payment.idempotency_key is not None
+        try:
+            started = await provider.charge_off_session(
+                ChargeRequest(
+                    amount_minor=amount_minor,
+                    currency=currency,
+                    customer_ref=customer_ref,
+                    payment_method_ref=method.provider_ref,
+                    description=description,
+                    idempotency_key=payment.idempotency_key,
+                    metadata=self._metadata(
+                        payment, with_payment_id=False, with_reference=stable_reference is None
+                    ),
+                )
             )
-        )
-        payment.provider_ref = started.provider_ref
-        session.add(payment)
+        except CardDeclined as declined:
+            # Stripe answers a declined off-session charge with a card error; the
+            # failure is certain, so it is applied now (the event will change nothing).
+            intent_ref = declined.extra.get("payment_intent")
+            await self.mark_failed(
+                session,
+                env,
+                payment,
+                intent_ref=intent_ref if isinstance(intent_ref, str) else None,
+                failure_code=str(declined.extra.get("decline_code") or declined.code),
+                failure_message=declined.detail,
+            )
+            return payment
+        if payment.provider_ref is None:
+            payment.provider_ref = started.provider_ref
+            await session.flush()
         return payment
 
     async def start_checkout(
@@ -338,6 +511,7 @@ class PaymentService:
             status="pending",
             created_at=env.clock.now(),
         )
+        payment.idempotency_key = f"checkout:{payment.id}"
         await repository.add(session, payment)
         base = env.settings.base_url.rstrip("/")
         started = await provider.create_checkout(
@@ -348,7 +522,7 @@ class PaymentService:
                 customer_ref=customer_ref,
                 success_url=f"{base}/api/v1/payments/checkout/done",
                 cancel_url=f"{base}/api/v1/payments/checkout/done",
-                idempotency_key=payment.id,
+                idempotency_key=payment.idempotency_key,
                 metadata=self._metadata(payment),
             )
         )
@@ -412,7 +586,7 @@ class PaymentService:
             RefundRequest(
                 payment_ref=payment.provider_ref,
                 amount_minor=amount_minor,
-                idempotency_key=f"{payment.id}:{payment.refunded_minor + amount_minor}",
+                idempotency_key=f"refund:{payment.id}:{payment.refunded_minor + amount_minor}",
                 already_refunded_minor=payment.refunded_minor,
                 payment_amount_minor=payment.amount_minor,
                 currency=payment.currency,
@@ -428,13 +602,21 @@ class PaymentService:
             session, purpose=purpose, reference_id=reference_id
         )
 
-    def _metadata(self, payment: Payment) -> dict[str, str]:
-        return {
-            "tollway_payment_id": payment.id,
-            "organization_id": payment.organization_id,
-            "purpose": payment.purpose,
-            "reference_id": payment.reference_id,
-        }
+    def _metadata(
+        self, payment: Payment, *, with_payment_id: bool = True, with_reference: bool = True
+    ) -> dict[str, str]:
+        """Tollway's IDs for the provider's object. An off-session charge leaves out the
+        IDs a rolled-back transaction would not make again (the payment's own, a renewal
+        invoice's): the retry must send exactly the same parameters with its key, and
+        the key finds the payment."""
+        metadata = {"organization_id": payment.organization_id, "purpose": payment.purpose}
+        if with_reference:
+            metadata["reference_id"] = payment.reference_id
+        if with_payment_id:
+            metadata["tollway_payment_id"] = payment.id
+        if payment.idempotency_key:
+            metadata["tollway_idempotency_key"] = payment.idempotency_key
+        return metadata
 
     # -- applying provider events (the webhook handlers call these) --------------
 
@@ -445,7 +627,13 @@ class PaymentService:
         payment_id = metadata.get("tollway_payment_id") if isinstance(metadata, dict) else None
         if isinstance(payment_id, str):
             payment = await repository.get_payment(session, payment_id, for_update=True)
-            if payment is not None:
+            if payment is not None and payment.provider == provider:
+                return payment
+        key = metadata.get("tollway_idempotency_key") if isinstance(metadata, dict) else None
+        if isinstance(key, str):
+            # The payment row of a rolled-back first try is gone; its retry has the key.
+            payment = await repository.get_payment_by_key(session, key)
+            if payment is not None and payment.provider == provider:
                 return payment
         if intent_ref:
             return await repository.get_payment_by_provider_ref(
@@ -480,6 +668,174 @@ class PaymentService:
         listener = _LISTENERS.get(payment.purpose)
         if listener is not None:
             await listener.payment_succeeded(session, env, payment)
+
+    async def succeed_if_amount_matches(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        payment: Payment,
+        *,
+        event: ProviderEvent,
+        intent_ref: str | None,
+        amount: object,
+        currency: object,
+    ) -> None:
+        """Credit the payment only when the provider's amount and currency are ours."""
+        if _STATUS_RANK[payment.status] >= _STATUS_RANK["succeeded"]:
+            if intent_ref and payment.provider_ref is None:
+                payment.provider_ref = intent_ref
+            return
+        if (
+            isinstance(amount, int)
+            and not isinstance(amount, bool)
+            and amount == payment.amount_minor
+            and isinstance(currency, str)
+            and currency.lower() == payment.currency.lower()
+        ):
+            await self.mark_succeeded(session, env, payment, intent_ref=intent_ref)
+            return
+        await self.mark_flagged(
+            session,
+            env,
+            payment,
+            intent_ref=intent_ref,
+            reason=(
+                f"event {event.id} ({event.type}) reports {amount!r} {currency!r}, "
+                f"the payment is {payment.amount_minor} {payment.currency}"
+            ),
+        )
+
+    async def mark_flagged(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        payment: Payment,
+        *,
+        intent_ref: str | None,
+        reason: str,
+    ) -> None:
+        if intent_ref and payment.provider_ref is None:
+            payment.provider_ref = intent_ref
+        if payment.status == "flagged":
+            return
+        log.error("payment.amount_mismatch", payment=payment.id, reason=reason)
+        payment.status = "flagged"
+        payment.failure_code = "amount_mismatch"
+        payment.failure_message = reason[:300]
+        await session.flush()
+        audit_service.record(
+            session,
+            action="payment.flagged",
+            target=payment.id,
+            organization_id=payment.organization_id,
+            details={"reason": reason[:300]},
+        )
+        await outbox.publish(
+            session,
+            "payment.flagged",
+            {
+                "id": payment.id,
+                "amount": payment.amount_minor,
+                "currency": payment.currency,
+                "purpose": payment.purpose,
+                "reference_id": payment.reference_id,
+                "reason": reason[:300],
+            },
+            organization_id=payment.organization_id,
+            occurred_at=env.clock.now(),
+        )
+
+    async def access_frozen(self, session: AsyncSession, *, organization_id: str) -> bool:
+        """True while a dispute of the organization is open or was lost."""
+        return await repository.has_freezing_dispute(session, organization_id=organization_id)
+
+    async def record_dispute(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        provider: str,
+        obj: dict[str, Any],
+        closed: bool,
+    ) -> None:
+        """Set a dispute's state from an event; tell the access listeners when the
+        organization's freeze changes. A ``created`` after a ``closed`` changes nothing."""
+        dispute_ref = str(obj.get("id") or "")
+        status = str(obj.get("status") or ("lost" if closed else "needs_response"))[:30]
+        dispute = await repository.get_dispute_by_ref(
+            session, provider=provider, provider_ref=dispute_ref
+        )
+        if dispute is None:
+            intent_ref = obj.get("payment_intent")
+            payment = await self.find_payment(
+                session,
+                provider=provider,
+                obj=obj,
+                intent_ref=intent_ref if isinstance(intent_ref, str) else None,
+            )
+            if payment is None:
+                log.warning("webhook.dispute_payment_unknown", dispute=dispute_ref)
+                return
+            amount = obj.get("amount")
+            dispute = PaymentDispute(
+                id=new_id("dsp"),
+                organization_id=payment.organization_id,
+                provider=provider,
+                provider_ref=dispute_ref,
+                payment_id=payment.id,
+                amount_minor=amount if isinstance(amount, int) else payment.amount_minor,
+                currency=str(obj.get("currency") or payment.currency)[:3],
+                reason=str(obj.get("reason") or "unknown")[:60],
+                status=status,
+                opened_at=env.clock.now(),
+                created_at=env.clock.now(),
+            )
+            frozen_before = await self.access_frozen(
+                session, organization_id=payment.organization_id
+            )
+            await repository.add(session, dispute)
+        else:
+            if dispute.closed_at is not None:
+                return
+            frozen_before = await self.access_frozen(
+                session, organization_id=dispute.organization_id
+            )
+            dispute.status = status
+        if closed and dispute.closed_at is None:
+            dispute.closed_at = env.clock.now()
+        await session.flush()
+        organization_id = dispute.organization_id
+        frozen = await self.access_frozen(session, organization_id=organization_id)
+        audit_service.record(
+            session,
+            action="dispute.closed" if closed else "dispute.opened",
+            target=dispute.id,
+            organization_id=organization_id,
+            details={"status": dispute.status, "amount": dispute.amount_minor},
+        )
+        await outbox.publish(
+            session,
+            "dispute.closed" if closed else "dispute.created",
+            {
+                "id": dispute.id,
+                "payment_id": dispute.payment_id,
+                "amount": dispute.amount_minor,
+                "currency": dispute.currency,
+                "reason": dispute.reason,
+                "status": dispute.status,
+                "access_frozen": frozen,
+            },
+            organization_id=organization_id,
+            occurred_at=env.clock.now(),
+        )
+        if frozen != frozen_before:
+            log.warning(
+                "payments.access_frozen" if frozen else "payments.access_restored",
+                organization=organization_id,
+                dispute=dispute.provider_ref,
+            )
+            for listener in _ACCESS_LISTENERS:
+                await listener(session, env, organization_id)
 
     async def mark_failed(
         self,
@@ -529,7 +885,15 @@ class WebhookService:
         raw_body: bytes,
         signature_header: str | None,
     ) -> tuple[str, bool]:
-        """Verify and store one incoming event; returns (stored row id, duplicate)."""
+        """Verify and store one incoming event; returns (stored row id, duplicate).
+
+        Only the configured provider's events are taken: with Stripe configured, the
+        sandbox endpoint answers 404 (its secret must not be able to pay Stripe's bills).
+        """
+        if provider_name != env.settings.payment_provider:
+            raise ProviderNotConfigured(
+                f"the payment provider {provider_name!r} is not configured here"
+            )
         provider = payment_service.provider(session, env, name=provider_name)
         event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
         now = env.clock.now()
@@ -633,30 +997,80 @@ def _intent_error(obj: dict[str, Any]) -> tuple[str | None, str | None]:
     return (str(code) if code else None), (str(message) if message else None)
 
 
-@handles("payment_intent.succeeded")
-async def _intent_succeeded(
-    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
-) -> None:
-    intent_ref = str(event.object.get("id") or "") or None
+def _ref(value: object) -> str | None:
+    """An object's ID whether the event carries the ID or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+async def _payment_of(
+    session: AsyncSession, provider: str, event: ProviderEvent, intent_ref: str | None
+) -> Payment | None:
     payment = await payment_service.find_payment(
         session, provider=provider, obj=event.object, intent_ref=intent_ref
     )
     if payment is None:
         log.warning("webhook.payment_unknown", event_id=event.id, intent=intent_ref)
+    return payment
+
+
+async def _money_without_payment(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    """Money Tollway asked for (its IDs are in the metadata) but has no payment for: a
+    request rolled back after the provider charged. An operator refunds or settles it."""
+    metadata = event.object.get("metadata")
+    if not isinstance(metadata, dict) or not (
+        "tollway_idempotency_key" in metadata or "tollway_payment_id" in metadata
+    ):
         return
-    await payment_service.mark_succeeded(session, env, payment, intent_ref=intent_ref)
+    organization_id = metadata.get("organization_id")
+    log.error("webhook.payment_unmatched", event_id=event.id, provider=provider)
+    await outbox.publish(
+        session,
+        "payment.unmatched",
+        {
+            "provider": provider,
+            "event_id": event.id,
+            "provider_ref": _ref(event.object.get("id")),
+            "amount": event.object.get("amount_received", event.object.get("amount")),
+            "currency": event.object.get("currency"),
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+        },
+        organization_id=organization_id if isinstance(organization_id, str) else None,
+        occurred_at=env.clock.now(),
+    )
+
+
+@handles("payment_intent.succeeded")
+async def _intent_succeeded(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    intent_ref = _ref(event.object.get("id"))
+    payment = await _payment_of(session, provider, event, intent_ref)
+    if payment is None:
+        await _money_without_payment(session, env, provider, event)
+        return
+    received = event.object.get("amount_received", event.object.get("amount"))
+    await payment_service.succeed_if_amount_matches(
+        session,
+        env,
+        payment,
+        event=event,
+        intent_ref=intent_ref,
+        amount=received,
+        currency=event.object.get("currency"),
+    )
 
 
 @handles("payment_intent.payment_failed")
 async def _intent_failed(
     session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
 ) -> None:
-    intent_ref = str(event.object.get("id") or "") or None
-    payment = await payment_service.find_payment(
-        session, provider=provider, obj=event.object, intent_ref=intent_ref
-    )
+    intent_ref = _ref(event.object.get("id"))
+    payment = await _payment_of(session, provider, event, intent_ref)
     if payment is None:
-        log.warning("webhook.payment_unknown", event_id=event.id, intent=intent_ref)
         return
     code, message = _intent_error(event.object)
     await payment_service.mark_failed(
@@ -664,47 +1078,298 @@ async def _intent_failed(
     )
 
 
-@handles("checkout.session.completed")
-async def _checkout_completed(
+@handles("payment_intent.requires_action")
+async def _intent_requires_action(
     session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
 ) -> None:
+    """An off-session charge the bank wants the customer to authenticate (3-D Secure):
+    nobody is there to do it, so the attempt fails and dunning asks for another card.
+    On a checkout page the customer is present and finishes it: nothing to do."""
+    intent_ref = _ref(event.object.get("id"))
+    payment = await _payment_of(session, provider, event, intent_ref)
+    if payment is None or payment.payment_method_id is None:
+        return
+    await payment_service.mark_failed(
+        session,
+        env,
+        payment,
+        intent_ref=intent_ref,
+        failure_code="authentication_required",
+        failure_message="the bank asks the customer to authenticate this payment",
+    )
+
+
+async def _checkout_payment(
+    session: AsyncSession, provider: str, event: ProviderEvent, *, status: str | None
+) -> Payment | None:
+    """The checkout session's row (its status set) and its payment; None for set-up mode."""
+    if event.object.get("mode") == "setup":
+        return None
     session_ref = str(event.object.get("id") or "")
     checkout = await repository.get_checkout_by_ref(
         session, provider=provider, provider_ref=session_ref
     )
-    if checkout is not None and checkout.status != "complete":
-        checkout.status = "complete"
-    intent_ref = event.object.get("payment_intent")
+    if checkout is not None and status is not None and checkout.status == "open":
+        checkout.status = status
+    intent_ref = _ref(event.object.get("payment_intent"))
     payment = await payment_service.find_payment(
-        session, provider=provider, obj=event.object, intent_ref=None
+        session, provider=provider, obj=event.object, intent_ref=intent_ref
     )
-    if payment is not None and isinstance(intent_ref, str) and payment.provider_ref is None:
+    if payment is None and checkout is not None:
+        payment = await repository.get_payment(session, checkout.payment_id, for_update=True)
+    if payment is not None and intent_ref and payment.provider_ref is None:
         payment.provider_ref = intent_ref
     await session.flush()
+    return payment
+
+
+@handles("checkout.session.completed")
+async def _checkout_completed(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    payment = await _checkout_payment(session, provider, event, status="complete")
+    if payment is None or event.object.get("payment_status") != "paid":
+        # Unpaid: an asynchronous method (a bank debit) reports later.
+        return
+    await payment_service.succeed_if_amount_matches(
+        session,
+        env,
+        payment,
+        event=event,
+        intent_ref=_ref(event.object.get("payment_intent")),
+        amount=event.object.get("amount_total"),
+        currency=event.object.get("currency"),
+    )
+
+
+@handles("checkout.session.async_payment_succeeded")
+async def _checkout_async_succeeded(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    payment = await _checkout_payment(session, provider, event, status="complete")
+    if payment is None:
+        return
+    await payment_service.succeed_if_amount_matches(
+        session,
+        env,
+        payment,
+        event=event,
+        intent_ref=_ref(event.object.get("payment_intent")),
+        amount=event.object.get("amount_total"),
+        currency=event.object.get("currency"),
+    )
+
+
+@handles("checkout.session.async_payment_failed")
+async def _checkout_async_failed(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    payment = await _checkout_payment(session, provider, event, status="complete")
+    if payment is None:
+        return
+    await payment_service.mark_failed(
+        session,
+        env,
+        payment,
+        intent_ref=_ref(event.object.get("payment_intent")),
+        failure_code="async_payment_failed",
+        failure_message="the delayed payment method failed",
+    )
+
+
+@handles("checkout.session.expired")
+async def _checkout_expired(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    payment = await _checkout_payment(session, provider, event, status="expired")
+    if payment is None:
+        return
+    await payment_service.mark_failed(
+        session,
+        env,
+        payment,
+        intent_ref=None,
+        failure_code="checkout_expired",
+        failure_message="the checkout page expired unpaid",
+    )
 
 
 @handles("charge.refunded")
 async def _charge_refunded(
     session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
 ) -> None:
-    intent_ref = event.object.get("payment_intent")
-    payment = await payment_service.find_payment(
-        session,
-        provider=provider,
-        obj=event.object,
-        intent_ref=intent_ref if isinstance(intent_ref, str) else None,
-    )
+    intent_ref = _ref(event.object.get("payment_intent"))
+    payment = await _payment_of(session, provider, event, intent_ref)
     if payment is None:
-        log.warning("webhook.payment_unknown", event_id=event.id, intent=intent_ref)
         return
     # A refund proves the charge succeeded, whatever order the events came in.
-    await payment_service.mark_succeeded(
-        session, env, payment, intent_ref=intent_ref if isinstance(intent_ref, str) else None
+    await payment_service.succeed_if_amount_matches(
+        session,
+        env,
+        payment,
+        event=event,
+        intent_ref=intent_ref,
+        amount=event.object.get("amount"),
+        currency=event.object.get("currency"),
     )
     refunded = event.object.get("amount_refunded")
     if isinstance(refunded, int) and refunded > payment.refunded_minor:
         payment.refunded_minor = min(refunded, payment.amount_minor)
         await session.flush()
+
+
+@handles("charge.dispute.created")
+async def _dispute_created(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    await payment_service.record_dispute(
+        session, env, provider=provider, obj=event.object, closed=False
+    )
+
+
+@handles("charge.dispute.closed")
+async def _dispute_closed(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    await payment_service.record_dispute(
+        session, env, provider=provider, obj=event.object, closed=True
+    )
+
+
+async def _organization_of_customer(
+    session: AsyncSession, provider: str, obj: dict[str, Any]
+) -> str | None:
+    metadata = obj.get("metadata")
+    organization_id = metadata.get("organization_id") if isinstance(metadata, dict) else None
+    if isinstance(organization_id, str) and organization_id:
+        return organization_id
+    customer_ref = _ref(obj.get("customer"))
+    if customer_ref is None:
+        return None
+    customer = await repository.get_customer_by_ref(
+        session, provider=provider, provider_ref=customer_ref
+    )
+    return customer.organization_id if customer is not None else None
+
+
+def _attached(obj: dict[str, Any]) -> AttachedMethod | None:
+    """Brand, last four and expiry of a PaymentMethod object (None without card details)."""
+    card = obj.get("card")
+    ref = _ref(obj.get("id"))
+    if not isinstance(card, dict) or ref is None:
+        return None
+    exp_month, exp_year = card.get("exp_month"), card.get("exp_year")
+    return AttachedMethod(
+        provider_ref=ref,
+        brand=str(card.get("brand") or "card"),
+        last4=str(card.get("last4") or ""),
+        exp_month=exp_month if isinstance(exp_month, int) else 0,
+        exp_year=exp_year if isinstance(exp_year, int) else 0,
+    )
+
+
+@handles("setup_intent.succeeded")
+async def _setup_succeeded(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    """A card saved on the provider's page becomes the organization's default."""
+    method_ref = _ref(event.object.get("payment_method"))
+    organization_id = await _organization_of_customer(session, provider, event.object)
+    if method_ref is None or organization_id is None:
+        log.warning("webhook.setup_unknown", event_id=event.id)
+        return
+    expanded = event.object.get("payment_method")
+    await payment_service.save_method(
+        session,
+        env,
+        organization_id=organization_id,
+        provider=provider,
+        attached=_attached(expanded) if isinstance(expanded, dict) else None,
+        provider_ref=method_ref,
+        make_default=True,
+    )
+
+
+@handles("payment_method.attached")
+async def _method_attached(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    """Card details of a saved card; it pays when the organization has no default yet."""
+    attached = _attached(event.object)
+    organization_id = await _organization_of_customer(session, provider, event.object)
+    if attached is None or organization_id is None:
+        log.warning("webhook.method_unknown", event_id=event.id)
+        return
+    has_default = any(
+        method.is_default
+        for method in await repository.list_methods(
+            session, organization_id=organization_id, provider=provider
+        )
+    )
+    await payment_service.save_method(
+        session,
+        env,
+        organization_id=organization_id,
+        provider=provider,
+        attached=attached,
+        make_default=not has_default,
+    )
+
+
+@handles("payment_method.detached")
+async def _method_detached(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    """A card removed at the provider (the portal): never charged again. Arriving before
+    its ``attached`` event, it leaves a removed row so the card is not revived."""
+    method_ref = _ref(event.object.get("id"))
+    if method_ref is None:
+        return
+    method = await repository.get_method_by_ref(session, provider=provider, provider_ref=method_ref)
+    if method is None:
+        attached = _attached(event.object)
+        method = PaymentMethod(
+            id=new_id("pm"),
+            organization_id="",
+            provider=provider,
+            provider_ref=method_ref,
+            brand=attached.brand[:20] if attached else "card",
+            last4=attached.last4[-4:] if attached else "",
+            exp_month=attached.exp_month if attached else 0,
+            exp_year=attached.exp_year if attached else 0,
+            is_default=False,
+            detached_at=env.clock.now(),
+            created_at=env.clock.now(),
+        )
+        await repository.add(session, method)
+        return
+    await payment_service.forget_method(session, env, method)
+
+
+@handles("customer.deleted")
+async def _customer_deleted(
+    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
+) -> None:
+    """The provider's customer is gone: its cards cannot pay; the next card makes a new one."""
+    customer_ref = _ref(event.object.get("id"))
+    if customer_ref is None:
+        return
+    customer = await repository.get_customer_by_ref(
+        session, provider=provider, provider_ref=customer_ref
+    )
+    if customer is None:
+        return
+    for method in await repository.list_methods(
+        session, organization_id=customer.organization_id, provider=provider
+    ):
+        await payment_service.forget_method(session, env, method)
+    await repository.delete_customer(session, customer.id)
+    audit_service.record(
+        session,
+        action="payment_customer.deleted",
+        target=customer.id,
+        organization_id=customer.organization_id,
+    )
 
 
 def event_body(payload: dict[str, Any]) -> bytes:

@@ -1,8 +1,9 @@
 """Stripe's webhook signature scheme, used by every provider Tollway speaks to.
 
 ``Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
-During a secret rotation the sender puts several ``v1`` values in one header; one
-match is enough. A timestamp further than the tolerance from now is refused, so a
+During a secret rotation the sender puts several ``v1`` values in one header, and
+the receiver may hold several secrets (the old and the new); one match of any
+secret with any ``v1`` is enough. A timestamp further than the tolerance from now is refused, so a
 captured request cannot be replayed later.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from datetime import datetime
 
 from tollway.errors import BadRequest
@@ -37,7 +39,7 @@ def sign(secrets: list[str], timestamp: int, raw_body: bytes) -> str:
 
 def verify(
     *,
-    secret: str,
+    secret: str | Sequence[str],
     raw_body: bytes,
     header: str | None,
     now: datetime,
@@ -63,7 +65,10 @@ def verify(
             f"the signature timestamp is more than {tolerance_seconds} s from now",
             code="webhook_timestamp_out_of_tolerance",
         )
-    expected = compute_signature(secret, timestamp, raw_body)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    expected = [compute_signature(one, timestamp, raw_body) for one in secrets]
+    if not any(
+        hmac.compare_digest(mine, candidate) for mine in expected for candidate in candidates
+    ):
         raise WebhookSignatureError("no v1 signature matches the body")
     return timestamp
