@@ -3,8 +3,8 @@
 Both backends index the same fields with the same weights (name 10, keywords and
 category 4, description 1) and take the same query: the user's text is cut into
 words (letters and digits; everything else separates words), each word is quoted,
-all words must match and the last one may be a prefix (``flask-lo`` finds
-``flask-login``). Operators, quotes and brackets in the input are therefore plain
+all words must match, and the last one is a prefix when the text ends with it
+(``flask-lo`` finds ``flask-login``; ``c++`` looks for the word ``c``). Operators, quotes and brackets in the input are therefore plain
 separators: ``c++``, ``a AND NOT b`` or ``"`` never reach MATCH / ``to_tsquery`` raw.
 
 Order: an exact name match first; then relevance (or downloads, or the newest
@@ -55,6 +55,14 @@ def query_words(raw: str | None) -> list[str]:
     if not raw:
         return []
     return [word.lower() for word in _WORD.findall(raw)][:MAX_QUERY_WORDS]
+
+
+def last_word_is_prefix(raw: str | None, words: list[str]) -> bool:
+    """Typing ahead: the last word is a prefix when the text ends with it (``flask-lo``)
+    and it has at least two characters; ``c++`` or ``flask `` ask for whole words."""
+    if not raw or not words or len(words[-1]) < 2:
+        return False
+    return raw[-1].isalnum()
 
 
 def document_key(package_id: str) -> int:
@@ -172,7 +180,8 @@ class SqliteSearch:
         if not words:
             return await _without_text(session, query)
         quoted = [f'"{word}"' for word in words]
-        quoted[-1] += "*"
+        if last_word_is_prefix(query.text, words):
+            quoted[-1] += "*"
         match = " ".join(quoted)
         exact = _exact_name(query.text)
         hits = (
@@ -234,7 +243,9 @@ class PostgresSearch:
         if not words:
             return await _without_text(session, query)
         # Words are letters and digits only, so this tsquery cannot hold an operator.
-        tsquery = " & ".join(words) + ":*"
+        tsquery = " & ".join(words)
+        if last_word_is_prefix(query.text, words):
+            tsquery += ":*"
         exact = _exact_name(query.text)
         hits = (
             select(

@@ -613,7 +613,7 @@ class MarketplaceService:
                 )
                 next_names.update(dep.name for dep in dependencies)
             frontier = next_names - seen
-        for name, candidates in graph.items():
+        for name, candidates in list(graph.items()):
             candidates.sort(key=lambda candidate: candidate.version, reverse=True)
             if not candidates and packages[name].organization_id != organization_id:
                 del graph[name]
