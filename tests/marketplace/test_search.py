@@ -7,8 +7,8 @@ from fastapi import FastAPI
 
 from tests.marketplace.conftest import Org, act, names, publish, search, upload
 from tollway.db import Database
-from tollway.marketplace.models import Package
 from tollway.kit.clock import ManualClock
+from tollway.marketplace.models import Package
 
 
 async def set_downloads(app: FastAPI, name: str, downloads: int) -> None:
@@ -129,7 +129,7 @@ class TestFiltersSortingPages:
         beyond = await search(client, query="tpl", limit=2, page=9)
         assert (first["total"], first["page"], len(first["items"])) == (5, 1, 2)
         assert len(third["items"]) == 1
-        assert beyond["items"] == [] and beyond["total"] == 5
+        assert (beyond["items"], beyond["total"]) == ([], 5)
         seen = (
             names(first) + names(await search(client, query="tpl", limit=2, page=2)) + names(third)
         )

@@ -4,8 +4,9 @@ Both backends index the same fields with the same weights (name 10, keywords and
 category 4, description 1) and take the same query: the user's text is cut into
 words (letters and digits; everything else separates words), each word is quoted,
 all words must match, and the last one is a prefix when the text ends with it
-(``flask-lo`` finds ``flask-login``; ``c++`` looks for the word ``c``). Operators, quotes and brackets in the input are therefore plain
-separators: ``c++``, ``a AND NOT b`` or ``"`` never reach MATCH / ``to_tsquery`` raw.
+(``flask-lo`` finds ``flask-login``; ``c++`` looks for the word ``c``). Operators,
+quotes and brackets in the input are therefore plain separators: ``c++``,
+``a AND NOT b`` or ``"`` never reach MATCH / ``to_tsquery`` raw.
 
 Order: an exact name match first; then relevance (or downloads, or the newest
 release, as asked); ties by downloads, then name.
