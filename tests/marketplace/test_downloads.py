@@ -25,6 +25,10 @@ def public_keys(body: dict[str, object]) -> dict[str, Ed25519PublicKey]:
     return {key["kid"]: Ed25519PublicKey.from_public_bytes(b64url_decode(key["x"])) for key in keys}
 
 
+def stored_files(root: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
 def message(template: str, name: str, version: str, sha256: str) -> bytes:
     return template.format(name=name, version=version, sha256=sha256).encode()
 
@@ -131,6 +135,6 @@ class TestDownloads:
         second = await upload(client, author, "one", "1.2.0", content=b"same bytes")
         assert first["sha256"] == second["sha256"]
         root: Path = app.state.settings.data_dir / "artifacts" / "sha256"
-        stored = [path for path in root.rglob("*") if path.is_file()]
+        stored = stored_files(root)
         assert len(stored) == 2  # 1.0.0's bytes and the shared ones
-        assert (root / first["sha256"][:2] / first["sha256"]).read_bytes() == b"same bytes"
+        assert stored[root / first["sha256"][:2] / first["sha256"]] == b"same bytes"

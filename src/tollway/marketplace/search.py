@@ -23,7 +23,17 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.marketplace.models import Package
@@ -248,15 +258,16 @@ class PostgresSearch:
         if last_word_is_prefix(query.text, words):
             tsquery += ":*"
         exact = _exact_name(query.text)
+        index = table("marketplace_search", column("package_id"), column("document"))
+        matcher = func.to_tsquery(literal_column("'simple'"), bindparam("tsq"))
         hits = (
             select(
-                literal_column("package_id").label("package_id"),
-                literal_column(
-                    "ts_rank('{0.1, 0.2, 0.4, 1.0}', document, to_tsquery('simple', :tsq))"
+                index.c.package_id.label("package_id"),
+                func.ts_rank(
+                    literal_column("'{0.1, 0.2, 0.4, 1.0}'"), index.c.document, matcher
                 ).label("rank"),
             )
-            .select_from(text("marketplace_search"))
-            .where(text("document @@ to_tsquery('simple', :tsq)"))
+            .where(index.c.document.op("@@")(matcher))
             .subquery("hits")
         )
         conditions = _filters(query, exact)
