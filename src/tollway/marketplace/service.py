@@ -533,7 +533,12 @@ class MarketplaceService:
         versions = await repository.list_versions(session, package_id=package.id)
         published = [v for v in versions if v.state == "published"]
         live = [v for v in versions if v.state in ("published", "deprecated")]
-        newest = max(published or live, key=_semver_key, default=None)
+        # The newest release, preferring final versions over pre-releases.
+        newest = max(
+            published or live,
+            key=lambda v: (not _semver_key(v).prerelease, _semver_key(v)),
+            default=None,
+        )
         package.listed = bool(published)
         package.latest_version = newest.version if newest is not None else None
         package.latest_published_at = max(
