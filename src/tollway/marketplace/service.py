@@ -764,8 +764,8 @@ class MarketplaceService:
         detail = decision.detail or "the plan does not allow another package"
         if decision.code == "rate_limited":
             raise RateLimited(detail, retry_after=decision.retry_after or 1)
-        if decision.code == "feature_not_in_plan":
-            raise Forbidden(detail, code="feature_not_in_plan")
+        if decision.code in ("feature_not_in_plan", "license_degraded"):
+            raise Forbidden(detail, code=decision.code)
         raise PaymentRequired(detail, code=decision.code or "quota_exceeded")
 
     async def _complete(
