@@ -30,7 +30,7 @@ from tollway.config import Settings
 from tollway.db import Database
 from tollway.kit.ids import new_ids
 from tollway.marketplace.models import Package, PackageVersion
-from tollway.marketplace.search import document_key
+from tollway.marketplace.search import document_key, sqlite_document
 
 SEARCH_PACKAGES = 100_000
 GRAPH_PACKAGES = 200
@@ -231,44 +231,48 @@ def _package_rows(
     return rows
 
 
+def _document(row: dict[str, Any]) -> dict[str, Any]:
+    """The search index row of a package (as tollway.marketplace.search writes it)."""
+    return {
+        "id": row["id"],
+        "name": row["name"].replace("-", " ") + " " + row["name"],
+        "keywords": " ".join(row["keywords"]),
+        "description": row["description"],
+        "category": row["category"],
+        "license_key": row["license"].lower(),
+        "organization_id": row["organization_id"],
+        "author_key": row["author_name"].lower(),
+        "quality_score": row["quality_score"],
+    }
+
+
 async def _index(session: Any, rows: list[dict[str, Any]], dialect: str) -> None:
+    documents = [_document(row) for row in rows]
     if dialect == "sqlite":
         await session.execute(
             text(
-                "INSERT INTO marketplace_search"
-                " (rowid, package_id, name, keywords, description, category)"
-                " VALUES (:key, :id, :name, :keywords, :description, :category)"
+                "INSERT INTO marketplace_search (rowid, package_id, name, keywords,"
+                " description, category, facets, license_key, organization_id, author_key,"
+                " quality_score) VALUES (:key, :id, :name, :keywords, :description,"
+                " :category, :facets, :license_key, :organization_id, :author_key,"
+                " :quality_score)"
             ),
-            [
-                {
-                    "key": document_key(row["id"]),
-                    "id": row["id"],
-                    "name": row["name"].replace("-", " ") + " " + row["name"],
-                    "keywords": " ".join(row["keywords"]),
-                    "description": row["description"],
-                    "category": row["category"],
-                }
-                for row in rows
-            ],
+            [{"key": document_key(doc["id"]), **sqlite_document(doc)} for doc in documents],
         )
-    else:
-        await session.execute(
-            text(
-                "INSERT INTO marketplace_search (package_id, document) VALUES (:id,"
-                " setweight(to_tsvector('simple', :name), 'A')"
-                " || setweight(to_tsvector('simple', :keywords), 'B')"
-                " || setweight(to_tsvector('simple', :description), 'D'))"
-            ),
-            [
-                {
-                    "id": row["id"],
-                    "name": row["name"].replace("-", " ") + " " + row["name"],
-                    "keywords": " ".join([*row["keywords"], row["category"]]),
-                    "description": row["description"],
-                }
-                for row in rows
-            ],
-        )
+        return
+    for doc in documents:
+        doc["keywords"] += " " + doc["category"]
+    await session.execute(
+        text(
+            "INSERT INTO marketplace_search (package_id, document, category, license_key,"
+            " organization_id, author_key, quality_score) VALUES (:id,"
+            " setweight(to_tsvector('simple', :name), 'A')"
+            " || setweight(to_tsvector('simple', :keywords), 'B')"
+            " || setweight(to_tsvector('simple', :description), 'D'),"
+            " :category, :license_key, :organization_id, :author_key, :quality_score)"
+        ),
+        documents,
+    )
 
 
 def _graph_versions(package_ids: dict[str, str], rng: random.Random) -> list[dict[str, Any]]:

@@ -55,6 +55,26 @@ class TestResolving:
             ("c", "2.1.0-rc.1")
         ]
 
+    async def test_an_older_version_is_chosen_when_a_later_requirement_needs_it(
+        self, client: httpx.AsyncClient, author: Org
+    ) -> None:
+        await publish(client, author, "b", "1.0.0")
+        await upload(client, author, "b", "2.0.0", publish=True)
+        await publish(client, author, "c", "1.0.0", dependencies=[{"name": "b", "spec": "<2"}])
+        await publish(
+            client,
+            author,
+            "a",
+            "1.0.0",
+            dependencies=[{"name": "b", "spec": ">=1"}, {"name": "c", "spec": "*"}],
+        )
+        # Newest-first would take b 2.0.0 for a, then c forbids it: backtrack to 1.0.0.
+        assert chosen(await resolve(client, [{"name": "a"}])) == [
+            ("b", "1.0.0"),
+            ("c", "1.0.0"),
+            ("a", "1.0.0"),
+        ]
+
     async def test_a_conflict_names_its_causes(
         self, client: httpx.AsyncClient, author: Org
     ) -> None:

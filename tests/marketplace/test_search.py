@@ -130,10 +130,15 @@ class TestFiltersSortingPages:
         assert (first["total"], first["page"], len(first["items"])) == (5, 1, 2)
         assert len(third["items"]) == 1
         assert (beyond["items"], beyond["total"]) == ([], 5)
-        seen = (
-            names(first) + names(await search(client, query="tpl", limit=2, page=2)) + names(third)
-        )
+        second = await search(client, query="tpl", limit=2, page=2, sort="downloads")
+        seen = names(first) + names(second) + names(third)
         assert sorted(seen) == [f"tpl-{index}" for index in range(5)]
+        by_relevance = [
+            name
+            for page in (1, 2, 3)
+            for name in names(await search(client, query="tpl", limit=2, page=page))
+        ]
+        assert sorted(by_relevance) == [f"tpl-{index}" for index in range(5)]
 
     async def test_the_same_search_works_with_query_parameters(
         self, client: httpx.AsyncClient, author: Org

@@ -40,13 +40,14 @@ class Package(TimestampMixin, Base):
     __table_args__ = (
         Index("ix_marketplace_packages_listed_downloads", "listed", "downloads"),
         Index("ix_marketplace_packages_listed_recent", "listed", "latest_published_at"),
+        Index("ix_marketplace_packages_category_listed", "category", "listed"),
     )
 
     id: Mapped[str] = id_column()
     #: Normalised: lowercase, ``-`` between words (``Flask_Login`` is ``flask-login``).
     name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     description: Mapped[str] = mapped_column(Text, nullable=False)
-    category: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    category: Mapped[str] = mapped_column(String(40), nullable=False)
     keywords: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     #: A canonical SPDX expression (``MIT OR Apache-2.0``, ``LicenseRef-Acme``).
     license: Mapped[str] = mapped_column(String(200), nullable=False, index=True)

@@ -17,6 +17,7 @@ the graph), then this module resolves without touching the database. Rules:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from resolvelib import (
 )
 
 from tollway.errors import Conflict, Unprocessable
-from tollway.marketplace.versioning import Spec
+from tollway.marketplace.versioning import Spec, VersionKey, version_key
 
 
 class ResolutionImpossibleError(Conflict):
@@ -74,6 +75,10 @@ class Candidate:
     dependencies: list[Requirement]
     #: Anything the caller wants back with the answer (package id, price...).
     extra: dict[str, Any] = field(default_factory=dict)
+    key: VersionKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = version_key(self.version)
 
     @property
     def label(self) -> str:
@@ -88,6 +93,9 @@ class _Provider(AbstractProvider[Requirement, Candidate, str]):
     def __init__(self, graph: Mapping[str, list[Candidate]], deadline: float) -> None:
         self.graph = graph
         self.deadline = deadline
+        # resolvelib re-checks every pin against every requirement each round; the
+        # objects live as long as the resolution, so their ids are stable keys.
+        self._satisfied: dict[tuple[int, int], bool] = {}
 
     def identify(self, requirement_or_candidate: Requirement | Candidate) -> str:
         return requirement_or_candidate.name
@@ -112,18 +120,22 @@ class _Provider(AbstractProvider[Requirement, Candidate, str]):
         if time.monotonic() > self.deadline:
             raise _Deadline
         wanted = list(requirements[identifier])
-        excluded = {str(candidate.version) for candidate in incompatibilities[identifier]}
-        pins = {req.spec.pin for req in wanted if req.spec.pin is not None}
+        excluded = {candidate.key for candidate in incompatibilities[identifier]}
+        pins = {req.spec.pin_key for req in wanted if req.spec.pin_key is not None}
         return [
             candidate
             for candidate in self.graph.get(identifier, ())
-            if str(candidate.version) not in excluded
-            and (candidate.state != "yanked" or candidate.version in pins)
-            and all(req.spec.contains(candidate.version) for req in wanted)
+            if candidate.key not in excluded
+            and (candidate.state != "yanked" or candidate.key in pins)
+            and all(req.spec.contains_key(candidate.key) for req in wanted)
         ]
 
     def is_satisfied_by(self, requirement: Requirement, candidate: Candidate) -> bool:
-        return requirement.spec.contains(candidate.version)
+        memo = (id(requirement), id(candidate))
+        found = self._satisfied.get(memo)
+        if found is None:
+            found = self._satisfied[memo] = requirement.spec.contains_key(candidate.key)
+        return found
 
     def get_dependencies(self, candidate: Candidate) -> list[Requirement]:
         return candidate.dependencies
@@ -198,6 +210,51 @@ def _dependency_order(chosen: Mapping[str, Candidate]) -> list[Candidate]:
     return ordered
 
 
+def _greedy(
+    requirements: list[Requirement],
+    graph: Mapping[str, list[Candidate]],
+    *,
+    deadline: float,
+    max_rounds: int,
+) -> dict[str, Candidate] | None:
+    """The fast path: take the newest allowed version of each package in breadth-first
+    order. When no requirement ever contradicts an earlier choice this is exactly the
+    answer resolvelib gives (newest first everywhere), in one pass; on the first
+    contradiction it gives up (None) and resolvelib backtracks properly."""
+    chosen: dict[str, Candidate] = {}
+    seen: dict[str, list[Requirement]] = {}
+    queue = deque(requirements)
+    while queue:
+        if time.monotonic() > deadline:
+            raise _Deadline
+        requirement = queue.popleft()
+        wanted = seen.setdefault(requirement.name, [])
+        wanted.append(requirement)
+        current = chosen.get(requirement.name)
+        if current is not None:
+            if not requirement.spec.contains_key(current.key):
+                return None
+            continue
+        pins = {req.spec.pin_key for req in wanted if req.spec.pin_key is not None}
+        candidate = next(
+            (
+                candidate
+                for candidate in graph.get(requirement.name, ())
+                if (candidate.state != "yanked" or candidate.key in pins)
+                and all(req.spec.contains_key(candidate.key) for req in wanted)
+            ),
+            None,
+        )
+        if candidate is None:
+            return None
+        chosen[requirement.name] = candidate
+        if len(chosen) > max_rounds:
+            # resolvelib pins one package a round: the same limit for both paths.
+            raise ResolutionTooDeep(max_rounds)
+        queue.extend(candidate.dependencies)
+    return chosen
+
+
 def resolve(
     requirements: Iterable[Requirement],
     graph: Mapping[str, list[Candidate]],
@@ -210,10 +267,15 @@ def resolve(
     ``graph`` maps each known package name to its versions (drafts left out), newest
     first; a name missing from it is an unknown package.
     """
-    provider = _Provider(graph, deadline=time.monotonic() + timeout_ms / 1000)
-    resolver: Resolver[Requirement, Candidate, str] = Resolver(provider, BaseReporter())
+    wanted = list(requirements)
+    deadline = time.monotonic() + timeout_ms / 1000
     try:
-        result = resolver.resolve(list(requirements), max_rounds=max_rounds)
+        fast = _greedy(wanted, graph, deadline=deadline, max_rounds=max_rounds)
+        if fast is not None:
+            return _checked(fast)
+        provider = _Provider(graph, deadline=deadline)
+        resolver: Resolver[Requirement, Candidate, str] = Resolver(provider, BaseReporter())
+        result = resolver.resolve(wanted, max_rounds=max_rounds)
     except ResolutionImpossible as error:
         causes = sorted({_cause(info, graph) for info in error.causes})
         raise ResolutionImpossibleError(
@@ -228,7 +290,10 @@ def resolve(
         raise ResolutionTooComplex(
             f"the resolution took longer than {timeout_ms} ms", timeout_ms=timeout_ms
         ) from None
-    chosen: dict[str, Candidate] = dict(result.mapping)
+    return _checked(dict(result.mapping))
+
+
+def _checked(chosen: dict[str, Candidate]) -> list[Candidate]:
     cycle = _find_cycle(chosen)
     if cycle is not None:
         raise DependencyCycle("the dependencies form a cycle: " + " -> ".join(cycle), cycle=cycle)

@@ -30,11 +30,14 @@ from sqlalchemy import (
     column,
     func,
     literal_column,
+    not_,
     select,
     table,
     text,
+    true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import ColumnClause, TableClause
 
 from tollway.marketplace.models import Package
 
@@ -84,7 +87,7 @@ def document_key(package_id: str) -> int:
 class SearchBackend(Protocol):
     """One full-text index of packages inside the database."""
 
-    async def index(self, session: AsyncSession, package: Package) -> None:
+    async def index_package(self, session: AsyncSession, package: Package) -> None:
         """Add or replace the package's document."""
         ...
 
@@ -94,7 +97,7 @@ class SearchBackend(Protocol):
 
 
 def _filters(query: SearchQuery, normalized_name: str | None) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [Package.listed.is_(True)]
+    conditions: list[ColumnElement[bool]] = [Package.listed == true()]
     if query.category:
         conditions.append(Package.category == query.category.strip().lower())
     if query.author:
@@ -155,29 +158,199 @@ def _exact_name(raw: str | None) -> str | None:
     return re.sub(r"[-_.\s]+", "-", raw.strip()).lower() or None
 
 
-class SqliteSearch:
-    """FTS5: ``marketplace_search(package_id UNINDEXED, name, keywords, description,
-    category)``, rowid = :func:`document_key`; bm25 with the column weights above."""
+def _document(package: Package) -> dict[str, Any]:
+    """The index row of a package: the searched text and, copied from the package, the
+    filter columns (so a relevance search never has to join the packages table)."""
+    return {
+        "id": package.id,
+        "name": package.name.replace("-", " ") + " " + package.name,
+        "keywords": " ".join(package.keywords),
+        "description": package.description,
+        "category": package.category,
+        "license_key": package.license.lower(),
+        "organization_id": package.organization_id,
+        "author_key": package.author_name.lower(),
+        "quality_score": package.quality_score,
+    }
 
-    async def index(self, session: AsyncSession, package: Package) -> None:
+
+def _facet(kind: str, value: str) -> str:
+    """A filter value as one FTS5 token: a letter for the kind, then the value in hex
+    (letters and digits only, so the tokenizer keeps it whole)."""
+    return kind + value.encode().hex()
+
+
+def sqlite_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The FTS5 row: the document plus its ``facets`` column (category, license,
+    author organization and name, and one token per quality decile reached)."""
+    deciles = " ".join(f"q{decile}" for decile in range(0, document["quality_score"] + 1, 10))
+    facets = " ".join(
+        [
+            _facet("c", document["category"]),
+            _facet("l", document["license_key"]),
+            _facet("o", document["organization_id"]),
+            _facet("a", document["author_key"]),
+            deciles,
+        ]
+    )
+    return {**document, "facets": facets}
+
+
+def _index_filters(index: TableClause, query: SearchQuery) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if query.category:
+        conditions.append(index.c.category == query.category.strip().lower())
+    if query.author:
+        author = query.author.strip()
+        conditions.append(
+            (index.c.organization_id == author) | (index.c.author_key == author.lower())
+        )
+    if query.license:
+        conditions.append(index.c.license_key == query.license.strip().lower())
+    if query.min_quality is not None:
+        conditions.append(index.c.quality_score >= query.min_quality)
+    return conditions
+
+
+_INDEX_COLUMNS = (
+    "package_id",
+    "category",
+    "license_key",
+    "organization_id",
+    "author_key",
+    "quality_score",
+)
+
+
+class _TextSearch:
+    """What both backends share: the relevance order is computed on the index alone
+    (match, filters, rank, count), then only the page's packages are read; other sort
+    orders need the packages' downloads and release dates, so they join."""
+
+    index: TableClause
+
+    def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
+        """(the match condition, the rank expression in ascending order of relevance,
+        the filter conditions the match does not cover)."""
+        raise NotImplementedError
+
+    def _is(self, package_id: str) -> ColumnElement[bool]:
+        """The index row of one package (by its cheapest key)."""
+        raise NotImplementedError
+
+    async def search(self, session: AsyncSession, query: SearchQuery) -> SearchPage:
+        words = query_words(query.text)
+        if not words:
+            return await _without_text(session, query)
+        match, rank, filters = self._match(words, query)
+        exact = _exact_name(query.text)
+        if query.sort != "relevance":
+            return await self._joined(session, query, match, exact)
+        conditions: list[Any] = [match, *filters]
+        total = int(
+            (
+                await session.execute(
+                    select(func.count()).select_from(self.index).where(*conditions)
+                )
+            ).scalar_one()
+        )
+        offset = (query.page - 1) * query.limit
+        if total == 0 or offset >= total:
+            return SearchPage(items=[], total=total)
+        first: Package | None = None
+        if exact is not None:
+            named = (
+                await session.execute(
+                    select(Package).where(Package.name == exact, Package.listed == true())
+                )
+            ).scalar_one_or_none()
+            if named is not None:
+                hit = await session.execute(
+                    select(func.count())
+                    .select_from(self.index)
+                    .where(*conditions, self._is(named.id))
+                )
+                first = named if hit.scalar_one() else None
+        limit = query.limit
+        if first is not None:
+            conditions.append(not_(self._is(first.id)))
+            if offset == 0:
+                limit -= 1
+            else:
+                offset -= 1
+        ranked = (
+            await session.execute(
+                select(self.index.c.package_id, rank.label("rank"))
+                .where(*conditions)
+                # The id makes equal ranks page deterministically.
+                .order_by(rank, self.index.c.package_id)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).all()
+        ids = [row.package_id for row in ranked]
+        packages = {
+            package.id: package
+            for package in (
+                await session.execute(select(Package).where(Package.id.in_(ids)))
+            ).scalars()
+        }
+        rank_of = {row.package_id: row.rank for row in ranked}
+        # Equal relevance: the most downloaded first (within the page).
+        page = sorted(
+            (packages[package_id] for package_id in ids if package_id in packages),
+            key=lambda p: (rank_of[p.id], -p.downloads, p.name),
+        )
+        if first is not None and query.page == 1:
+            page.insert(0, first)
+        return SearchPage(items=page, total=total)
+
+    async def _joined(
+        self,
+        session: AsyncSession,
+        query: SearchQuery,
+        match: Any,
+        exact: str | None,
+    ) -> SearchPage:
+        hits = select(self.index.c.package_id).where(match).subquery("hits")
+        conditions = _filters(query, exact)
+        statement = (
+            select(Package)
+            .join(hits, hits.c.package_id == Package.id)
+            .where(*conditions)
+            .order_by(*_order(query, rank=None, exact_name=exact))
+        )
+        count = (
+            select(func.count())
+            .select_from(hits)
+            .join(Package, hits.c.package_id == Package.id)
+            .where(*conditions)
+        )
+        return await _run(session, statement, count, query)
+
+
+class SqliteSearch(_TextSearch):
+    """FTS5: ``marketplace_search(package_id UNINDEXED, name, keywords, description,
+    category, facets, license_key UNINDEXED, organization_id UNINDEXED, author_key
+    UNINDEXED, quality_score UNINDEXED)``, rowid = :func:`document_key`; bm25 with the
+    column weights above (``facets`` weighs nothing: it only filters)."""
+
+    index = table("marketplace_search", *(column(name) for name in _INDEX_COLUMNS), column("rowid"))
+
+    async def index_package(self, session: AsyncSession, package: Package) -> None:
         key = document_key(package.id)
         await session.execute(
             text("DELETE FROM marketplace_search WHERE rowid = :key"), {"key": key}
         )
         await session.execute(
             text(
-                "INSERT INTO marketplace_search"
-                " (rowid, package_id, name, keywords, description, category)"
-                " VALUES (:key, :id, :name, :keywords, :description, :category)"
+                "INSERT INTO marketplace_search (rowid, package_id, name, keywords,"
+                " description, category, facets, license_key, organization_id, author_key,"
+                " quality_score) VALUES (:key, :id, :name, :keywords, :description,"
+                " :category, :facets, :license_key, :organization_id, :author_key,"
+                " :quality_score)"
             ),
-            {
-                "key": key,
-                "id": package.id,
-                "name": package.name.replace("-", " ") + " " + package.name,
-                "keywords": " ".join(package.keywords),
-                "description": package.description,
-                "category": package.category,
-            },
+            {"key": key, **sqlite_document(_document(package))},
         )
 
     async def remove(self, session: AsyncSession, package_id: str) -> None:
@@ -186,62 +359,60 @@ class SqliteSearch:
             {"key": document_key(package_id)},
         )
 
-    async def search(self, session: AsyncSession, query: SearchQuery) -> SearchPage:
-        words = query_words(query.text)
-        if not words:
-            return await _without_text(session, query)
+    def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
+        # The filters are facet tokens in the MATCH expression (an intersection of
+        # posting lists, cheap) rather than comparisons read from each matching row.
         quoted = [f'"{word}"' for word in words]
         if last_word_is_prefix(query.text, words):
             quoted[-1] += "*"
-        match = " ".join(quoted)
-        exact = _exact_name(query.text)
-        hits = (
-            select(
-                literal_column("package_id").label("package_id"),
-                literal_column("bm25(marketplace_search, 0.0, 10.0, 4.0, 1.0, 4.0)").label("rank"),
-            )
-            .select_from(text("marketplace_search"))
-            .where(text("marketplace_search MATCH :match"))
-            .subquery("hits")
+        parts = ["{name keywords description category} : (" + " ".join(quoted) + ")"]
+        if query.category:
+            parts.append(f'facets : "{_facet("c", query.category.strip().lower())}"')
+        if query.license:
+            parts.append(f'facets : "{_facet("l", query.license.strip().lower())}"')
+        if query.author:
+            author = query.author.strip()
+            parts.append(f'facets : ("{_facet("o", author)}" OR "{_facet("a", author.lower())}")')
+        residual: list[Any] = []
+        if query.min_quality:
+            decile = min(100, query.min_quality) // 10 * 10
+            parts.append(f'facets : "q{decile}"')
+            if decile != query.min_quality:
+                residual.append(self.index.c.quality_score >= query.min_quality)
+        match = text("marketplace_search MATCH :match").bindparams(match=" AND ".join(parts))
+        rank: ColumnElement[Any] = literal_column(
+            "bm25(marketplace_search, 0.0, 10.0, 4.0, 1.0, 4.0, 0.0)"
         )
-        conditions = _filters(query, exact)
-        statement = (
-            select(Package)
-            .join(hits, hits.c.package_id == Package.id)
-            .where(*conditions)
-            .order_by(*_order(query, rank=hits.c.rank.asc(), exact_name=exact))
-            .params(match=match)
-        )
-        count = (
-            select(func.count())
-            .select_from(hits)
-            .join(Package, hits.c.package_id == Package.id)
-            .where(*conditions)
-            .params(match=match)
-        )
-        return await _run(session, statement, count, query)
+        return match, rank, residual
+
+    def _is(self, package_id: str) -> ColumnElement[bool]:
+        return column("rowid") == document_key(package_id)
 
 
-class PostgresSearch:
-    """``marketplace_search(package_id, document tsvector)`` with a GIN index; the
-    ``simple`` configuration (no stemming, like FTS5's unicode61); ``ts_rank`` with
-    weights A (name), B (keywords, category), D (description)."""
+class PostgresSearch(_TextSearch):
+    """``marketplace_search(package_id, document tsvector, <filter columns>)`` with a GIN
+    index; the ``simple`` configuration (no stemming, like FTS5's unicode61);
+    ``ts_rank`` with weights A (name), B (keywords, category), D (description)."""
 
-    async def index(self, session: AsyncSession, package: Package) -> None:
+    index = table("marketplace_search", *(column(name) for name in _INDEX_COLUMNS))
+
+    async def index_package(self, session: AsyncSession, package: Package) -> None:
+        document = _document(package)
+        document["keywords"] = document["keywords"] + " " + package.category
         await session.execute(
             text(
-                "INSERT INTO marketplace_search (package_id, document) VALUES (:id,"
+                "INSERT INTO marketplace_search (package_id, document, category, license_key,"
+                " organization_id, author_key, quality_score) VALUES (:id,"
                 " setweight(to_tsvector('simple', :name), 'A')"
                 " || setweight(to_tsvector('simple', :keywords), 'B')"
-                " || setweight(to_tsvector('simple', :description), 'D'))"
-                " ON CONFLICT (package_id) DO UPDATE SET document = excluded.document"
+                " || setweight(to_tsvector('simple', :description), 'D'),"
+                " :category, :license_key, :organization_id, :author_key, :quality_score)"
+                " ON CONFLICT (package_id) DO UPDATE SET document = excluded.document,"
+                " category = excluded.category, license_key = excluded.license_key,"
+                " organization_id = excluded.organization_id,"
+                " author_key = excluded.author_key, quality_score = excluded.quality_score"
             ),
-            {
-                "id": package.id,
-                "name": package.name.replace("-", " ") + " " + package.name,
-                "keywords": " ".join([*package.keywords, package.category]),
-                "description": package.description,
-            },
+            document,
         )
 
     async def remove(self, session: AsyncSession, package_id: str) -> None:
@@ -249,43 +420,18 @@ class PostgresSearch:
             text("DELETE FROM marketplace_search WHERE package_id = :id"), {"id": package_id}
         )
 
-    async def search(self, session: AsyncSession, query: SearchQuery) -> SearchPage:
-        words = query_words(query.text)
-        if not words:
-            return await _without_text(session, query)
+    def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
         # Words are letters and digits only, so this tsquery cannot hold an operator.
         tsquery = " & ".join(words)
         if last_word_is_prefix(query.text, words):
             tsquery += ":*"
-        exact = _exact_name(query.text)
-        index = table("marketplace_search", column("package_id"), column("document"))
-        matcher = func.to_tsquery(literal_column("'simple'"), bindparam("tsq"))
-        hits = (
-            select(
-                index.c.package_id.label("package_id"),
-                func.ts_rank(
-                    literal_column("'{0.1, 0.2, 0.4, 1.0}'"), index.c.document, matcher
-                ).label("rank"),
-            )
-            .where(index.c.document.op("@@")(matcher))
-            .subquery("hits")
-        )
-        conditions = _filters(query, exact)
-        statement = (
-            select(Package)
-            .join(hits, hits.c.package_id == Package.id)
-            .where(*conditions)
-            .order_by(*_order(query, rank=hits.c.rank.desc(), exact_name=exact))
-            .params(tsq=tsquery)
-        )
-        count = (
-            select(func.count())
-            .select_from(hits)
-            .join(Package, hits.c.package_id == Package.id)
-            .where(*conditions)
-            .params(tsq=tsquery)
-        )
-        return await _run(session, statement, count, query)
+        document: ColumnClause[Any] = column("document")
+        matcher = func.to_tsquery(literal_column("'simple'"), bindparam("tsq", tsquery))
+        rank = func.ts_rank(literal_column("'{0.1, 0.2, 0.4, 1.0}'"), document, matcher)
+        return document.op("@@")(matcher), rank.desc(), _index_filters(self.index, query)
+
+    def _is(self, package_id: str) -> ColumnElement[bool]:
+        return self.index.c.package_id == package_id
 
 
 _SQLITE = SqliteSearch()

@@ -562,7 +562,7 @@ class MarketplaceService:
         await session.flush()
         backend = search_backend(session)
         if package.listed:
-            await backend.index(session, package)
+            await backend.index_package(session, package)
         else:
             await backend.remove(session, package.id)
 

@@ -19,8 +19,10 @@ Pre-releases match only a specifier that names a pre-release itself.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import semver
 
@@ -74,6 +76,32 @@ def parse_version(raw: str) -> semver.Version:
         ) from None
 
 
+VersionKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
+
+
+def version_key(version: semver.Version) -> VersionKey:
+    """A tuple that sorts as SemVer precedence (build metadata ignored), much cheaper to
+    compare than ``semver.Version`` (the resolver compares versions a lot)."""
+    if not version.prerelease:
+        return (version.major, version.minor, version.patch, 1, ())
+    # Numeric identifiers sort numerically and before alphanumeric ones.
+    parts = tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in version.prerelease.split(".")
+    )
+    return (version.major, version.minor, version.patch, 0, parts)
+
+
+_OPERATORS: dict[str, Callable[[VersionKey, VersionKey], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     """A parsed specifier: every (operator, version) comparison must hold."""
@@ -84,29 +112,29 @@ class Spec:
     pin: semver.Version | None
     allows_prerelease: bool
 
+    bound_keys: tuple[tuple[str, VersionKey], ...] = field(init=False)
+    pin_key: VersionKey | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        bounds = tuple((op, version_key(bound)) for op, bound in self.comparisons)
+        object.__setattr__(self, "bound_keys", bounds)
+        object.__setattr__(self, "pin_key", version_key(self.pin) if self.pin else None)
+
     def contains(self, version: semver.Version) -> bool:
-        if version.prerelease and not self.allows_prerelease and self.pin != version:
+        return self.contains_key(version_key(version))
+
+    def contains_key(self, key: VersionKey) -> bool:
+        if key[3] == 0 and not self.allows_prerelease and self.pin_key != key:
             return False
-        return all(_compare(version, op, bound) for op, bound in self.comparisons)
+        return all(_OPERATORS[op](key, bound) for op, bound in self.bound_keys)
 
     def __str__(self) -> str:
         return self.text
 
 
-def _compare(version: semver.Version, op: str, bound: semver.Version) -> bool:
-    # SemVer precedence ignores build metadata.
-    order = version.compare(bound)
-    return {
-        "==": order == 0,
-        "!=": order != 0,
-        ">=": order >= 0,
-        ">": order > 0,
-        "<=": order <= 0,
-        "<": order < 0,
-    }[op]
-
-
+@functools.lru_cache(maxsize=4096)
 def parse_spec(raw: str) -> Spec:
+    """A specifier (cached: the same few texts recur across a dependency graph)."""
     text = " ".join(raw.split())
     if len(text) > MAX_SPEC_LENGTH:
         raise InvalidSpec(f"a version specifier has at most {MAX_SPEC_LENGTH} characters")

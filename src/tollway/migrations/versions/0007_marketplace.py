@@ -45,7 +45,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("marketplace_packages", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_marketplace_packages_category"), ["category"], unique=False
+            "ix_marketplace_packages_category_listed", ["category", "listed"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_marketplace_packages_license"), ["license"], unique=False
@@ -170,11 +170,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("organization_id", name=op.f("pk_marketplace_publish_buckets")),
     )
 
-    # The search index: outside the models (see tollway.migrations.include_name).
+    # The search index: outside the models (see tollway.migrations.include_name). The
+    # filter columns are copies of the package's, so a relevance search reads the index
+    # alone (tollway.marketplace.search).
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE marketplace_search USING fts5("
-            "package_id UNINDEXED, name, keywords, description, category, "
+            "package_id UNINDEXED, name, keywords, description, category, facets, "
+            "license_key UNINDEXED, organization_id UNINDEXED, author_key UNINDEXED, "
+            "quality_score UNINDEXED, "
             "tokenize = 'unicode61 remove_diacritics 2')"
         )
     else:
@@ -182,7 +186,12 @@ def upgrade() -> None:
             "CREATE TABLE marketplace_search ("
             "package_id VARCHAR(40) PRIMARY KEY "
             "REFERENCES marketplace_packages (id) ON DELETE CASCADE, "
-            "document TSVECTOR NOT NULL)"
+            "document TSVECTOR NOT NULL, "
+            "category VARCHAR(40) NOT NULL, "
+            "license_key VARCHAR(200) NOT NULL, "
+            "organization_id VARCHAR(40) NOT NULL, "
+            "author_key VARCHAR(200) NOT NULL, "
+            "quality_score INTEGER NOT NULL)"
         )
         op.execute(
             "CREATE INDEX ix_marketplace_search_document ON marketplace_search USING GIN (document)"
@@ -207,5 +216,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_marketplace_packages_listed_downloads")
         batch_op.drop_index(batch_op.f("ix_marketplace_packages_organization_id"))
         batch_op.drop_index(batch_op.f("ix_marketplace_packages_license"))
-        batch_op.drop_index(batch_op.f("ix_marketplace_packages_category"))
+        batch_op.drop_index("ix_marketplace_packages_category_listed")
     op.drop_table("marketplace_packages")
