@@ -427,8 +427,9 @@ class PostgresSearch(_TextSearch):
             tsquery += ":*"
         document: ColumnClause[Any] = column("document")
         matcher = func.to_tsquery(literal_column("'simple'"), bindparam("tsq", tsquery))
-        rank = func.ts_rank(literal_column("'{0.1, 0.2, 0.4, 1.0}'"), document, matcher)
-        return document.op("@@")(matcher), rank.desc(), _index_filters(self.index, query)
+        # Negated, so that like bm25 a smaller value is more relevant.
+        rank = -func.ts_rank(literal_column("'{0.1, 0.2, 0.4, 1.0}'"), document, matcher)
+        return document.op("@@")(matcher), rank, _index_filters(self.index, query)
 
     def _is(self, package_id: str) -> ColumnElement[bool]:
         return self.index.c.package_id == package_id
