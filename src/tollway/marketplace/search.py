@@ -228,6 +228,9 @@ class _TextSearch:
     orders need the packages' downloads and release dates, so they join."""
 
     index: TableClause
+    #: Whether the total comes with the page as ``count(*) OVER ()`` (FTS5's bm25 cannot
+    #: run in a window query; its own count is cheap anyway).
+    window_total: bool = True
 
     def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
         """(the match condition, the rank expression in ascending order of relevance,
@@ -247,16 +250,7 @@ class _TextSearch:
         if query.sort != "relevance":
             return await self._joined(session, query, match, exact)
         conditions: list[Any] = [match, *filters]
-        total = int(
-            (
-                await session.execute(
-                    select(func.count()).select_from(self.index).where(*conditions)
-                )
-            ).scalar_one()
-        )
         offset = (query.page - 1) * query.limit
-        if total == 0 or offset >= total:
-            return SearchPage(items=[], total=total)
         first: Package | None = None
         if exact is not None:
             named = (
@@ -272,22 +266,39 @@ class _TextSearch:
                 )
                 first = named if hit.scalar_one() else None
         limit = query.limit
+        ranked_conditions = list(conditions)
         if first is not None:
-            conditions.append(not_(self._is(first.id)))
+            ranked_conditions.append(not_(self._is(first.id)))
             if offset == 0:
                 limit -= 1
             else:
                 offset -= 1
+        columns = [self.index.c.package_id, rank.label("rank")]
+        if self.window_total:
+            # One pass over the matches: the page, its ranks and the total as a window.
+            columns.append(func.count().over().label("total"))
         ranked = (
             await session.execute(
-                select(self.index.c.package_id, rank.label("rank"))
-                .where(*conditions)
+                select(*columns)
+                .where(*ranked_conditions)
                 # The id makes equal ranks page deterministically.
                 .order_by(rank, self.index.c.package_id)
                 .limit(limit)
                 .offset(offset)
             )
         ).all()
+        if ranked and self.window_total:
+            total = int(ranked[0].total) + (1 if first is not None else 0)
+        else:
+            total = int(
+                (
+                    await session.execute(
+                        select(func.count()).select_from(self.index).where(*conditions)
+                    )
+                ).scalar_one()
+            )
+            if not ranked and (total == 0 or query.page > 1 or first is None):
+                return SearchPage(items=[], total=total)
         ids = [row.package_id for row in ranked]
         packages = {
             package.id: package
@@ -336,6 +347,7 @@ class SqliteSearch(_TextSearch):
     column weights above (``facets`` weighs nothing: it only filters)."""
 
     index = table("marketplace_search", *(column(name) for name in _INDEX_COLUMNS), column("rowid"))
+    window_total = False
 
     async def index_package(self, session: AsyncSession, package: Package) -> None:
         key = document_key(package.id)
