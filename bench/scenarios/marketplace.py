@@ -348,7 +348,7 @@ async def _seed(server: Server) -> None:
         if database.dialect != "sqlite":
             async with database.engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
-                await connection.execute(text("ANALYZE"))
+                await connection.execute(text("VACUUM ANALYZE"))
     finally:
         await database.dispose()
 

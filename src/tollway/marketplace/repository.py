@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,6 +67,37 @@ async def list_resolvable_versions(
         PackageVersion.package_id.in_(ids), PackageVersion.state != "draft"
     )
     return list((await session.execute(statement)).scalars())
+
+
+async def list_package_heads(session: AsyncSession, names: Iterable[str]) -> list[Any]:
+    """(id, name, price_minor, currency, organization_id) of the named packages: plain
+    rows, no ORM objects (resolution reads hundreds and keeps none)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return []
+    statement = select(
+        Package.id, Package.name, Package.price_minor, Package.currency, Package.organization_id
+    ).where(Package.name.in_(wanted))
+    return list((await session.execute(statement)).all())
+
+
+async def list_resolvable_version_rows(
+    session: AsyncSession, *, package_ids: Iterable[str]
+) -> list[Any]:
+    """The non-draft versions of the packages as plain rows."""
+    ids = sorted(set(package_ids))
+    if not ids:
+        return []
+    statement = select(
+        PackageVersion.package_id,
+        PackageVersion.version,
+        PackageVersion.state,
+        PackageVersion.sha256,
+        PackageVersion.signature,
+        PackageVersion.signature_kid,
+        PackageVersion.dependencies,
+    ).where(PackageVersion.package_id.in_(ids), PackageVersion.state != "draft")
+    return list((await session.execute(statement)).all())
 
 
 async def get_version(

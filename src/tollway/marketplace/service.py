@@ -583,31 +583,37 @@ class MarketplaceService:
             Requirement(name=validate_name(name), spec=parse_spec(spec))
             for name, spec in requirements
         ]
-        packages: dict[str, Package] = {}
+        packages: dict[str, Any] = {}
         graph: dict[str, list[Candidate]] = {}
+        requirements_memo: dict[tuple[str, str], Requirement] = {}
         frontier = {req.name for req in wanted}
         seen: set[str] = set()
         # Load the reachable graph one level at a time: one query for the packages and
-        # one for their versions per level.
+        # one for their versions per level, as plain rows (no ORM objects to track).
         while frontier:
             seen |= frontier
-            found = await repository.list_packages_by_names(session, frontier)
+            found = await repository.list_package_heads(session, frontier)
             for package in found:
                 packages[package.name] = package
                 graph[package.name] = []
             by_id = {package.id: package for package in found}
-            rows = await repository.list_resolvable_versions(session, package_ids=by_id)
+            rows = await repository.list_resolvable_version_rows(session, package_ids=by_id)
             next_names: set[str] = set()
             for row in rows:
                 package = by_id[row.package_id]
-                dependencies = [
-                    Requirement(name=dep["name"], spec=parse_spec(dep["spec"]))
-                    for dep in row.dependencies
-                ]
+                dependencies = []
+                for dep in row.dependencies:
+                    memo = (dep["name"], dep["spec"])
+                    requirement = requirements_memo.get(memo)
+                    if requirement is None:
+                        requirement = requirements_memo[memo] = Requirement(
+                            name=dep["name"], spec=parse_spec(dep["spec"])
+                        )
+                    dependencies.append(requirement)
                 graph[package.name].append(
                     Candidate(
                         name=package.name,
-                        version=_semver_key(row),
+                        version=semver.Version.parse(row.version),
                         state=row.state,
                         sha256=row.sha256,
                         signature=row.signature,
@@ -619,7 +625,7 @@ class MarketplaceService:
                 next_names.update(dep.name for dep in dependencies)
             frontier = next_names - seen
         for name, candidates in list(graph.items()):
-            candidates.sort(key=lambda candidate: candidate.version, reverse=True)
+            candidates.sort(key=lambda candidate: candidate.key, reverse=True)
             if not candidates and packages[name].organization_id != organization_id:
                 del graph[name]
         missing = sorted(req.name for req in wanted if req.name not in graph)
