@@ -51,6 +51,29 @@ class TestRanking:
         assert names(result) == ["auth", "auth-toolkit", "blog-starter"]
         assert result["total"] == 3
 
+    async def test_name_and_keyword_matches_come_before_description_matches_across_pages(
+        self, client: httpx.AsyncClient, author: Org
+    ) -> None:
+        for name in ("redis-cache", "redis-queue", "redis-lock"):
+            await publish(client, author, name, keywords=["redis"])
+        for name in ("session-store", "rate-limiter"):
+            await publish(
+                client,
+                author,
+                name,
+                description="A template that keeps its state in Redis with tests and CI.",
+                keywords=["state"],
+            )
+        pages = [
+            names(await search(client, query="redis", limit=2, page=page)) for page in (1, 2, 3)
+        ]
+        flat = [name for page in pages for name in page]
+        assert sorted(flat[:3]) == ["redis-cache", "redis-lock", "redis-queue"]
+        assert sorted(flat[3:]) == ["rate-limiter", "session-store"]
+        assert (await search(client, query="redis", limit=2))["total"] == 5
+        exact = await search(client, query="redis-lock", limit=2, page=1)
+        assert names(exact)[0] == "redis-lock"
+
     async def test_ties_in_relevance_go_to_the_most_downloaded(
         self, app: FastAPI, client: httpx.AsyncClient, author: Org
     ) -> None:

@@ -222,35 +222,57 @@ _INDEX_COLUMNS = (
 )
 
 
+Tier = Literal["all", "strong", "weak"]
+TIERS: tuple[Tier, Tier, Tier] = ("all", "strong", "weak")
+
+
 class _TextSearch:
-    """What both backends share: the relevance order is computed on the index alone
-    (match, filters, rank, count), then only the page's packages are read; other sort
-    orders need the packages' downloads and release dates, so they join."""
+    """What both backends share. Relevance comes in two tiers: packages whose name,
+    keywords or category hold every word (``strong``) come before packages that need
+    the description for some word (``weak``); each tier is ranked by bm25 / ts_rank.
+    Beyond being what a user expects, the tiers keep a common word cheap: page one
+    ranks only the strong matches, not every description that mentions the word.
+
+    The relevance order is computed on the index alone (match, filters, rank, count),
+    then only the page's packages are read; other sort orders need the packages'
+    downloads and release dates, so they join."""
 
     index: TableClause
-    #: Whether the total comes with the page as ``count(*) OVER ()`` (FTS5's bm25 cannot
-    #: run in a window query; its own count is cheap anyway).
-    window_total: bool = True
 
-    def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
-        """(the match condition, the rank expression in ascending order of relevance,
-        the filter conditions the match does not cover)."""
+    def _match(self, words: list[str], query: SearchQuery, tier: Tier) -> tuple[Any, list[Any]]:
+        """(the match condition of the tier, the filter conditions it does not cover)."""
+        raise NotImplementedError
+
+    def _rank(self, words: list[str], query: SearchQuery) -> Any:
+        """The rank expression, smaller is more relevant."""
         raise NotImplementedError
 
     def _is(self, package_id: str) -> ColumnElement[bool]:
         """The index row of one package (by its cheapest key)."""
         raise NotImplementedError
 
+    def _conditions(self, words: list[str], query: SearchQuery, tier: Tier) -> list[Any]:
+        match, residual = self._match(words, query, tier)
+        return [match, *residual]
+
+    async def _count(self, session: AsyncSession, conditions: list[Any]) -> int:
+        statement = select(func.count()).select_from(self.index).where(*conditions)
+        return int((await session.execute(statement)).scalar_one())
+
     async def search(self, session: AsyncSession, query: SearchQuery) -> SearchPage:
         words = query_words(query.text)
         if not words:
             return await _without_text(session, query)
-        match, rank, filters = self._match(words, query)
         exact = _exact_name(query.text)
         if query.sort != "relevance":
+            match, _ = self._match(words, query, "all")
             return await self._joined(session, query, match, exact)
-        conditions: list[Any] = [match, *filters]
+        every, strong, weak = (self._conditions(words, query, tier) for tier in TIERS)
+        total = await self._count(session, every)
         offset = (query.page - 1) * query.limit
+        if total == 0 or offset >= total:
+            return SearchPage(items=[], total=total)
+        # The exact name holds every word in the name, so it is a strong match.
         first: Package | None = None
         if exact is not None:
             named = (
@@ -258,47 +280,46 @@ class _TextSearch:
                     select(Package).where(Package.name == exact, Package.listed == true())
                 )
             ).scalar_one_or_none()
-            if named is not None:
-                hit = await session.execute(
-                    select(func.count())
-                    .select_from(self.index)
-                    .where(*conditions, self._is(named.id))
-                )
-                first = named if hit.scalar_one() else None
-        limit = query.limit
-        ranked_conditions = list(conditions)
-        if first is not None:
-            ranked_conditions.append(not_(self._is(first.id)))
-            if offset == 0:
-                limit -= 1
-            else:
-                offset -= 1
-        columns = [self.index.c.package_id, rank.label("rank")]
-        if self.window_total:
-            # One pass over the matches: the page, its ranks and the total as a window.
-            columns.append(func.count().over().label("total"))
+            if named is not None and await self._count(session, [*strong, self._is(named.id)]):
+                first = named
+                strong.append(not_(self._is(first.id)))
+        strong_total = await self._count(session, strong)
+        rank = self._rank(words, query)
+        # The page is a window over [first] + strong tier + weak tier.
+        segments: list[tuple[str, int]] = [
+            ("first", 1 if first is not None else 0),
+            ("strong", strong_total),
+            ("weak", total - strong_total - (1 if first is not None else 0)),
+        ]
+        items: list[Package] = []
+        start, stop, position = offset, offset + query.limit, 0
+        for name, size in segments:
+            low, high = max(start, position), min(stop, position + size)
+            if low < high:
+                if name == "first":
+                    assert first is not None
+                    items.append(first)
+                else:
+                    conditions = strong if name == "strong" else weak
+                    items += await self._ranked(
+                        session, conditions, rank, offset=low - position, limit=high - low
+                    )
+            position += size
+        return SearchPage(items=items, total=total)
+
+    async def _ranked(
+        self, session: AsyncSession, conditions: list[Any], rank: Any, *, offset: int, limit: int
+    ) -> list[Package]:
         ranked = (
             await session.execute(
-                select(*columns)
-                .where(*ranked_conditions)
+                select(self.index.c.package_id, rank.label("rank"))
+                .where(*conditions)
                 # The id makes equal ranks page deterministically.
                 .order_by(rank, self.index.c.package_id)
                 .limit(limit)
                 .offset(offset)
             )
         ).all()
-        if ranked and self.window_total:
-            total = int(ranked[0].total) + (1 if first is not None else 0)
-        else:
-            total = int(
-                (
-                    await session.execute(
-                        select(func.count()).select_from(self.index).where(*conditions)
-                    )
-                ).scalar_one()
-            )
-            if not ranked and (total == 0 or query.page > 1 or first is None):
-                return SearchPage(items=[], total=total)
         ids = [row.package_id for row in ranked]
         packages = {
             package.id: package
@@ -308,13 +329,10 @@ class _TextSearch:
         }
         rank_of = {row.package_id: row.rank for row in ranked}
         # Equal relevance: the most downloaded first (within the page).
-        page = sorted(
+        return sorted(
             (packages[package_id] for package_id in ids if package_id in packages),
             key=lambda p: (rank_of[p.id], -p.downloads, p.name),
         )
-        if first is not None and query.page == 1:
-            page.insert(0, first)
-        return SearchPage(items=page, total=total)
 
     async def _joined(
         self,
@@ -347,7 +365,6 @@ class SqliteSearch(_TextSearch):
     column weights above (``facets`` weighs nothing: it only filters)."""
 
     index = table("marketplace_search", *(column(name) for name in _INDEX_COLUMNS), column("rowid"))
-    window_total = False
 
     async def index_package(self, session: AsyncSession, package: Package) -> None:
         key = document_key(package.id)
@@ -371,13 +388,21 @@ class SqliteSearch(_TextSearch):
             {"key": document_key(package_id)},
         )
 
-    def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
+    def _match(self, words: list[str], query: SearchQuery, tier: Tier) -> tuple[Any, list[Any]]:
         # The filters are facet tokens in the MATCH expression (an intersection of
         # posting lists, cheap) rather than comparisons read from each matching row.
         quoted = [f'"{word}"' for word in words]
         if last_word_is_prefix(query.text, words):
             quoted[-1] += "*"
-        parts = ["{name keywords description category} : (" + " ".join(quoted) + ")"]
+        phrase = "(" + " ".join(quoted) + ")"
+        everywhere = "{name keywords description category} : " + phrase
+        strongly = "{name keywords category} : " + phrase
+        text_part = {
+            "all": everywhere,
+            "strong": strongly,
+            "weak": f"({everywhere} NOT {strongly})",
+        }[tier]
+        parts = [text_part]
         if query.category:
             parts.append(f'facets : "{_facet("c", query.category.strip().lower())}"')
         if query.license:
@@ -391,11 +416,13 @@ class SqliteSearch(_TextSearch):
             parts.append(f'facets : "q{decile}"')
             if decile != query.min_quality:
                 residual.append(self.index.c.quality_score >= query.min_quality)
-        match = text("marketplace_search MATCH :match").bindparams(match=" AND ".join(parts))
-        rank: ColumnElement[Any] = literal_column(
-            "bm25(marketplace_search, 0.0, 10.0, 4.0, 1.0, 4.0, 0.0)"
+        match = text(f"marketplace_search MATCH :match_{tier}").bindparams(
+            bindparam(f"match_{tier}", " AND ".join(parts))
         )
-        return match, rank, residual
+        return match, residual
+
+    def _rank(self, words: list[str], query: SearchQuery) -> Any:
+        return literal_column("bm25(marketplace_search, 0.0, 10.0, 4.0, 1.0, 4.0, 0.0)")
 
     def _is(self, package_id: str) -> ColumnElement[bool]:
         return column("rowid") == document_key(package_id)
@@ -432,16 +459,28 @@ class PostgresSearch(_TextSearch):
             text("DELETE FROM marketplace_search WHERE package_id = :id"), {"id": package_id}
         )
 
-    def _match(self, words: list[str], query: SearchQuery) -> tuple[Any, Any, list[Any]]:
+    def _tsquery(self, words: list[str], query: SearchQuery, weights: str = "") -> Any:
         # Words are letters and digits only, so this tsquery cannot hold an operator.
-        tsquery = " & ".join(words)
+        terms = [f"{word}:{weights}" if weights else word for word in words]
         if last_word_is_prefix(query.text, words):
-            tsquery += ":*"
+            terms[-1] = f"{words[-1]}:*{weights}"
+        return func.to_tsquery(literal_column("'simple'"), " & ".join(terms))
+
+    def _match(self, words: list[str], query: SearchQuery, tier: Tier) -> tuple[Any, list[Any]]:
         document: ColumnClause[Any] = column("document")
-        matcher = func.to_tsquery(literal_column("'simple'"), bindparam("tsq", tsquery))
+        everywhere = document.op("@@")(self._tsquery(words, query))
+        # Weights A (name) and B (keywords, category) are the strong fields.
+        strongly = document.op("@@")(self._tsquery(words, query, "AB"))
+        match = {"all": everywhere, "strong": strongly, "weak": everywhere & not_(strongly)}[tier]
+        return match, _index_filters(self.index, query)
+
+    def _rank(self, words: list[str], query: SearchQuery) -> Any:
         # Negated, so that like bm25 a smaller value is more relevant.
-        rank = -func.ts_rank(literal_column("'{0.1, 0.2, 0.4, 1.0}'"), document, matcher)
-        return document.op("@@")(matcher), rank, _index_filters(self.index, query)
+        return -func.ts_rank(
+            literal_column("'{0.1, 0.2, 0.4, 1.0}'"),
+            column("document"),
+            self._tsquery(words, query),
+        )
 
     def _is(self, package_id: str) -> ColumnElement[bool]:
         return self.index.c.package_id == package_id
