@@ -30,7 +30,11 @@ from tollway.config import Settings
 from tollway.db import Database
 from tollway.kit.ids import new_ids
 from tollway.marketplace.models import Package, PackageVersion
-from tollway.marketplace.search import document_key, sqlite_document
+from tollway.marketplace.search import (
+    POSTGRES_INSERT,
+    document_key,
+    sqlite_document,
+)
 
 SEARCH_PACKAGES = 100_000
 GRAPH_PACKAGES = 200
@@ -263,14 +267,7 @@ async def _index(session: Any, rows: list[dict[str, Any]], dialect: str) -> None
     for doc in documents:
         doc["keywords"] += " " + doc["category"]
     await session.execute(
-        text(
-            "INSERT INTO marketplace_search (package_id, document, category, license_key,"
-            " organization_id, author_key, quality_score) VALUES (:id,"
-            " setweight(to_tsvector('simple', :name), 'A')"
-            " || setweight(to_tsvector('simple', :keywords), 'B')"
-            " || setweight(to_tsvector('simple', :description), 'D'),"
-            " :category, :license_key, :organization_id, :author_key, :quality_score)"
-        ),
+        text(POSTGRES_INSERT),
         documents,
     )
 

@@ -37,7 +37,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import ColumnClause, TableClause
+from sqlalchemy.sql.expression import TableClause
 
 from tollway.marketplace.models import Package
 
@@ -429,9 +429,10 @@ class SqliteSearch(_TextSearch):
 
 
 class PostgresSearch(_TextSearch):
-    """``marketplace_search(package_id, document tsvector, <filter columns>)`` with a GIN
-    index; the ``simple`` configuration (no stemming, like FTS5's unicode61);
-    ``ts_rank`` with weights A (name), B (keywords, category), D (description)."""
+    """``marketplace_search(package_id, document tsvector, strong tsvector, <filter
+    columns>)`` with GIN indexes on both vectors; the ``simple`` configuration (no
+    stemming, like FTS5's unicode61); ``ts_rank`` with weights A (name), B (keywords,
+    category), D (description)."""
 
     index = table("marketplace_search", *(column(name) for name in _INDEX_COLUMNS))
 
@@ -439,18 +440,7 @@ class PostgresSearch(_TextSearch):
         document = _document(package)
         document["keywords"] = document["keywords"] + " " + package.category
         await session.execute(
-            text(
-                "INSERT INTO marketplace_search (package_id, document, category, license_key,"
-                " organization_id, author_key, quality_score) VALUES (:id,"
-                " setweight(to_tsvector('simple', :name), 'A')"
-                " || setweight(to_tsvector('simple', :keywords), 'B')"
-                " || setweight(to_tsvector('simple', :description), 'D'),"
-                " :category, :license_key, :organization_id, :author_key, :quality_score)"
-                " ON CONFLICT (package_id) DO UPDATE SET document = excluded.document,"
-                " category = excluded.category, license_key = excluded.license_key,"
-                " organization_id = excluded.organization_id,"
-                " author_key = excluded.author_key, quality_score = excluded.quality_score"
-            ),
+            text(POSTGRES_UPSERT),
             document,
         )
 
@@ -459,18 +449,24 @@ class PostgresSearch(_TextSearch):
             text("DELETE FROM marketplace_search WHERE package_id = :id"), {"id": package_id}
         )
 
-    def _tsquery(self, words: list[str], query: SearchQuery, weights: str = "") -> Any:
+    async def search(self, session: AsyncSession, query: SearchQuery) -> SearchPage:
+        # asyncpg prepares statements, and after five runs PostgreSQL may switch to a
+        # generic plan that cannot see the tsquery's selectivity (three times slower on a
+        # common word); plan each search for its own parameters.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        return await super().search(session, query)
+
+    def _tsquery(self, words: list[str], query: SearchQuery) -> Any:
         # Words are letters and digits only, so this tsquery cannot hold an operator.
-        terms = [f"{word}:{weights}" if weights else word for word in words]
+        terms = list(words)
         if last_word_is_prefix(query.text, words):
-            terms[-1] = f"{words[-1]}:*{weights}"
+            terms[-1] += ":*"
         return func.to_tsquery(literal_column("'simple'"), " & ".join(terms))
 
     def _match(self, words: list[str], query: SearchQuery, tier: Tier) -> tuple[Any, list[Any]]:
-        document: ColumnClause[Any] = column("document")
-        everywhere = document.op("@@")(self._tsquery(words, query))
-        # Weights A (name) and B (keywords, category) are the strong fields.
-        strongly = document.op("@@")(self._tsquery(words, query, "AB"))
+        tsquery = self._tsquery(words, query)
+        everywhere = column("document").op("@@")(tsquery)
+        strongly = column("strong").op("@@")(tsquery)
         match = {"all": everywhere, "strong": strongly, "weak": everywhere & not_(strongly)}[tier]
         return match, _index_filters(self.index, query)
 
@@ -485,6 +481,31 @@ class PostgresSearch(_TextSearch):
     def _is(self, package_id: str) -> ColumnElement[bool]:
         return self.index.c.package_id == package_id
 
+
+#: The PostgreSQL index row: ``document`` (everything, weighted) and ``strong`` (name,
+#: keywords and category: the strong relevance tier) plus the filter columns.
+POSTGRES_INSERT = (
+    "INSERT INTO marketplace_search (package_id, document, strong, category, license_key,"
+    " organization_id, author_key, quality_score) VALUES (:id,"
+    " setweight(to_tsvector('simple', :name), 'A')"
+    " || setweight(to_tsvector('simple', :keywords), 'B')"
+    " || setweight(to_tsvector('simple', :description), 'D'),"
+    " to_tsvector('simple', :name || ' ' || :keywords),"
+    " :category, :license_key, :organization_id, :author_key, :quality_score)"
+)
+POSTGRES_UPSERT = (
+    "INSERT INTO marketplace_search (package_id, document, strong, category, license_key,"
+    " organization_id, author_key, quality_score) VALUES (:id,"
+    " setweight(to_tsvector('simple', :name), 'A')"
+    " || setweight(to_tsvector('simple', :keywords), 'B')"
+    " || setweight(to_tsvector('simple', :description), 'D'),"
+    " to_tsvector('simple', :name || ' ' || :keywords),"
+    " :category, :license_key, :organization_id, :author_key, :quality_score)"
+    " ON CONFLICT (package_id) DO UPDATE SET document = excluded.document,"
+    " strong = excluded.strong, category = excluded.category,"
+    " license_key = excluded.license_key, organization_id = excluded.organization_id,"
+    " author_key = excluded.author_key, quality_score = excluded.quality_score"
+)
 
 _SQLITE = SqliteSearch()
 _POSTGRES = PostgresSearch()

@@ -187,6 +187,7 @@ def upgrade() -> None:
             "package_id VARCHAR(40) PRIMARY KEY "
             "REFERENCES marketplace_packages (id) ON DELETE CASCADE, "
             "document TSVECTOR NOT NULL, "
+            "strong TSVECTOR NOT NULL, "
             "category VARCHAR(40) NOT NULL, "
             "license_key VARCHAR(200) NOT NULL, "
             "organization_id VARCHAR(40) NOT NULL, "
@@ -195,6 +196,11 @@ def upgrade() -> None:
         )
         op.execute(
             "CREATE INDEX ix_marketplace_search_document ON marketplace_search USING GIN (document)"
+        )
+        # Name, keywords and category alone: the strong relevance tier, answered by the
+        # index (a weight-restricted tsquery on `document` would recheck every row).
+        op.execute(
+            "CREATE INDEX ix_marketplace_search_strong ON marketplace_search USING GIN (strong)"
         )
 
 
