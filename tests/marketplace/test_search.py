@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from tests.marketplace.conftest import Org, act, names, publish, search, upload
 from tollway.db import Database
@@ -225,3 +228,27 @@ class TestWhatLeavesSearch:
         two = next(item for item in result["items"] if item["name"] == "two-versions")
         assert two["latest_version"] == "1.0.0"
         assert sorted(names(await search(client, sort="downloads"))) == ["keeper", "two-versions"]
+
+
+class TestSearchDoesNotWait:
+    async def test_search_and_resolve_answer_while_a_write_is_in_progress(
+        self, app: FastAPI, client: httpx.AsyncClient, author: Org
+    ) -> None:
+        await publish(client, author, "flask-login", keywords=["flask"])
+        database: Database = app.state.database
+        async with database.transaction() as writing:
+            # This transaction holds the writer (on SQLite: the process's write lock).
+            await writing.execute(text("SELECT 1"))
+            found = await asyncio.wait_for(
+                client.post("/api/v1/marketplace/search", json={"query": "flask"}), 10
+            )
+            resolved = await asyncio.wait_for(
+                client.post(
+                    "/api/v1/marketplace/resolve",
+                    json={"requirements": [{"name": "flask-login"}]},
+                    headers={"Idempotency-Key": "ignored-for-reads"},
+                ),
+                10,
+            )
+        assert names(found.json()) == ["flask-login"]
+        assert resolved.status_code == 200

@@ -14,7 +14,7 @@ from tollway.auth.principal import Principal
 from tollway.db import Database
 from tollway.entitlements.service import EntitlementsRuntime
 from tollway.kit.pagination import PageParams, page_params
-from tollway.kit.routing import DatabaseDep, SessionDep, api_router
+from tollway.kit.routing import DatabaseDep, ReadOnlyRoute, SessionDep, api_router
 from tollway.kit.signing import KeyRing
 from tollway.marketplace.schemas import (
     EarningOut,
@@ -199,7 +199,6 @@ async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
     )
 
 
-@router.post("/search")
 async def search(body: SearchRequest, session: SessionDep) -> SearchResult:
     """Full-text search of listed packages (no credentials needed).
 
@@ -208,6 +207,9 @@ async def search(body: SearchRequest, session: SessionDep) -> SearchResult:
     `recent`), ties by downloads. Filters: `category`, `author` (organization id or
     name), `license`, `min_quality`. Deprecated and yanked-only packages are left out."""
     return await _search(session, body)
+
+
+router.add_api_route("/search", search, methods=["POST"], route_class_override=ReadOnlyRoute)
 
 
 @router.get("/search")
@@ -236,7 +238,6 @@ async def get_package(package_id: str, principal: Visitor, session: SessionDep) 
     return _detail(view)
 
 
-@router.post("/resolve")
 async def resolve(
     body: ResolveRequest, principal: Visitor, session: SessionDep, env: EnvDep
 ) -> ResolveResult:
@@ -269,6 +270,9 @@ async def resolve(
             for item in items
         ]
     )
+
+
+router.add_api_route("/resolve", resolve, methods=["POST"], route_class_override=ReadOnlyRoute)
 
 
 @router.post("/packages/{package_id}/purchase")
