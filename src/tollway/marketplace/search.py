@@ -8,12 +8,13 @@ all words must match, and the last one is a prefix when the text ends with it
 quotes and brackets in the input are therefore plain separators: ``c++``,
 ``a AND NOT b`` or ``"`` never reach MATCH / ``to_tsquery`` raw.
 
-Order: an exact name match first; then relevance (or downloads, or the newest
-release, as asked); ties by downloads, then name.
+Order: an exact name match first; then relevance in two tiers (see
+:class:`_TextSearch`), or downloads, or the newest release, as asked; ties by
+downloads, then name.
 
 The index holds listed packages only (at least one published version); the
-service calls :meth:`SearchBackend.index` / :meth:`SearchBackend.remove` in the
-transaction that changes a package's listing.
+service calls :meth:`SearchBackend.index_package` / :meth:`SearchBackend.remove` in
+the transaction that changes a package's listing.
 """
 
 from __future__ import annotations
