@@ -22,7 +22,8 @@ def _diff(settings: Settings) -> list[object]:
 
                 def compare(sync_connection: Connection) -> list[object]:
                     context = MigrationContext.configure(
-                        sync_connection, opts={"compare_type": True}
+                        sync_connection,
+                        opts={"compare_type": True, "include_name": migrations.include_name},
                     )
                     return list(compare_metadata(context, metadata))
 

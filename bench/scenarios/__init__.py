@@ -68,6 +68,10 @@ def auth_me_session(server: Server, options: Options) -> dict[str, Any]:
 
 
 from bench.scenarios.credits import credits_reserve_commit  # noqa: E402 - needs Options above
+from bench.scenarios.marketplace import (  # noqa: E402 - next to its sibling
+    marketplace_resolve,
+    marketplace_search,
+)
 
 SCENARIOS: dict[str, Scenario] = {
     "health": health,
@@ -78,4 +82,6 @@ SCENARIOS: dict[str, Scenario] = {
     "credits_reserve_commit": credits_reserve_commit,
     "billing_renewals": billing_renewals,
     "stripe_webhook_intake": stripe_webhook_intake,
+    "marketplace_search": marketplace_search,
+    "marketplace_resolve": marketplace_resolve,
 }

@@ -192,6 +192,39 @@ class Settings(BaseSettings):
         "artifacts and license tokens; generated into data_dir in development",
     )
 
+    marketplace_storage: Literal["local", "s3"] = Field(
+        "local",
+        description="where package artifacts live: local (data_dir/artifacts) or s3 "
+        "(an S3-compatible bucket)",
+    )
+    marketplace_max_artifact_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="largest package artifact accepted (bytes)"
+    )
+    marketplace_s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. https://s3.eu-central-1.amazonaws.com"
+    )
+    marketplace_s3_bucket: str | None = Field(None, description="bucket for package artifacts")
+    marketplace_s3_region: str = Field(
+        "us-east-1", description="region the requests are signed for"
+    )
+    marketplace_s3_prefix: str = Field("", description="key prefix inside the bucket")
+    marketplace_s3_access_key_id: str | None = Field(None, description="S3 access key id")
+    marketplace_s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key"
+    )
+    marketplace_publish_burst: int = Field(
+        20, ge=1, description="version uploads an organization may make in a burst"
+    )
+    marketplace_publish_per_hour: int = Field(
+        60, ge=1, description="version uploads an organization's bucket regains per hour"
+    )
+    marketplace_resolve_max_rounds: int = Field(
+        2000, ge=1, description="resolution rounds before a resolve request is refused"
+    )
+    marketplace_resolve_timeout_ms: int = Field(
+        2000, ge=1, description="wall-clock time a resolve request may take (milliseconds)"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:

@@ -14,6 +14,7 @@ from tollway.billing import models as billing_models
 from tollway.kit import idempotency, outbox
 from tollway.kit.models import Base
 from tollway.ledger import models as ledger_models
+from tollway.marketplace import models as marketplace_models
 from tollway.metering import models as metering_models
 from tollway.payments import models as payments_models
 from tollway.plans import models as plans_models
@@ -29,6 +30,7 @@ __all__ = [
     "billing_models",
     "idempotency",
     "ledger_models",
+    "marketplace_models",
     "metadata",
     "metering_models",
     "outbox",

@@ -24,6 +24,7 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.payments": ("service", "endpoints", "tasks"),
     "tollway.billing": ("service", "endpoints", "tasks"),
     "tollway.license": ("endpoints",),
+    "tollway.marketplace": ("service", "endpoints", "demo"),
     "tollway.testclock": ("endpoints",),
 }
 

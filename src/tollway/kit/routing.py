@@ -38,15 +38,24 @@ IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class TransactionalRoute(APIRoute):
+    #: Whether the route only reads although its method is unsafe (see ReadOnlyRoute).
+    read_only = False
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint_handler = super().get_route_handler()
+        read_only = self.read_only
 
         async def handler(request: Request) -> Response:
             database: Database = request.app.state.database
-            transaction = database.transaction(write=request.method not in SAFE_METHODS)
+            write = request.method not in SAFE_METHODS and not read_only
+            transaction = database.transaction(write=write)
             request.state.transaction = transaction
             try:
-                response = await _run(request, transaction, endpoint_handler)
+                if read_only:
+                    # Nothing is written, so there is nothing to replay: no key is claimed.
+                    response = await endpoint_handler(request)
+                else:
+                    response = await _run(request, transaction, endpoint_handler)
             except TollwayError as error:
                 if error.commit_transaction:
                     await transaction.commit()
@@ -60,6 +69,15 @@ class TransactionalRoute(APIRoute):
             return response
 
         return handler
+
+
+class ReadOnlyRoute(TransactionalRoute):
+    """A POST that only reads (a query too rich for a query string: search, resolve).
+    Its transaction is a read scope, so on SQLite it never waits for, or holds up, the
+    writer; ``Idempotency-Key`` is not needed and ignored. Declare it with
+    ``router.add_api_route(..., methods=["POST"], route_class_override=ReadOnlyRoute)``."""
+
+    read_only = True
 
 
 async def _run(

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from tollway.config import Settings
 from tollway.db import create_engine
+from tollway.migrations import include_name
 from tollway.models import metadata
 
 config = context.config
@@ -21,6 +22,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
         transaction_per_migration=True,
     )
     with context.begin_transaction():
