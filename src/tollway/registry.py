@@ -24,7 +24,7 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.payments": ("service", "endpoints", "tasks"),
     "tollway.billing": ("service", "endpoints", "tasks"),
     "tollway.license": ("endpoints",),
-    "tollway.marketplace": ("service", "endpoints", "demo"),
+    "tollway.marketplace": ("service", "endpoints", "admin_endpoints", "demo"),
     "tollway.testclock": ("endpoints",),
 }
 
@@ -36,7 +36,8 @@ def load_domains() -> list[APIRouter]:
         for module_name in modules:
             module = importlib.import_module(f"{package}.{module_name}")
             router = getattr(module, "router", None)
-            if module_name == "endpoints" and isinstance(router, APIRouter):
+            # ``endpoints``, and ``admin_endpoints`` for a domain's routes under /admin.
+            if module_name.endswith("endpoints") and isinstance(router, APIRouter):
                 routers.append(router)
     importlib.import_module("tollway.kit.idempotency")
     return routers

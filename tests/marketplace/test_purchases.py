@@ -126,7 +126,16 @@ class TestPaidPackages:
         view = await earnings(client, author)
         # 15 % of 19.99 is 2.9985, rounded half up to 3.00; the author keeps 16.99.
         assert view["totals"] == [
-            {"currency": "usd", "sales": 1, "gross": 1999, "commission": 300, "net": 1699}
+            {
+                "currency": "usd",
+                "sales": 1,
+                "gross": 1999,
+                "commission": 300,
+                "net": 1699,
+                "refunded": 0,
+                "commission_reversed": 0,
+                "net_reversed": 0,
+            }
         ]
         [sale] = view["items"]
         assert (sale["gross"], sale["commission"], sale["net"], sale["commission_percent"]) == (

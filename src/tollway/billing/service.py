@@ -913,12 +913,12 @@ class BillingService:
             if payment.status != "succeeded" or available <= 0 or remaining == 0:
                 continue
             part = min(available, remaining)
+            # Payments counts the refund at once (``refunded_minor``), so that a second
+            # refund before the event arrives cannot exceed the payment; the event then
+            # records nothing new.
             refund_ref = await payment_service.refund(
                 session, env, payment=payment, amount_minor=part
             )
-            # Counted here too, so that a second refund before the event arrives cannot
-            # exceed the payment; the event only ever raises the figure.
-            payment.refunded_minor += part
             remaining -= part
         refunded_before = invoice.amount_refunded_minor
         invoice.amount_refunded_minor += amount
@@ -1289,6 +1289,20 @@ class InvoicePayments:
             log.warning("billing.payment_for_unknown_invoice", payment=payment.id)
             return
         await billing_service._collection_failed(session, env, invoice, attempt=payment.attempt)
+
+    async def payment_refunded(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        payment: Payment,
+        *,
+        refunded_minor_before: int,
+    ) -> None:
+        """Nothing: an invoice refund is made by :meth:`BillingService.refund_invoice`,
+        which issues the credit note and takes token-pack credits back itself (it is
+        also what asked payments for the refund, so handling it here would count it
+        twice). A refund made in the provider's dashboard is recorded on the payment
+        only, as before this hook existed: no credit note, credits stay."""
 
 
 billing_service = BillingService()

@@ -368,14 +368,25 @@ async def earnings(
     params: Annotated[PageParams, Depends(page_params)],
 ) -> EarningsOut:
     """The author organization's sales: totals per currency (gross, platform commission,
-    net) and each sale, newest first."""
+    net as booked) and each sale, newest first. Refunds show as `refunded`,
+    `commission_reversed` and `net_reversed` (refunded = commission_reversed +
+    net_reversed; a full refund reverses exactly the sale's commission and net)."""
     view = await marketplace_service.earnings(
         session, organization_id=principal.organization_id, params=params
     )
     return EarningsOut(
         totals=[
-            EarningTotal(currency=currency, sales=sales, gross=gross, commission=fee, net=net)
-            for currency, sales, gross, fee, net in view.totals
+            EarningTotal(
+                currency=total.currency,
+                sales=total.sales,
+                gross=total.gross,
+                commission=total.commission,
+                net=total.net,
+                refunded=total.refunded,
+                commission_reversed=total.commission_reversed,
+                net_reversed=total.net_reversed,
+            )
+            for total in view.totals
         ],
         items=[EarningOut.of(row) for row in view.page.items],
         next_cursor=view.page.next_cursor,

@@ -101,8 +101,10 @@ class Purchase(TimestampMixin, Base):
     """An organization's acquisition of a package (free or paid).
 
     ``status``: ``pending`` (payment under way) -> ``completed`` (the entitlement) or
-    ``failed``. ``open_key`` is set while pending or completed and unique, so an
-    organization has at most one live purchase per package; failed ones keep NULL.
+    ``failed``; a completed sale whose payment is refunded in full becomes ``refunded``
+    (the entitlement is gone). ``open_key`` is set while pending or completed and
+    unique, so an organization has at most one live purchase per package; failed and
+    refunded ones keep NULL. ``refunded_minor`` follows the payment's refunds.
     """
 
     __tablename__ = "marketplace_purchases"
@@ -120,10 +122,17 @@ class Purchase(TimestampMixin, Base):
     checkout_url: Mapped[str | None] = mapped_column(String(500))
     completed_at: Mapped[datetime | None] = mapped_column()
     failed_at: Mapped[datetime | None] = mapped_column()
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    refunded_at: Mapped[datetime | None] = mapped_column()
 
 
 class Earning(TimestampMixin, Base):
-    """One sale, booked for the author: gross = commission + net."""
+    """One sale, booked for the author: gross = commission + net.
+
+    Refunds reverse it in proportion (``MarketplaceService.reverse_earning``):
+    ``refunded = commission_reversed + net_reversed``, and a full refund reverses
+    exactly the commission and the net booked.
+    """
 
     __tablename__ = "marketplace_earnings"
 
@@ -141,6 +150,9 @@ class Earning(TimestampMixin, Base):
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     #: The catalog's commission when the sale was booked, as a decimal string ("15").
     commission_percent: Mapped[str] = mapped_column(String(10), nullable=False)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    commission_reversed_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    net_reversed_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     booked_at: Mapped[datetime] = mapped_column(nullable=False)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -182,10 +183,21 @@ async def list_earnings(
     return await paginate(session, statement, id_column=Earning.id, params=params)
 
 
-async def earning_totals(
-    session: AsyncSession, *, organization_id: str
-) -> list[tuple[str, int, int, int, int]]:
-    """(currency, sales, gross, commission, net) per currency."""
+@dataclass(frozen=True, slots=True)
+class EarningTotals:
+    """One currency's sales as booked, and what refunds reversed of them."""
+
+    currency: str
+    sales: int
+    gross: int
+    commission: int
+    net: int
+    refunded: int
+    commission_reversed: int
+    net_reversed: int
+
+
+async def earning_totals(session: AsyncSession, *, organization_id: str) -> list[EarningTotals]:
     statement = (
         select(
             Earning.currency,
@@ -193,16 +205,16 @@ async def earning_totals(
             func.sum(Earning.gross_minor),
             func.sum(Earning.commission_minor),
             func.sum(Earning.net_minor),
+            func.sum(Earning.refunded_minor),
+            func.sum(Earning.commission_reversed_minor),
+            func.sum(Earning.net_reversed_minor),
         )
         .where(Earning.organization_id == organization_id)
         .group_by(Earning.currency)
         .order_by(Earning.currency)
     )
     rows = await session.execute(statement)
-    return [
-        (str(currency), int(sales), int(gross or 0), int(commission or 0), int(net or 0))
-        for currency, sales, gross, commission, net in rows
-    ]
+    return [EarningTotals(str(row[0]), *(int(value or 0) for value in row[1:])) for row in rows]
 
 
 async def list_packages_of(session: AsyncSession, *, organization_id: str) -> list[Package]:

@@ -173,6 +173,10 @@ class PurchaseOut(BaseModel):
     checkout_url: str | None = None
     created_at: datetime
     completed_at: datetime | None
+    refunded: int = Field(0, description="refunded so far (minor units)")
+    refunded_at: datetime | None = Field(
+        None, description="when a full refund revoked the package (status `refunded`)"
+    )
 
     @classmethod
     def of(cls, purchase: Purchase) -> PurchaseOut:
@@ -184,6 +188,8 @@ class PurchaseOut(BaseModel):
             checkout_url=purchase.checkout_url if purchase.status == "pending" else None,
             created_at=purchase.created_at,
             completed_at=purchase.completed_at,
+            refunded=purchase.refunded_minor,
+            refunded_at=purchase.refunded_at,
         )
 
 
@@ -198,6 +204,9 @@ class EarningTotal(BaseModel):
     gross: int
     commission: int
     net: int
+    refunded: int = Field(description="refunded to buyers (minor units)")
+    commission_reversed: int = Field(description="the platform's commission given back")
+    net_reversed: int = Field(description="the author's net given back")
 
 
 class EarningOut(BaseModel):
@@ -210,6 +219,11 @@ class EarningOut(BaseModel):
     currency: str
     commission_percent: str
     booked_at: datetime
+    refunded: int = Field(
+        description="refunded to the buyer; refunded = commission_reversed + net_reversed"
+    )
+    commission_reversed: int
+    net_reversed: int
 
     @classmethod
     def of(cls, earning: Earning) -> EarningOut:
@@ -223,11 +237,17 @@ class EarningOut(BaseModel):
             currency=earning.currency,
             commission_percent=earning.commission_percent,
             booked_at=earning.booked_at,
+            refunded=earning.refunded_minor,
+            commission_reversed=earning.commission_reversed_minor,
+            net_reversed=earning.net_reversed_minor,
         )
 
 
 class EarningsOut(BaseModel):
-    totals: list[EarningTotal] = Field(description="per currency: sales, gross, commission, net")
+    totals: list[EarningTotal] = Field(
+        description="per currency: sales, gross, commission, net as booked, and what refunds "
+        "reversed of them"
+    )
     items: list[EarningOut]
     next_cursor: str | None = None
 
@@ -237,4 +257,10 @@ class SigningKeyOut(BaseModel):
     keys: list[dict[str, Any]] = Field(description="JWKS (RFC 8037 OKP keys), newest first")
     signed_message: str = Field(
         description="what a signature covers, with {name}, {version} and {sha256} filled in"
+    )
+
+
+class OrderRefundCreate(BaseModel):
+    amount: int | None = Field(
+        None, description="minor units; all that is left to refund if omitted"
     )

@@ -13,6 +13,11 @@ creates a payment (a charge of the default card, else a checkout page) and is
 granted only when payments tells :class:`MarketplacePayments` that the payment
 succeeded - the webhook path - which also books the author's earning and the
 platform's commission.
+
+Refunds (an operator's ``refund_order``, or one made at the provider and reported by
+``charge.refunded``) reach :meth:`MarketplaceService.payment_refunded` once per
+increase of the payment's refunded total: the earning is reversed in proportion
+(:func:`reversal_shares`) and a full refund revokes the buyer's entitlement.
 """
 
 from __future__ import annotations
@@ -118,6 +123,21 @@ class PackageUnavailable(Conflict):
     title = "Package unavailable"
 
 
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+    title = "Order not found"
+
+
+class OrderNotPaid(Conflict):
+    code = "order_not_paid"
+    title = "Order not paid"
+
+
+class RefundExceedsPaid(Unprocessable):
+    code = "refund_exceeds_paid"
+    title = "Refund above the paid amount"
+
+
 class OwnPackage(Conflict):
     code = "own_package"
     title = "Your own package"
@@ -161,8 +181,36 @@ class Download:
 
 @dataclass(frozen=True, slots=True)
 class EarningsView:
-    totals: list[tuple[str, int, int, int, int]]
+    totals: list[repository.EarningTotals]
     page: PageResult[Earning]
+
+
+def _half_up_share(part: int, numerator: int, denominator: int) -> int:
+    """round_half_up(part x numerator / denominator) for non-negative integers."""
+    return (2 * part * numerator + denominator) // (2 * denominator)
+
+
+def reversal_shares(
+    *, gross: int, commission: int, refunded_before: int, refunded_after: int
+) -> tuple[int, int]:
+    """(commission reversed, net reversed) by a refund from ``refunded_before`` to
+    ``refunded_after`` of a sale of ``gross`` whose commission was ``commission``.
+
+    The commission reversed is rounded half up on the running total - the way the
+    sale's commission was rounded: round_half_up(commission x refunded so far / gross)
+    less the same figure before this refund - and the author's net takes the exact
+    rest, so each refund's two shares add up to the amount refunded, and a full refund
+    reverses exactly the commission and the net booked. 19.99 with 3.00 commission,
+    refunded 10.00 then 9.99: commission 1.50 + net 8.50, then 1.50 + 8.49.
+    """
+    if gross <= 0:
+        return 0, 0
+    after = min(refunded_after, gross)
+    before = min(refunded_before, after)
+    commission_share = _half_up_share(commission, after, gross) - _half_up_share(
+        commission, before, gross
+    )
+    return commission_share, (after - before) - commission_share
 
 
 def signed_message(name: str, version: str, sha256: str) -> bytes:
@@ -886,6 +934,132 @@ class MarketplaceService:
             occurred_at=env.clock.now(),
         )
 
+    # -- refunds --------------------------------------------------------------------
+
+    async def refund_order(
+        self, session: AsyncSession, env: PaymentEnv, *, order_id: str, amount_minor: int | None
+    ) -> Purchase:
+        """Refund part or all of a paid order through payments (the provider's refund);
+        ``amount_minor`` omitted: all that is left. The reversal and, on a full refund,
+        the revoked entitlement happen in this transaction (payments tells
+        :meth:`payment_refunded`); the provider's ``charge.refunded`` for it then
+        changes nothing."""
+        purchase = await repository.get_purchase(session, order_id, for_update=True)
+        if purchase is None:
+            raise OrderNotFound(f"no marketplace order {order_id[:60]!r}")
+        payment = (
+            await payment_service.get_payment(session, purchase.payment_id, for_update=True)
+            if purchase.payment_id is not None
+            else None
+        )
+        if payment is None or payment.status != "succeeded":
+            raise OrderNotPaid("only a paid order can be refunded (free or not yet paid)")
+        refundable = payment.amount_minor - payment.refunded_minor
+        amount = refundable if amount_minor is None else amount_minor
+        if amount <= 0 or amount > refundable:
+            raise RefundExceedsPaid(
+                f"at most {refundable} {payment.currency} can still be refunded",
+                refundable=refundable,
+            )
+        refund_ref = await payment_service.refund(
+            session, env, payment=payment, amount_minor=amount
+        )
+        audit_service.record(
+            session,
+            action="marketplace_order.refunded",
+            target=purchase.id,
+            organization_id=purchase.organization_id,
+            details={
+                "amount": amount,
+                "currency": payment.currency,
+                "refunded_total": payment.refunded_minor,
+                "refund_ref": refund_ref,
+                "payment": payment.id,
+            },
+        )
+        return purchase
+
+    async def payment_refunded(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        payment: Payment,
+        *,
+        refunded_minor_before: int,
+    ) -> None:
+        """The sale's payment was refunded up to ``payment.refunded_minor``: reverse the
+        earning's share of the new amount and, once refunded in full, revoke the
+        entitlement. Figures are set from the payment's total, so nothing is reversed
+        twice even if called again."""
+        purchase = await repository.get_purchase(session, payment.reference_id, for_update=True)
+        if purchase is None:
+            log.warning("marketplace.refund_for_unknown_purchase", payment=payment.id)
+            return
+        if purchase.payment_id != payment.id:
+            # A payment this purchase no longer points at (an earlier attempt): its
+            # money is returned, the sale booked on the current payment stays.
+            log.warning("marketplace.refund_of_other_payment", purchase=purchase.id)
+            return
+        now = env.clock.now()
+        purchase.refunded_minor = max(purchase.refunded_minor, payment.refunded_minor)
+        earning = await repository.get_earning_by_purchase(session, purchase_id=purchase.id)
+        if earning is not None:
+            await self._reverse_earning(session, earning, refunded_total=payment.refunded_minor)
+        if payment.refunded_minor >= payment.amount_minor and purchase.status == "completed":
+            purchase.status = "refunded"
+            purchase.refunded_at = now
+            purchase.open_key = None
+            audit_service.record(
+                session,
+                action="marketplace_purchase.revoked",
+                target=purchase.id,
+                organization_id=purchase.organization_id,
+                details={"package_id": purchase.package_id, "refunded": payment.refunded_minor},
+            )
+            await outbox.publish(
+                session,
+                "marketplace_purchase.refunded",
+                {
+                    "id": purchase.id,
+                    "package_id": purchase.package_id,
+                    "refunded": payment.refunded_minor,
+                    "currency": payment.currency,
+                },
+                organization_id=purchase.organization_id,
+                occurred_at=now,
+            )
+        await session.flush()
+
+    async def _reverse_earning(
+        self, session: AsyncSession, earning: Earning, *, refunded_total: int
+    ) -> None:
+        after = min(refunded_total, earning.gross_minor)
+        if after <= earning.refunded_minor:
+            return
+        commission, net = reversal_shares(
+            gross=earning.gross_minor,
+            commission=earning.commission_minor,
+            refunded_before=earning.refunded_minor,
+            refunded_after=after,
+        )
+        amount = after - earning.refunded_minor
+        earning.refunded_minor = after
+        earning.commission_reversed_minor += commission
+        earning.net_reversed_minor += net
+        audit_service.record(
+            session,
+            action="marketplace_earning.reversed",
+            target=earning.id,
+            organization_id=earning.organization_id,
+            details={
+                "purchase": earning.purchase_id,
+                "refunded": amount,
+                "commission_reversed": commission,
+                "net_reversed": net,
+                "currency": earning.currency,
+            },
+        )
+
     async def list_purchases(
         self, session: AsyncSession, *, organization_id: str, params: PageParams
     ) -> PageResult[Purchase]:
@@ -936,7 +1110,7 @@ class MarketplaceService:
 
 
 class MarketplacePayments:
-    """Told by payments when a purchase's payment succeeded or failed."""
+    """Told by payments when a purchase's payment succeeded, failed or was refunded."""
 
     async def payment_succeeded(
         self, session: AsyncSession, env: PaymentEnv, payment: Payment
@@ -947,6 +1121,18 @@ class MarketplacePayments:
         self, session: AsyncSession, env: PaymentEnv, payment: Payment
     ) -> None:
         await marketplace_service.payment_failed(session, env, payment)
+
+    async def payment_refunded(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        payment: Payment,
+        *,
+        refunded_minor_before: int,
+    ) -> None:
+        await marketplace_service.payment_refunded(
+            session, env, payment, refunded_minor_before=refunded_minor_before
+        )
 
 
 marketplace_service = MarketplaceService()

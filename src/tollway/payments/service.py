@@ -7,8 +7,11 @@ Incoming events: verify the signature on the raw body -> insert into
 any order of delivery and any number of repeats end in the same state. A failing
 handler is retried with exponential backoff and parked after :data:`MAX_ATTEMPTS`.
 
-Owners of a payment's ``purpose`` (billing's invoices) register a
-:class:`PaymentListener` and are told once about each transition. Every success
+Owners of a payment's ``purpose`` (billing's invoices, marketplace sales) register a
+:class:`PaymentListener` and are told once about each transition, and once about each
+increase of ``refunded_minor`` (:meth:`PaymentService.record_refund`) - whether the
+refund was asked for through Tollway or made at the provider and reported by
+``charge.refunded``, whichever records the new total first. Every success
 event is checked against our own payment: an amount or currency that differs is not
 credited; the payment is ``flagged`` for an operator.
 
@@ -108,6 +111,18 @@ class PaymentListener(Protocol):
     async def payment_failed(
         self, session: AsyncSession, env: PaymentEnv, payment: Payment
     ) -> None: ...
+
+    async def payment_refunded(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        payment: Payment,
+        *,
+        refunded_minor_before: int,
+    ) -> None:
+        """``payment.refunded_minor`` grew from ``refunded_minor_before``: called exactly
+        once per increase (repeated or out-of-order events raise nothing twice)."""
+        ...
 
 
 #: Called after an organization got a new default payment method (billing retries
@@ -582,6 +597,13 @@ class PaymentService:
             raise Conflict(
                 "only a succeeded payment can be refunded", code="payment_not_refundable"
             )
+        available = payment.amount_minor - payment.refunded_minor
+        if amount_minor <= 0 or amount_minor > available:
+            raise Unprocessable(
+                f"at most {available} {payment.currency} of this payment can still be refunded",
+                code="refund_exceeds_paid",
+                refundable=available,
+            )
         started = await self.provider(session, env, name=payment.provider).refund(
             RefundRequest(
                 payment_ref=payment.provider_ref,
@@ -593,7 +615,49 @@ class PaymentService:
                 metadata=self._metadata(payment),
             )
         )
+        # Counted at once, so that a second refund before the provider's event arrives
+        # cannot exceed the payment; the event then finds nothing new to record.
+        await self.record_refund(
+            session, env, payment, refunded_total=payment.refunded_minor + amount_minor
+        )
         return started.provider_ref
+
+    async def record_refund(
+        self, session: AsyncSession, env: PaymentEnv, payment: Payment, *, refunded_total: int
+    ) -> int:
+        """Raise ``refunded_minor`` to ``refunded_total`` (capped at the amount) and tell
+        the purpose's listener about the increase. A total at or below the recorded one
+        (a repeated or late ``charge.refunded``) changes nothing. Returns the increase."""
+        target = min(refunded_total, payment.amount_minor)
+        before = payment.refunded_minor
+        if target <= before:
+            return 0
+        payment.refunded_minor = target
+        await session.flush()
+        await outbox.publish(
+            session,
+            "payment.refunded",
+            {
+                "id": payment.id,
+                "amount": payment.amount_minor,
+                "refunded": target,
+                "refunded_now": target - before,
+                "currency": payment.currency,
+                "purpose": payment.purpose,
+                "reference_id": payment.reference_id,
+            },
+            organization_id=payment.organization_id,
+            occurred_at=env.clock.now(),
+        )
+        listener = _LISTENERS.get(payment.purpose)
+        if listener is not None:
+            await listener.payment_refunded(session, env, payment, refunded_minor_before=before)
+        return target - before
+
+    async def get_payment(
+        self, session: AsyncSession, payment_id: str, *, for_update: bool = False
+    ) -> Payment | None:
+        return await repository.get_payment(session, payment_id, for_update=for_update)
 
     async def list_payments_for(
         self, session: AsyncSession, *, purpose: str, reference_id: str
@@ -1213,9 +1277,9 @@ async def _charge_refunded(
         currency=event.object.get("currency"),
     )
     refunded = event.object.get("amount_refunded")
-    if isinstance(refunded, int) and refunded > payment.refunded_minor:
-        payment.refunded_minor = min(refunded, payment.amount_minor)
-        await session.flush()
+    if isinstance(refunded, int) and not isinstance(refunded, bool):
+        # Cumulative: a repeated or older event carries a total already recorded.
+        await payment_service.record_refund(session, env, payment, refunded_total=refunded)
 
 
 @handles("charge.dispute.created")
