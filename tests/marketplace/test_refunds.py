@@ -112,6 +112,18 @@ async def refunded_at_provider(
     assert response.status_code == 200, response.text
 
 
+async def purchase_required(client: httpx.AsyncClient, buyer: Org) -> bool:
+    response = await client.post(
+        "/api/v1/marketplace/resolve",
+        json={"requirements": [{"name": "pro-kit", "spec": "*"}]},
+        headers=buyer.headers,
+    )
+    assert response.status_code == 200, response.text
+    [item] = response.json()["packages"]
+    required: bool = item["purchase_required"]
+    return required
+
+
 def sale(view: dict[str, Any]) -> tuple[int, int, int, int, int, int]:
     [item] = view["items"]
     return (
@@ -194,6 +206,42 @@ class TestOperatorRefunds:
         assert (await download(client, buyer, "pro-kit")).status_code == 402
         await process_events(app)
         assert sale(await earnings(client, author)) == (1999, 300, 1699, 1999, 300, 1699)
+
+    async def test_a_refunded_package_asks_for_a_purchase_again_in_resolution(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        author: Org,
+        buyer: Org,
+        operator: Account,
+    ) -> None:
+        order_id = await bought(app, client, author, buyer)
+        assert await purchase_required(client, buyer) is False
+        await refund(client, operator, order_id, 500)
+        assert await purchase_required(client, buyer) is False
+        await refund(client, operator, order_id)
+        assert await purchase_required(client, buyer) is True
+
+    async def test_a_refunded_acquisition_keeps_its_templates_slot(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        author: Org,
+        buyer: Org,
+        operator: Account,
+    ) -> None:
+        order_id = await bought(app, client, author, buyer)
+        for index in range(5):
+            await publish(client, author, f"tpl-{index}")
+        for index in range(4):
+            await buy(client, buyer, f"tpl-{index}")  # with pro-kit: the Free plan's 5
+        await refund(client, operator, order_id)
+        refused = await buy(client, buyer, "tpl-4", expect=402)
+        assert refused["code"] == "quota_exceeded"
+        # Buying the refunded package again is not counted a second time.
+        await buy(client, buyer, "pro-kit")
+        await process_events(app)
+        assert (await download(client, buyer, "pro-kit")).status_code == 200
 
     async def test_a_refunded_buyer_can_buy_the_package_again(
         self,

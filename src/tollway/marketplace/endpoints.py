@@ -323,7 +323,8 @@ async def download(
 ) -> StreamingResponse:
     """The artifact's bytes with `X-Checksum-SHA256`, `X-Signature-Ed25519` and
     `X-Signature-Key-Id`. Needs an acquired package (402 `purchase_required`) unless
-    the caller is its author; buyers keep access to deprecated and yanked versions.
+    the caller is its author; buyers keep access to deprecated and yanked versions. A
+    purchase refunded in full no longer counts.
     A download is counted once its last byte is sent."""
     found = await marketplace_service.prepare_download(
         session,
@@ -352,7 +353,9 @@ async def list_purchases(
     session: SessionDep,
     params: Annotated[PageParams, Depends(page_params)],
 ) -> PurchaseList:
-    """The organization's purchases, newest first."""
+    """The organization's purchases, newest first: `status` pending, completed, failed or
+    refunded (a full refund revoked the package; `refunded` is the amount refunded so
+    far, partial refunds keep the package)."""
     page = await marketplace_service.list_purchases(
         session, organization_id=principal.organization_id, params=params
     )
