@@ -944,7 +944,9 @@ class MarketplaceService:
         the revoked entitlement happen in this transaction (payments tells
         :meth:`payment_refunded`); the provider's ``charge.refunded`` for it then
         changes nothing."""
-        purchase = await repository.get_purchase(session, order_id, for_update=True)
+        # Locks in the webhook path's order: the payment first, then (in
+        # payment_refunded) the purchase.
+        purchase = await repository.get_purchase(session, order_id)
         if purchase is None:
             raise OrderNotFound(f"no marketplace order {order_id[:60]!r}")
         payment = (
