@@ -86,7 +86,7 @@ class Candidate:
 
 
 class _Deadline(Exception):
-    pass
+    """The resolution ran past its time limit."""
 
 
 class _Provider(AbstractProvider[Requirement, Candidate, str]):

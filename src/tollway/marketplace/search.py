@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -227,7 +228,7 @@ Tier = Literal["all", "strong", "weak"]
 TIERS: tuple[Tier, Tier, Tier] = ("all", "strong", "weak")
 
 
-class _TextSearch:
+class _TextSearch(ABC):
     """What both backends share. Relevance comes in two tiers: packages whose name,
     keywords or category hold every word (``strong``) come before packages that need
     the description for some word (``weak``); each tier is ranked by bm25 / ts_rank.
@@ -240,17 +241,20 @@ class _TextSearch:
 
     index: TableClause
 
+    @abstractmethod
     def _match(self, words: list[str], query: SearchQuery, tier: Tier) -> tuple[Any, list[Any]]:
         """(the match condition of the tier, the filter conditions it does not cover)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _rank(self, words: list[str], query: SearchQuery) -> Any:
         """The rank expression, smaller is more relevant."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _is(self, package_id: str) -> ColumnElement[bool]:
         """The index row of one package (by its cheapest key)."""
-        raise NotImplementedError
+        ...
 
     def _conditions(self, words: list[str], query: SearchQuery, tier: Tier) -> list[Any]:
         match, residual = self._match(words, query, tier)
