@@ -1,11 +1,33 @@
-"""Structured logs: one JSON object a line, carrying the request id of the request."""
+"""Structured logs: one JSON object a line, carrying the request id of the request.
+
+In JSON mode (the default) Tollway's own events skip the standard library: structlog
+filters by level, renders with orjson and writes bytes to stderr itself. Every
+request writes an access line, and the stdlib route (a LogRecord, handlers, a
+formatter) cost about a tenth of a small request's CPU. Other libraries' records
+(uvicorn, SQLAlchemy) still go through ``logging`` and come out as the same JSON.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, BinaryIO
 
+import orjson
 import structlog
+
+
+class _NamedBytesLogger(structlog.BytesLogger):
+    """structlog's bytes logger, keeping the name it was asked for (``add_logger_name``)."""
+
+    def __init__(self, name: str, file: BinaryIO) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+def _bytes_logger_factory(*args: Any) -> _NamedBytesLogger:
+    name = str(args[0]) if args else "tollway"
+    return _NamedBytesLogger(name, sys.stderr.buffer)
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:
@@ -21,15 +43,29 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+    if json and hasattr(sys.stderr, "buffer"):
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=_bytes_logger_factory,
+            wrapper_class=structlog.make_filtering_bound_logger(
+                logging.getLevelNamesMapping()[level.upper()]
+            ),
+            cache_logger_on_first_use=True,
+        )
+    else:
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=True,
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
