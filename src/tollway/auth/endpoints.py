@@ -173,7 +173,9 @@ def _clear_session_cookies(response: Response, settings: Settings) -> None:
 
 # The hot paths first: routes are matched in order.
 @router.post("/validate", response_model=Validation)
-async def validate(body: ValidateIn, request: Request, session: SessionDep) -> Validation:
+async def validate(
+    body: ValidateIn, request: Request, session: SessionDep, clock: ClockDep
+) -> Validation:
     """Check an access token or API key for another service: 200 with `valid` either way."""
     authenticator: TollwayAuthenticator = request.app.state.authenticator
     try:
@@ -185,7 +187,7 @@ async def validate(body: ValidateIn, request: Request, session: SessionDep) -> V
         kind=principal.kind,
         user_id=principal.user_id,
         organization_id=principal.organization_id,
-        tier=await tier_of(session, principal.organization_id),
+        tier=await tier_of(session, principal.organization_id, now=clock.now()),
         scopes=sorted(principal.scopes),
         expires_at=None,
     )
@@ -206,7 +208,7 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
         user=UserOut.model_validate(user) if user is not None else None,
         organization=OrganizationOut.model_validate(organization),
         role=principal.role,
-        tier=await tier_of(session, principal.organization_id),
+        tier=await tier_of(session, principal.organization_id, now=clock.now()),
         scopes=sorted(principal.scopes),
         api_key_id=principal.api_key_id,
     )

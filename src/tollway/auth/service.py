@@ -132,8 +132,13 @@ def hash_challenge(challenge: str) -> str:
     return hashlib.sha256(challenge.encode()).hexdigest()
 
 
-async def tier_of(session: AsyncSession, organization_id: str) -> str:
-    """The organization's plan id, as carried in tokens (the default plan until one is set)."""
+async def tier_of(
+    session: AsyncSession, organization_id: str, *, now: datetime | None = None
+) -> str:
+    """The organization's plan id (the default plan until one is set). Tokens read it
+    exactly; with ``now`` it comes through the plans' one-second cache (``/auth/me``)."""
+    if now is not None:
+        return await plans_service.plan_id(session, organization_id, now=now)
     return (await plans_service.plan_of(session, organization_id)).plan_id
 
 

@@ -466,10 +466,23 @@ class PlansService:
         #: The ledger asks for abuse limits on every reservation: read at most once a
         #: second per organization, and forgotten here when a change commits.
         self._abuse_limits: TTLCache[str, AbuseLimits] = TTLCache()
-        on_plan_change(self._forget_abuse_limits)
+        #: ``/auth/me`` names the plan on every call: the same once-a-second reading.
+        self._plan_ids: TTLCache[str, str] = TTLCache()
+        on_plan_change(self._forget)
 
-    def _forget_abuse_limits(self, organization_id: str) -> None:
+    def _forget(self, organization_id: str) -> None:
         self._abuse_limits.discard(organization_id)
+        self._plan_ids.discard(organization_id)
+
+    async def plan_id(self, session: AsyncSession, organization_id: str, *, now: datetime) -> str:
+        """The organization's plan id, read at most once a second per process (every
+        process sees a change within a second, the one that made it at once)."""
+        hit, plan_id = self._plan_ids.get(organization_id, now=now)
+        if hit and plan_id is not None:
+            return plan_id
+        plan_id = (await self.plan_of(session, organization_id)).plan_id
+        self._plan_ids.put(organization_id, plan_id, now=now)
+        return plan_id
 
     async def plan_of(self, session: AsyncSession, organization_id: str) -> PlanAssignment:
         """The organization's plan and license state; the default plan when none is set."""
