@@ -29,15 +29,22 @@ DOMAINS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Mounted first: the hot path's routes. Starlette tries routes in order, and a request
+#: to ``/authorize`` or ``/billing/usage`` otherwise matched against every route before
+#: it (measured: a tenth of an authorize's CPU). Their paths overlap no other route.
+HOT_PATH_DOMAINS: tuple[str, ...] = ("tollway.entitlements", "tollway.metering")
+
+
 def load_domains() -> list[APIRouter]:
-    """Import every domain module; return the routers to mount, in order."""
-    routers: list[APIRouter] = []
+    """Import every domain module in order; return the routers to mount, hot path first."""
+    hot: list[APIRouter] = []
+    rest: list[APIRouter] = []
     for package, modules in DOMAINS.items():
         for module_name in modules:
             module = importlib.import_module(f"{package}.{module_name}")
             router = getattr(module, "router", None)
             # ``endpoints``, and ``admin_endpoints`` for a domain's routes under /admin.
             if module_name.endswith("endpoints") and isinstance(router, APIRouter):
-                routers.append(router)
+                (hot if package in HOT_PATH_DOMAINS else rest).append(router)
     importlib.import_module("tollway.kit.idempotency")
-    return routers
+    return hot + rest
