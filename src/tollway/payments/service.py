@@ -1188,30 +1188,15 @@ async def _checkout_payment(
 
 
 @handles("checkout.session.completed")
-async def _checkout_completed(
-    session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
-) -> None:
-    payment = await _checkout_payment(session, provider, event, status="complete")
-    if payment is None or event.object.get("payment_status") != "paid":
-        # Unpaid: an asynchronous method (a bank debit) reports later.
-        return
-    await payment_service.succeed_if_amount_matches(
-        session,
-        env,
-        payment,
-        event=event,
-        intent_ref=_ref(event.object.get("payment_intent")),
-        amount=event.object.get("amount_total"),
-        currency=event.object.get("currency"),
-    )
-
-
 @handles("checkout.session.async_payment_succeeded")
-async def _checkout_async_succeeded(
+async def _checkout_succeeded(
     session: AsyncSession, env: PaymentEnv, provider: str, event: ProviderEvent
 ) -> None:
     payment = await _checkout_payment(session, provider, event, status="complete")
     if payment is None:
+        return
+    if event.type == "checkout.session.completed" and event.object.get("payment_status") != "paid":
+        # Unpaid: an asynchronous method (a bank debit) reports later.
         return
     await payment_service.succeed_if_amount_matches(
         session,
