@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.entitlements = build_runtime(
         database=database, clock=clock, redis_url=settings.redis_url
     )
+    app.state.shared_commit = app.state.entitlements.committer
 
     install_exception_handlers(app)
     # Innermost: meters API-key calls to Tollway's own API once the body guard passed.

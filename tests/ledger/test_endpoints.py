@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -366,6 +367,40 @@ class TestAbuseBattery:
         assert int(response.headers["retry-after"]) == 15 * 60 - 3
         clock.advance(15 * 60)
         assert (await reserve(client, account, clock, 1, headers=key)).status_code == 201
+
+    async def test_five_refused_reserves_block_the_spender_although_each_was_refused(
+        self, client: httpx.AsyncClient, admin: Account, account: Account, clock: ManualClock
+    ) -> None:
+        await funded(client, admin, account, 2)
+        key = {"Authorization": f"Bearer {await create_api_key(client, account)}"}
+        for _ in range(5):
+            problem(
+                await reserve(client, account, clock, 3, headers=key), 402, "insufficient_credits"
+            )
+        problem(await reserve(client, account, clock, 1, headers=key), 429, "temporarily_blocked")
+        assert (await balance(client, account))["available"] == 2
+
+    async def test_concurrent_reserves_over_http_never_hold_more_than_available(
+        self, client: httpx.AsyncClient, admin: Account, account: Account, clock: ManualClock
+    ) -> None:
+        await funded(client, admin, account, 10)
+        # Spend without the battery's per-minute limit and minimum gap, as a busy customer.
+        overridden = await client.put(
+            f"/api/v1/admin/organizations/{account.organization_id}/overrides",
+            json={"abuse": {"requests_per_minute": 1000, "min_interval_seconds": 0}},
+            headers=admin.headers,
+        )
+        assert overridden.status_code == 200, overridden.text
+        key = {"Authorization": f"Bearer {await create_api_key(client, account)}"}
+
+        async def attempt() -> int:
+            response = await client.post(RESERVATIONS, json={"amount": 1}, headers=key)
+            return response.status_code
+
+        statuses = await asyncio.gather(*(attempt() for _ in range(15)))
+        assert sorted(statuses) == [201] * 10 + [402] * 5
+        totals = await balance(client, account)
+        assert (totals["balance"], totals["reserved"], totals["available"]) == (10, 10, 0)
 
     async def test_heavy_spending_raises_a_fraud_flag_only_admins_see(
         self,

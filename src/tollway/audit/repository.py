@@ -1,26 +1,45 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from tollway.audit.models import AuditChainHead, AuditEntry
+from tollway.audit.models import GENESIS_HASH, AuditChainHead, AuditEntry
 from tollway.kit.pagination import PageParams, PageResult, paginate
 
 HEAD_ID = 1
+_entries = cast(Table, AuditEntry.__table__)
+_head = cast(Table, AuditChainHead.__table__)
 
 
-def lock_head(session: Session) -> AuditChainHead:
-    """The chain head, locked until commit (a no-op lock on SQLite, which has one writer)."""
-    statement = select(AuditChainHead).where(AuditChainHead.id == HEAD_ID).with_for_update()
-    head = session.execute(statement).scalar_one_or_none()
-    if head is None:
-        head = AuditChainHead(id=HEAD_ID)
-        session.add(head)
-        session.flush()
-    return head
+def lock_head(session: Session) -> tuple[int, str]:
+    """The chain head's ``(last_seq, last_hash)``, locked until commit (a no-op lock on
+    SQLite, which has one writer). Reading it flushes the transaction's pending work."""
+    head = _head
+    statement = (
+        select(head.c.last_seq, head.c.last_hash).where(head.c.id == HEAD_ID).with_for_update()
+    )
+    row = session.execute(statement).one_or_none()
+    if row is None:
+        session.execute(insert(head).values(id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH))
+        return 0, GENESIS_HASH
+    return int(row.last_seq), str(row.last_hash)
+
+
+def append_entries(session: Session, rows: list[dict[str, Any]], *, last_hash: str) -> None:
+    """Insert chained entries (one statement) and move the head to the last of them."""
+    entries, head = _entries, _head
+    inserted = session.execute(
+        insert(entries).returning(entries.c.seq, sort_by_parameter_order=True),
+        rows,
+    )
+    last_seq = max(int(seq) for seq in inserted.scalars())
+    session.execute(
+        update(head).where(head.c.id == HEAD_ID).values(last_seq=last_seq, last_hash=last_hash)
+    )
 
 
 async def get_head(session: AsyncSession) -> AuditChainHead | None:

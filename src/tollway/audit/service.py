@@ -35,7 +35,21 @@ def entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
-def _hashed_fields(entry: AuditEntry) -> dict[str, Any]:
+@dataclass(slots=True)
+class PendingEntry:
+    """An entry queued on a transaction, chained and inserted when it commits."""
+
+    id: str
+    occurred_at: datetime
+    actor: str
+    action: str
+    target: str | None
+    organization_id: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+def _hashed_fields(entry: AuditEntry | PendingEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "occurred_at": entry.occurred_at.isoformat(),
@@ -68,14 +82,14 @@ class AuditService:
         actor: str | None = None,
         details: dict[str, Any] | None = None,
         occurred_at: datetime | None = None,
-    ) -> AuditEntry:
+    ) -> PendingEntry:
         """Queue an entry that is written with, and only with, this transaction's commit.
 
         ``actor`` and the request id default to what the request bound to the log
         context (``actor``, ``request_id``); outside a request the actor is ``system``.
         """
         context = structlog.contextvars.get_contextvars()
-        entry = AuditEntry(
+        entry = PendingEntry(
             id=new_id("aud"),
             occurred_at=occurred_at or utcnow(),
             actor=actor or str(context.get("actor") or "system"),
@@ -117,20 +131,30 @@ class AuditService:
 
 
 def _seal_pending(session: Session) -> None:
-    pending: list[AuditEntry] = session.info.pop(_PENDING, [])
+    pending: list[PendingEntry] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    head = repository.lock_head(session)
-    prev_hash = head.last_hash
+    _last_seq, prev_hash = repository.lock_head(session)
+    rows: list[dict[str, Any]] = []
     for entry in pending:
-        entry.prev_hash = prev_hash
-        entry.hash = entry_hash(prev_hash, _hashed_fields(entry))
-        session.add(entry)
-        prev_hash = entry.hash
-    session.flush()
-    head.last_hash = prev_hash
-    head.last_seq = pending[-1].seq
-    session.flush()
+        fields = _hashed_fields(entry)
+        entry_hash_ = entry_hash(prev_hash, fields)
+        rows.append(
+            {
+                "id": entry.id,
+                "occurred_at": entry.occurred_at,
+                "actor": entry.actor,
+                "action": entry.action,
+                "target": entry.target,
+                "organization_id": entry.organization_id,
+                "request_id": entry.request_id,
+                "details": entry.details,
+                "prev_hash": prev_hash,
+                "hash": entry_hash_,
+            }
+        )
+        prev_hash = entry_hash_
+    repository.append_entries(session, rows, last_hash=prev_hash)
 
 
 def _drop_pending(session: Session, transaction: SessionTransaction) -> None:

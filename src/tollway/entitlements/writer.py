@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.db import Database
+from tollway.errors import TollwayError
 
 log = structlog.get_logger("tollway.entitlements.writer")
 
@@ -37,6 +38,11 @@ BatchHandler = Callable[[AsyncSession, list[Any]], Awaitable[list[Any]]]
 #: Most units in one transaction: large enough to amortise the commit, small enough
 #: that the first waiter of a round is not kept long.
 MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    error: TollwayError
 
 
 @dataclass(slots=True)
@@ -57,6 +63,25 @@ class GroupCommitter:
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``work`` in a shared transaction; return its result once that committed."""
         result: T = await self._enqueue(_Unit(future=self._future(), work=work))
+        return result
+
+    async def run_keeping_errors(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """:meth:`run` for work whose errors may ask for their writes to be kept
+        (``TollwayError.commit_transaction``, e.g. a refused spend that counts towards the
+        abuse battery): such an error commits with the round, then is raised here, as the
+        request edge does for a request's own transaction."""
+
+        async def keeping(session: AsyncSession) -> T | _Kept:
+            try:
+                return await work(session)
+            except TollwayError as error:
+                if error.commit_transaction:
+                    return _Kept(error)
+                raise
+
+        result = await self.run(keeping)
+        if isinstance(result, _Kept):
+            raise result.error
         return result
 
     async def run_batched(self, handler: BatchHandler, item: Any) -> Any:

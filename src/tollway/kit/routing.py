@@ -13,7 +13,7 @@ same transaction as the work.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
@@ -32,6 +32,17 @@ from tollway.kit.idempotency import (
     idempotency_service,
     validate_key,
 )
+
+T = TypeVar("T")
+
+
+class SharedCommit(Protocol):
+    """The group committer's face to the request edge (app.state.shared_commit)."""
+
+    async def run_keeping_errors(
+        self, work: Callable[[AsyncSession], Coroutine[Any, Any, T]]
+    ) -> T: ...
+
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -151,6 +162,23 @@ async def get_session(request: Request) -> AsyncSession:
     if transaction is None:
         raise RuntimeError("get_session used on a route that is not a TransactionalRoute")
     return await transaction.begin()
+
+
+async def in_shared_commit(
+    request: Request, work: Callable[[AsyncSession], Coroutine[Any, Any, T]]
+) -> T:
+    """Run a write of the hot path in the process's group commit (a transaction shared
+    with the concurrent requests' writes, committed once for all of them) instead of the
+    request's own transaction; it returns once that transaction committed.
+
+    With ``Idempotency-Key`` the work runs in the request's own transaction, where the
+    key and the stored answer commit with it. Errors that keep their writes
+    (``commit_transaction``) keep them here too.
+    """
+    if request.headers.get("idempotency-key") is not None:
+        return await work(await get_session(request))
+    runner: SharedCommit = request.app.state.shared_commit
+    return await runner.run_keeping_errors(work)
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, Path, Query, Request
 
 from tollway.auth.dependencies import AdminPrincipal, require_scope
 from tollway.auth.principal import Principal
 from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router, in_shared_commit
 from tollway.ledger import schemas
 from tollway.ledger.abuse import abuse_service
 from tollway.ledger.auth import spending_subject
@@ -105,7 +105,7 @@ async def get_ledger(
 async def create_reservation(
     body: schemas.ReservationCreate,
     principal: CreditsWriter,
-    session: SessionDep,
+    request: Request,
     clock: ClockDep,
     settings: SettingsDep,
 ) -> schemas.Reservation:
@@ -115,16 +115,19 @@ async def create_reservation(
     its per-organization overrides (`rate_limited`, `too_frequent`, `temporarily_blocked`
     with `Retry-After`; `request_too_large`). 402 `insufficient_credits` when fewer are available.
     Send `Idempotency-Key` to make retries safe."""
-    reservation = await ledger_service.reserve(
-        session,
-        organization_id=principal.organization_id,
-        amount=body.amount,
-        now=clock.now(),
-        ttl_seconds=body.ttl_seconds or settings.credits_hold_ttl_seconds,
-        max_ttl_seconds=settings.credits_hold_max_ttl_seconds,
-        feature=body.feature,
-        subject=spending_subject(principal),
-        check_abuse=True,
+    reservation = await in_shared_commit(
+        request,
+        lambda session: ledger_service.reserve(
+            session,
+            organization_id=principal.organization_id,
+            amount=body.amount,
+            now=clock.now(),
+            ttl_seconds=body.ttl_seconds or settings.credits_hold_ttl_seconds,
+            max_ttl_seconds=settings.credits_hold_max_ttl_seconds,
+            feature=body.feature,
+            subject=spending_subject(principal),
+            check_abuse=True,
+        ),
     )
     return _reservation(reservation)
 
@@ -133,7 +136,7 @@ async def create_reservation(
 async def commit_reservation(
     reservation_id: ReservationId,
     principal: CreditsWriter,
-    session: SessionDep,
+    request: Request,
     clock: ClockDep,
     settings: SettingsDep,
     body: schemas.ReservationCommit | None = None,
@@ -143,14 +146,17 @@ async def commit_reservation(
     held amount, 422 `output_too_large` when `output_units` exceeds the plan's
     `max_output_units` (or the organization's override of it)."""
     body = body or schemas.ReservationCommit()
-    result = await ledger_service.commit(
-        session,
-        organization_id=principal.organization_id,
-        reservation_id=reservation_id,
-        now=clock.now(),
-        amount=body.amount,
-        output_units=body.output_units,
-        low_balance_threshold=settings.credits_low_balance_threshold,
+    result = await in_shared_commit(
+        request,
+        lambda session: ledger_service.commit(
+            session,
+            organization_id=principal.organization_id,
+            reservation_id=reservation_id,
+            now=clock.now(),
+            amount=body.amount,
+            output_units=body.output_units,
+            low_balance_threshold=settings.credits_low_balance_threshold,
+        ),
     )
     return schemas.ReservationCommitted(
         id=result.reservation.id,
