@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -15,31 +15,35 @@ _entries = cast(Table, AuditEntry.__table__)
 _head = cast(Table, AuditChainHead.__table__)
 
 
+_LOCK_HEAD = (
+    select(_head.c.last_seq, _head.c.last_hash).where(_head.c.id == HEAD_ID).with_for_update()
+)
+_INSERT_ENTRIES = insert(_entries)
+_MOVE_HEAD = (
+    update(_head)
+    .where(_head.c.id == HEAD_ID)
+    .values(
+        last_seq=select(func.max(_entries.c.seq)).scalar_subquery(),
+        last_hash=bindparam("last_hash"),
+    )
+)
+
+
 def lock_head(session: Session) -> tuple[int, str]:
     """The chain head's ``(last_seq, last_hash)``, locked until commit (a no-op lock on
     SQLite, which has one writer). Reading it flushes the transaction's pending work."""
-    head = _head
-    statement = (
-        select(head.c.last_seq, head.c.last_hash).where(head.c.id == HEAD_ID).with_for_update()
-    )
-    row = session.execute(statement).one_or_none()
+    row = session.execute(_LOCK_HEAD).one_or_none()
     if row is None:
-        session.execute(insert(head).values(id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH))
+        session.execute(insert(_head).values(id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH))
         return 0, GENESIS_HASH
     return int(row.last_seq), str(row.last_hash)
 
 
 def append_entries(session: Session, rows: list[dict[str, Any]], *, last_hash: str) -> None:
-    """Insert chained entries (one statement) and move the head to the last of them."""
-    entries, head = _entries, _head
-    inserted = session.execute(
-        insert(entries).returning(entries.c.seq, sort_by_parameter_order=True),
-        rows,
-    )
-    last_seq = max(int(seq) for seq in inserted.scalars())
-    session.execute(
-        update(head).where(head.c.id == HEAD_ID).values(last_seq=last_seq, last_hash=last_hash)
-    )
+    """Insert chained entries and move the head to the last of them. The head is locked,
+    so the newest ``seq`` is the last of these rows."""
+    session.execute(_INSERT_ENTRIES, rows)
+    session.execute(_MOVE_HEAD, {"last_hash": last_hash})
 
 
 async def get_head(session: AsyncSession) -> AuditChainHead | None:

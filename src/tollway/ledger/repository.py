@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, event, func, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
+from tollway.db import TollwaySession
 from tollway.errors import NotFound
 from tollway.kit.ids import new_id
 from tollway.kit.pagination import PageParams, PageResult, paginate
@@ -31,6 +33,18 @@ from tollway.ledger.models import (
     ReservationStatus,
 )
 
+#: The accounts locked by the open transaction, by organization (Session.info).
+_LOCKED = "tollway.ledger.locked_accounts"
+
+
+def _forget_locked(session: Session, transaction: SessionTransaction) -> None:
+    # The transaction or a savepoint ended; the inner "subtransaction" of a flush did not.
+    if transaction.parent is None or transaction.nested:
+        session.info.pop(_LOCKED, None)
+
+
+event.listen(TollwaySession, "after_transaction_end", _forget_locked)
+
 
 def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
@@ -40,7 +54,24 @@ async def lock_accounts(
     session: AsyncSession, *, organization_id: str, now: datetime
 ) -> dict[str, CreditAccount]:
     """The organization's accounts by kind, created at first use, with the wallet row
-    locked (``SELECT ... FOR UPDATE`` on PostgreSQL) until the transaction ends."""
+    locked (``SELECT ... FOR UPDATE`` on PostgreSQL) until the transaction ends.
+
+    Locked once per transaction: a second call (the next hold of a group-committed round)
+    gets the same objects, which hold every change made since, without a query. Any
+    transaction or savepoint ending forgets them (a savepoint rolled back releases its
+    locks and expires what it changed)."""
+    memo: dict[str, dict[str, CreditAccount]] = session.sync_session.info.setdefault(_LOCKED, {})
+    held = memo.get(organization_id)
+    if held is not None and not any(inspect(account).expired for account in held.values()):
+        return held
+    accounts = await _lock_accounts(session, organization_id=organization_id, now=now)
+    memo[organization_id] = accounts
+    return accounts
+
+
+async def _lock_accounts(
+    session: AsyncSession, *, organization_id: str, now: datetime
+) -> dict[str, CreditAccount]:
     for _attempt in range(2):
         if _is_postgres(session):
             await session.execute(
