@@ -423,6 +423,67 @@ class TestHolds:
         assert (await balance(database, clock, organization_id)).available == 20
 
 
+class TestManyHoldsInOneTransaction:
+    """A group-committed round runs many holds in one transaction: each sees the others."""
+
+    async def test_holds_of_one_transaction_never_take_more_than_available(
+        self, database: Database, clock: ManualClock, organization_id: str
+    ) -> None:
+        await grant(database, clock, organization_id, 5)
+        outcomes: list[str] = []
+        async with database.transaction() as session:
+            for _ in range(8):
+                try:
+                    await ledger_service.reserve(
+                        session, organization_id=organization_id, amount=1, now=clock.now()
+                    )
+                    outcomes.append("held")
+                except TollwayError as error:
+                    outcomes.append(error.code)
+        assert outcomes == ["held"] * 5 + ["insufficient_credits"] * 3
+        figures = await balance(database, clock, organization_id)
+        assert (figures.balance, figures.reserved, figures.available) == (5, 5, 0)
+        await assert_books_balance(database, organization_id)
+
+    async def test_credits_given_back_or_granted_earlier_in_the_transaction_can_be_held(
+        self, database: Database, clock: ManualClock, organization_id: str
+    ) -> None:
+        await grant(database, clock, organization_id, 3, source="promo")  # spent first
+        await grant(database, clock, organization_id, 3)
+        earlier = await reserve(database, clock, organization_id, 3)  # all of the promo lot
+        async with database.transaction() as session:
+            await ledger_service.reserve(
+                session, organization_id=organization_id, amount=1, now=clock.now()
+            )
+            # The used-up promo lot gets 2 back, after this transaction read the lots.
+            await ledger_service.commit(
+                session,
+                organization_id=organization_id,
+                reservation_id=earlier,
+                now=clock.now(),
+                amount=1,
+            )
+            both = await ledger_service.reserve(
+                session, organization_id=organization_id, amount=4, now=clock.now()
+            )
+            await ledger_service.grant(
+                session,
+                organization_id=organization_id,
+                amount=5,
+                source="admin",
+                now=clock.now(),
+                reason="goodwill",
+            )
+            fresh = await ledger_service.reserve(
+                session, organization_id=organization_id, amount=5, now=clock.now()
+            )
+        assert (both.amount, fresh.amount) == (4, 5)
+        figures = await balance(database, clock, organization_id)
+        assert (figures.balance, figures.reserved, figures.available) == (10, 10, 0)
+        books = await assert_books_balance(database, organization_id)
+        assert books["spending"] == 1
+
+
 class TestExpiryAndReversal:
     async def test_an_expired_lot_moves_to_the_expiry_account(
         self, database: Database, clock: ManualClock, organization_id: str

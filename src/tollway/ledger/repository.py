@@ -8,7 +8,7 @@ interleave and never deadlock; different organizations never wait for each other
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,17 +33,36 @@ from tollway.ledger.models import (
     ReservationStatus,
 )
 
-#: The accounts locked by the open transaction, by organization (Session.info).
-_LOCKED = "tollway.ledger.locked_accounts"
+#: What a write transaction has locked and read (Session.info): its accounts, spendable
+#: lots and abuse states, as live objects. The holds of a group-committed round share
+#: them, so after the first none of them queries, and the round's changes are written
+#: by one flush at commit instead of one per hold.
+_MEMO = "tollway.ledger.transaction_memo"
 
 
-def _forget_locked(session: Session, transaction: SessionTransaction) -> None:
-    # The transaction or a savepoint ended; the inner "subtransaction" of a flush did not.
+def _memo(session: AsyncSession, part: str) -> dict[Any, Any]:
+    memo: dict[Any, Any] = session.sync_session.info.setdefault(_MEMO, {}).setdefault(part, {})
+    return memo
+
+
+def _forget_memo(session: Session, transaction: SessionTransaction) -> None:
+    # The transaction or a savepoint ended (a savepoint rolled back releases its locks and
+    # expires what it changed); the inner "subtransaction" of a flush did not.
     if transaction.parent is None or transaction.nested:
-        session.info.pop(_LOCKED, None)
+        session.info.pop(_MEMO, None)
 
 
-event.listen(TollwaySession, "after_transaction_end", _forget_locked)
+event.listen(TollwaySession, "after_transaction_end", _forget_memo)
+
+
+def _is_live(objects: Iterable[Any]) -> bool:
+    return not any(inspect(item).expired for item in objects)
+
+
+def _pending(session: AsyncSession, kind: type[Any], ids: Iterable[str]) -> bool:
+    """Whether an object of ``kind`` with one of ``ids`` was added and not yet written."""
+    wanted = set(ids)
+    return any(isinstance(item, kind) and item.id in wanted for item in session.sync_session.new)
 
 
 def _is_postgres(session: AsyncSession) -> bool:
@@ -60,9 +79,9 @@ async def lock_accounts(
     gets the same objects, which hold every change made since, without a query. Any
     transaction or savepoint ending forgets them (a savepoint rolled back releases its
     locks and expires what it changed)."""
-    memo: dict[str, dict[str, CreditAccount]] = session.sync_session.info.setdefault(_LOCKED, {})
-    held = memo.get(organization_id)
-    if held is not None and not any(inspect(account).expired for account in held.values()):
+    memo = _memo(session, "accounts")
+    held: dict[str, CreditAccount] | None = memo.get(organization_id)
+    if held is not None and _is_live(held.values()):
         return held
     accounts = await _lock_accounts(session, organization_id=organization_id, now=now)
     memo[organization_id] = accounts
@@ -153,6 +172,47 @@ async def list_spendable_grants(
     return list((await session.execute(statement)).scalars())
 
 
+def _is_spendable(grant: CreditGrant, now: datetime) -> bool:
+    return (
+        grant.expired_at is None
+        and grant.reversed_at is None
+        and grant.remaining > 0
+        and (grant.expires_at is None or grant.expires_at > now)
+    )
+
+
+def _spending_order(grant: CreditGrant) -> tuple[Any, ...]:
+    # As list_spendable_grants orders: lots without an expiry after the expiring ones.
+    expires_at = grant.expires_at
+    return (
+        grant.priority,
+        expires_at is None,
+        expires_at or grant.created_at,
+        grant.created_at,
+        grant.id,
+    )
+
+
+async def spendable_grants_locked(
+    session: AsyncSession, *, organization_id: str, now: datetime
+) -> list[CreditGrant]:
+    """:func:`list_spendable_grants` for a write holding the wallet lock: read once per
+    transaction, then taken from the lots as this transaction changed them."""
+    memo = _memo(session, "lots")
+    lots: list[CreditGrant] | None = memo.get(organization_id)
+    if lots is None or not _is_live(lots):
+        lots = await list_spendable_grants(session, organization_id=organization_id, now=now)
+        memo[organization_id] = lots
+    return sorted((grant for grant in lots if _is_spendable(grant, now)), key=_spending_order)
+
+
+def remember_lot(session: AsyncSession, grant: CreditGrant) -> None:
+    """A lot that is new or got credits back in this transaction: spendable again."""
+    lots: list[CreditGrant] | None = _memo(session, "lots").get(grant.organization_id)
+    if lots is not None and grant not in lots:
+        lots.append(grant)
+
+
 async def list_active_grants(
     session: AsyncSession, *, organization_id: str, now: datetime
 ) -> list[CreditGrant]:
@@ -161,10 +221,34 @@ async def list_active_grants(
 
 
 async def get_grants_by_ids(session: AsyncSession, ids: Sequence[str]) -> dict[str, CreditGrant]:
+    """Lots by id, as this transaction sees them (its unwritten changes included)."""
     if not ids:
         return {}
-    statement = select(CreditGrant).where(CreditGrant.id.in_(list(ids)))
-    return {grant.id: grant for grant in (await session.execute(statement)).scalars()}
+    found: dict[str, CreditGrant] = {}
+    for lots in _memo(session, "lots").values():
+        found.update((grant.id, grant) for grant in lots if grant.id in ids)
+    missing = [grant_id for grant_id in ids if grant_id not in found]
+    if missing:
+        statement = select(CreditGrant).where(CreditGrant.id.in_(missing))
+        found.update(
+            (grant.id, grant)
+            for grant in (
+                await _execute_seeing_own(session, statement, CreditGrant, missing)
+            ).scalars()
+        )
+    return found
+
+
+async def _execute_seeing_own(
+    session: AsyncSession, statement: Any, kind: type[Any], ids: Sequence[str]
+) -> Any:
+    """Run a lookup by id without flushing the transaction's other changes first: the
+    rows it finds come from the identity map with those changes. Only an object of the
+    ids added and not yet written needs the flush."""
+    if _pending(session, kind, ids):
+        return await session.execute(statement)
+    with session.sync_session.no_autoflush:
+        return await session.execute(statement)
 
 
 async def get_grant(
@@ -221,7 +305,9 @@ async def get_reservation(
     statement = select(Reservation).where(
         Reservation.id == reservation_id, Reservation.organization_id == organization_id
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    found = await _execute_seeing_own(session, statement, Reservation, [reservation_id])
+    reservation: Reservation | None = found.scalar_one_or_none()
+    return reservation
 
 
 async def get_reservation_by_key(
@@ -298,7 +384,22 @@ async def sum_entries_by_account(session: AsyncSession, *, organization_id: str)
 async def get_abuse_state(
     session: AsyncSession, *, organization_id: str, subject: str, now: datetime
 ) -> AbuseState:
-    """The subject's abuse state, created at first use and locked on PostgreSQL."""
+    """The subject's abuse state, created at first use and locked on PostgreSQL; read
+    once per transaction."""
+    memo = _memo(session, "abuse")
+    known: AbuseState | None = memo.get((organization_id, subject))
+    if known is not None and _is_live([known]):
+        return known
+    state = await _get_abuse_state(
+        session, organization_id=organization_id, subject=subject, now=now
+    )
+    memo[(organization_id, subject)] = state
+    return state
+
+
+async def _get_abuse_state(
+    session: AsyncSession, *, organization_id: str, subject: str, now: datetime
+) -> AbuseState:
     statement = select(AbuseState).where(
         and_(AbuseState.organization_id == organization_id, AbuseState.subject == subject)
     )

@@ -215,6 +215,7 @@ class LedgerService:
             created_at=now,
         )
         session.add(grant)
+        repository.remember_lot(session, grant)
         origin = (
             AccountKind.PURCHASES if grant_source is GrantSource.PURCHASE else AccountKind.ISSUANCE
         )
@@ -468,7 +469,7 @@ class LedgerService:
                     )
                 return existing
         # Read the lots before the battery changes its state: one flush, at commit.
-        grants = await repository.list_spendable_grants(
+        grants = await repository.spendable_grants_locked(
             session, organization_id=organization_id, now=now
         )
         if abuse_policy is not None:
@@ -726,6 +727,7 @@ class LedgerService:
                 target = AccountKind.EXPIRY
             else:
                 grant.remaining += back
+                repository.remember_lot(session, grant)
                 target = AccountKind.WALLET
             legs[target] = legs.get(target, 0) + back
             if left == 0:
