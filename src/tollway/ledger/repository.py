@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, event, func, inspect, or_, select
+from sqlalchemy import Select, bindparam, event, func, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
@@ -93,14 +93,7 @@ async def _lock_accounts(
 ) -> dict[str, CreditAccount]:
     for _attempt in range(2):
         if _is_postgres(session):
-            await session.execute(
-                select(CreditAccount.id)
-                .where(
-                    CreditAccount.organization_id == organization_id,
-                    CreditAccount.kind == AccountKind.WALLET.value,
-                )
-                .with_for_update()
-            )
+            await session.execute(_LOCK_WALLET, {"organization_id": organization_id})
         accounts = await _load_accounts(session, organization_id)
         if len(accounts) == len(AccountKind):
             return accounts
@@ -128,12 +121,8 @@ async def _lock_accounts(
 
 
 async def _load_accounts(session: AsyncSession, organization_id: str) -> dict[str, CreditAccount]:
-    statement = (
-        select(CreditAccount)
-        .where(CreditAccount.organization_id == organization_id)
-        .execution_options(populate_existing=True)
-    )
-    return {account.kind: account for account in (await session.execute(statement)).scalars()}
+    found = await session.execute(_ACCOUNTS, {"organization_id": organization_id})
+    return {account.kind: account for account in found.scalars()}
 
 
 async def get_accounts(session: AsyncSession, *, organization_id: str) -> dict[str, CreditAccount]:
@@ -157,11 +146,31 @@ def _spendable(organization_id: str, now: datetime) -> Select[Any]:
     )
 
 
-async def list_spendable_grants(
-    session: AsyncSession, *, organization_id: str, now: datetime
-) -> list[CreditGrant]:
-    """Lots that can be spent now, in spending order: priority, earliest expiry, oldest."""
-    statement = _spendable(organization_id, now).order_by(
+# The write paths' lookups, built once: building and keying a statement costs more than
+# running it.
+_LOCK_WALLET = (
+    select(CreditAccount.id)
+    .where(
+        CreditAccount.organization_id == bindparam("organization_id"),
+        CreditAccount.kind == AccountKind.WALLET.value,
+    )
+    .with_for_update()
+)
+_ACCOUNTS = (
+    select(CreditAccount)
+    .where(CreditAccount.organization_id == bindparam("organization_id"))
+    .execution_options(populate_existing=True)
+)
+_SPENDABLE_IN_ORDER = (
+    select(CreditGrant)
+    .where(
+        CreditGrant.organization_id == bindparam("organization_id"),
+        CreditGrant.expired_at.is_(None),
+        CreditGrant.reversed_at.is_(None),
+        CreditGrant.remaining > 0,
+        or_(CreditGrant.expires_at.is_(None), CreditGrant.expires_at > bindparam("now")),
+    )
+    .order_by(
         CreditGrant.priority,
         # Lots without an expiry come after every expiring lot of the same priority.
         CreditGrant.expires_at.is_(None),
@@ -169,7 +178,27 @@ async def list_spendable_grants(
         CreditGrant.created_at,
         CreditGrant.id,
     )
-    return list((await session.execute(statement)).scalars())
+)
+_GRANTS_BY_ID = select(CreditGrant).where(CreditGrant.id.in_(bindparam("ids", expanding=True)))
+_RESERVATION = select(Reservation).where(
+    Reservation.id == bindparam("reservation_id"),
+    Reservation.organization_id == bindparam("organization_id"),
+)
+_ABUSE_STATE = select(AbuseState).where(
+    AbuseState.organization_id == bindparam("organization_id"),
+    AbuseState.subject == bindparam("subject"),
+)
+_ABUSE_STATE_LOCKED = _ABUSE_STATE.with_for_update()
+
+
+async def list_spendable_grants(
+    session: AsyncSession, *, organization_id: str, now: datetime
+) -> list[CreditGrant]:
+    """Lots that can be spent now, in spending order: priority, earliest expiry, oldest."""
+    found = await session.execute(
+        _SPENDABLE_IN_ORDER, {"organization_id": organization_id, "now": now}
+    )
+    return list(found.scalars())
 
 
 def _is_spendable(grant: CreditGrant, now: datetime) -> bool:
@@ -229,26 +258,27 @@ async def get_grants_by_ids(session: AsyncSession, ids: Sequence[str]) -> dict[s
         found.update((grant.id, grant) for grant in lots if grant.id in ids)
     missing = [grant_id for grant_id in ids if grant_id not in found]
     if missing:
-        statement = select(CreditGrant).where(CreditGrant.id.in_(missing))
-        found.update(
-            (grant.id, grant)
-            for grant in (
-                await _execute_seeing_own(session, statement, CreditGrant, missing)
-            ).scalars()
+        rows = await _execute_seeing_own(
+            session, _GRANTS_BY_ID, {"ids": missing}, CreditGrant, missing
         )
+        found.update((grant.id, grant) for grant in rows.scalars())
     return found
 
 
 async def _execute_seeing_own(
-    session: AsyncSession, statement: Any, kind: type[Any], ids: Sequence[str]
+    session: AsyncSession,
+    statement: Any,
+    parameters: dict[str, Any],
+    kind: type[Any],
+    ids: Sequence[str],
 ) -> Any:
     """Run a lookup by id without flushing the transaction's other changes first: the
     rows it finds come from the identity map with those changes. Only an object of the
     ids added and not yet written needs the flush."""
     if _pending(session, kind, ids):
-        return await session.execute(statement)
+        return await session.execute(statement, parameters)
     with session.sync_session.no_autoflush:
-        return await session.execute(statement)
+        return await session.execute(statement, parameters)
 
 
 async def get_grant(
@@ -302,10 +332,13 @@ async def list_due_grant_ids(
 async def get_reservation(
     session: AsyncSession, *, organization_id: str, reservation_id: str
 ) -> Reservation | None:
-    statement = select(Reservation).where(
-        Reservation.id == reservation_id, Reservation.organization_id == organization_id
+    found = await _execute_seeing_own(
+        session,
+        _RESERVATION,
+        {"reservation_id": reservation_id, "organization_id": organization_id},
+        Reservation,
+        [reservation_id],
     )
-    found = await _execute_seeing_own(session, statement, Reservation, [reservation_id])
     reservation: Reservation | None = found.scalar_one_or_none()
     return reservation
 
@@ -400,12 +433,9 @@ async def get_abuse_state(
 async def _get_abuse_state(
     session: AsyncSession, *, organization_id: str, subject: str, now: datetime
 ) -> AbuseState:
-    statement = select(AbuseState).where(
-        and_(AbuseState.organization_id == organization_id, AbuseState.subject == subject)
-    )
-    if _is_postgres(session):
-        statement = statement.with_for_update()
-    state = (await session.execute(statement)).scalar_one_or_none()
+    statement = _ABUSE_STATE_LOCKED if _is_postgres(session) else _ABUSE_STATE
+    parameters = {"organization_id": organization_id, "subject": subject}
+    state = (await session.execute(statement, parameters)).scalar_one_or_none()
     if state is not None:
         return state
     state = AbuseState(
@@ -421,7 +451,7 @@ async def _get_abuse_state(
         async with session.begin_nested():
             session.add(state)
     except IntegrityError:
-        state = (await session.execute(statement)).scalar_one()
+        state = (await session.execute(statement, parameters)).scalar_one()
     return state
 
 
