@@ -15,6 +15,7 @@ from tollway.db import Database
 from tollway.errors import TollwayError
 from tollway.kit.clock import ManualClock
 from tollway.kit.outbox import outbox
+from tollway.kit.pagination import PageParams
 from tollway.ledger.models import CreditAccount, CreditTransfer, ReservationStatus
 from tollway.ledger.service import Balance, LedgerImbalance, ledger_service
 
@@ -482,6 +483,31 @@ class TestManyHoldsInOneTransaction:
         assert (figures.balance, figures.reserved, figures.available) == (10, 10, 0)
         books = await assert_books_balance(database, organization_id)
         assert books["spending"] == 1
+
+    async def test_a_transfer_rolled_back_with_its_savepoint_leaves_no_entries(
+        self, database: Database, clock: ManualClock, organization_id: str
+    ) -> None:
+        await grant(database, clock, organization_id, 5)
+        async with database.transaction() as session:
+            await ledger_service.reserve(
+                session, organization_id=organization_id, amount=2, now=clock.now()
+            )
+            with pytest.raises(RuntimeError):
+                async with session.begin_nested():
+                    await ledger_service.reserve(
+                        session, organization_id=organization_id, amount=3, now=clock.now()
+                    )
+                    raise RuntimeError("undo this hold")
+            entries = await ledger_service.list_entries(
+                session, organization_id=organization_id, params=PageParams(limit=50)
+            )
+        figures = await balance(database, clock, organization_id)
+        assert (figures.balance, figures.reserved, figures.available) == (5, 2, 3)
+        assert (
+            sorted(entry.transfer_kind for entry in entries.items)
+            == ["grant"] * 2 + ["reserve"] * 2
+        )
+        await assert_books_balance(database, organization_id)
 
 
 class TestExpiryAndReversal:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, event, func, inspect, or_, select
+from sqlalchemy import Select, Table, bindparam, event, func, insert, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
@@ -129,11 +129,53 @@ async def get_accounts(session: AsyncSession, *, organization_id: str) -> dict[s
     return await _load_accounts(session, organization_id)
 
 
-def add_transfer(
-    session: AsyncSession, transfer: CreditTransfer, entries: list[CreditEntry]
+#: Transfer and entry rows of the open transaction not yet written (Session.info).
+_QUEUED = "tollway.ledger.queued_transfers"
+_transfers = cast(Table, CreditTransfer.__table__)
+_entries = cast(Table, CreditEntry.__table__)
+_INSERT_TRANSFERS = insert(_transfers)
+_INSERT_ENTRIES = insert(_entries)
+
+
+async def add_transfer(
+    session: AsyncSession, transfer: dict[str, Any], entries: list[dict[str, Any]]
 ) -> None:
-    session.add(transfer)
-    session.add_all(entries)
+    """Add a transfer and its entries. They are written with the transaction's other
+    transfers just before it commits (or before the ledger reads transfers or entries):
+    two inserts for a whole group-committed round. Inside a savepoint they are written
+    at once, so that rolling the savepoint back takes them too."""
+    if session.sync_session.in_nested_transaction():
+        connection = await session.connection()
+        await connection.execute(_INSERT_TRANSFERS, [transfer])
+        await connection.execute(_INSERT_ENTRIES, entries)
+        return
+    transfers, rows = session.sync_session.info.setdefault(_QUEUED, ([], []))
+    transfers.append(transfer)
+    rows.extend(entries)
+
+
+def _write_queued(session: Session) -> None:
+    queued = session.info.pop(_QUEUED, None)
+    if queued is None:
+        return
+    transfers, entries = queued
+    connection = session.connection()
+    connection.execute(_INSERT_TRANSFERS, transfers)
+    connection.execute(_INSERT_ENTRIES, entries)
+
+
+async def _write_queued_transfers(session: AsyncSession) -> None:
+    if _QUEUED in session.sync_session.info:
+        await session.run_sync(_write_queued)
+
+
+def _drop_queued(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_QUEUED, None)
+
+
+event.listen(TollwaySession, "before_commit", _write_queued)
+event.listen(TollwaySession, "after_transaction_end", _drop_queued)
 
 
 def _spendable(organization_id: str, now: datetime) -> Select[Any]:
@@ -383,11 +425,13 @@ async def list_due_reservation_ids(
 async def list_entries(
     session: AsyncSession, *, organization_id: str, params: PageParams
 ) -> PageResult[CreditEntry]:
+    await _write_queued_transfers(session)
     statement = select(CreditEntry).where(CreditEntry.organization_id == organization_id)
     return await paginate(session, statement, id_column=CreditEntry.id, params=params)
 
 
 async def list_transfers(session: AsyncSession, *, organization_id: str) -> list[CreditTransfer]:
+    await _write_queued_transfers(session)
     statement = (
         select(CreditTransfer)
         .where(CreditTransfer.organization_id == organization_id)
@@ -397,6 +441,7 @@ async def list_transfers(session: AsyncSession, *, organization_id: str) -> list
 
 
 async def sum_entries_by_transfer(session: AsyncSession, *, organization_id: str) -> dict[str, int]:
+    await _write_queued_transfers(session)
     statement = (
         select(CreditEntry.transfer_id, func.sum(CreditEntry.amount))
         .where(CreditEntry.organization_id == organization_id)
@@ -406,6 +451,7 @@ async def sum_entries_by_transfer(session: AsyncSession, *, organization_id: str
 
 
 async def sum_entries_by_account(session: AsyncSession, *, organization_id: str) -> dict[str, int]:
+    await _write_queued_transfers(session)
     statement = (
         select(CreditEntry.account_kind, func.sum(CreditEntry.amount))
         .where(CreditEntry.organization_id == organization_id)

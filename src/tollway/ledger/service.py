@@ -62,7 +62,6 @@ from tollway.ledger.models import (
     CreditAccount,
     CreditEntry,
     CreditGrant,
-    CreditTransfer,
     GrantSource,
     Reservation,
     ReservationStatus,
@@ -747,53 +746,55 @@ class LedgerService:
         reservation_id: str | None = None,
         description: str | None = None,
         low_balance_threshold: int | None = DEFAULT_LOW_BALANCE_THRESHOLD,
-    ) -> CreditTransfer:
-        """Write one balanced transfer, move the account balances, audit it."""
+    ) -> str:
+        """Write one balanced transfer, move the account balances, audit it; returns the
+        transfer's id. The rows go in with the transaction's other transfers, as one
+        insert each for transfers and entries, when it commits."""
         legs = {account: amount for account, amount in legs.items() if amount != 0}
         if sum(legs.values()) != 0:
             raise LedgerImbalance(f"transfer {kind} does not sum to zero: {legs}")
         wallet = accounts[AccountKind.WALLET]
         holds = accounts[AccountKind.HOLDS]
         before = wallet.balance + holds.balance
-        transfer = CreditTransfer(
-            id=new_id("ctr"),
-            organization_id=organization_id,
-            kind=kind.value,
-            amount=sum(amount for amount in legs.values() if amount > 0),
-            grant_id=grant_id,
-            reservation_id=reservation_id,
-            description=description[:500] if description else None,
-            occurred_at=now,
-        )
+        transfer_id = new_id("ctr")
+        moved = sum(amount for amount in legs.values() if amount > 0)
+        transfer = {
+            "id": transfer_id,
+            "organization_id": organization_id,
+            "kind": kind.value,
+            "amount": moved,
+            "grant_id": grant_id,
+            "reservation_id": reservation_id,
+            "description": description[:500] if description else None,
+            "occurred_at": now,
+        }
         entries = []
         for account_kind, amount in legs.items():
             account = accounts[account_kind]
             account.balance += amount
             entries.append(
-                CreditEntry(
-                    id=new_id("cent"),
-                    transfer_id=transfer.id,
-                    account_id=account.id,
-                    organization_id=organization_id,
-                    account_kind=account_kind.value,
-                    transfer_kind=kind.value,
-                    amount=amount,
-                    occurred_at=now,
-                )
+                {
+                    "id": new_id("cent"),
+                    "transfer_id": transfer_id,
+                    "account_id": account.id,
+                    "organization_id": organization_id,
+                    "account_kind": account_kind.value,
+                    "transfer_kind": kind.value,
+                    "amount": amount,
+                    "occurred_at": now,
+                }
             )
-        repository.add_transfer(session, transfer, entries)
+        await repository.add_transfer(session, transfer, entries)
         # A commit counts what it spent; the part it gave back is not "committed".
-        counted = (
-            legs.get(AccountKind.SPENDING, 0) if kind is TransferKind.COMMIT else transfer.amount
-        )
+        counted = legs.get(AccountKind.SPENDING, 0) if kind is TransferKind.COMMIT else moved
         session.sync_session.info.setdefault(_UNCOUNTED, []).append((kind.value, counted))
         audit_service.record(
             session,
             action=f"credits.{kind.value}",
-            target=transfer.id,
+            target=transfer_id,
             organization_id=organization_id,
             details={
-                "amount": transfer.amount,
+                "amount": moved,
                 "entries": {account.value: amount for account, amount in legs.items()},
                 "grant_id": grant_id,
                 "reservation_id": reservation_id,
@@ -810,7 +811,7 @@ class LedgerService:
                 threshold=low_balance_threshold,
                 now=now,
             )
-        return transfer
+        return transfer_id
 
     async def _watch_low_balance(
         self,
