@@ -11,6 +11,13 @@ per-minute limit or minimum gap), as an operator would give a customer standing 
 many: the battery's checks and writes still run on every reserve (with the limits read
 through the plans service), but one bench customer spends as fast as many real ones
 would together.
+
+A second figure, ``ledger_in_process``, drives the ledger service itself the same way
+(as many concurrent callers as connections, each reserving 1 credit and committing it,
+through the process's group commit) on a fresh database of the same backend: the
+ledger's own work (lock, lots, hold, balanced transfer, audit entry, commit) without
+HTTP, authentication, Tollway's own API metering and the abuse battery. The gap
+between the two figures is what the HTTP stack costs.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,15 @@ import httpx
 
 from bench.scenarios.setup import PASSWORD, new_account, override_limits
 from bench.server import Server, running_server
+from tollway import migrations
+from tollway.accounts.models import Organization
+from tollway.config import Settings, ensure_secrets
+from tollway.db import Database
+from tollway.entitlements.writer import GroupCommitter
+from tollway.kit.clock import utcnow
+from tollway.kit.ids import new_id
+from tollway.ledger.service import ledger_service
+from tollway.observability.logging import configure_logging
 
 PERMISSIVE_ABUSE_LIMITS = {
     "requests_per_minute": 1_000_000_000,
@@ -165,6 +182,67 @@ async def _drive(base_url: str, key: str, connections: int, duration_s: float) -
     }
 
 
+async def _drive_ledger(database_url: str, callers: int, duration_s: float) -> dict[str, Any]:
+    settings = ensure_secrets(
+        Settings(
+            database_url=database_url,
+            data_dir=Path(tempfile.mkdtemp(prefix="tollway-bench-ledger-")),
+            env="test",
+            log_level="warning",
+        )
+    )
+    await asyncio.to_thread(migrations.upgrade, settings)
+    database = Database(settings)
+    committer = GroupCommitter(database)
+    organization_id = new_id("org")
+    try:
+        async with database.transaction() as session:
+            session.add(Organization(id=organization_id, name="Bench ledger"))
+        async with database.transaction() as session:
+            await ledger_service.grant(
+                session,
+                organization_id=organization_id,
+                amount=1_000_000_000,
+                source="admin",
+                now=utcnow(),
+                reason="bench",
+            )
+        pairs = 0
+
+        async def caller(deadline: float) -> None:
+            nonlocal pairs
+            while time.perf_counter() < deadline:
+                hold = await committer.run_keeping_errors(
+                    lambda session: ledger_service.reserve(
+                        session,
+                        organization_id=organization_id,
+                        amount=1,
+                        now=utcnow(),
+                        subject="bench",
+                    )
+                )
+                await committer.run_keeping_errors(
+                    lambda session, held=hold.id: ledger_service.commit(
+                        session, organization_id=organization_id, reservation_id=held, now=utcnow()
+                    )
+                )
+                pairs += 1
+
+        started = time.perf_counter()
+        cpu = time.process_time()
+        await asyncio.gather(*(caller(started + duration_s) for _ in range(callers)))
+        elapsed = time.perf_counter() - started
+        return {
+            "callers": callers,
+            "duration_s": duration_s,
+            "pairs": pairs,
+            "pairs_per_s": round(pairs / elapsed, 1),
+            "cpu_us_per_operation": round((time.process_time() - cpu) / (2 * pairs) * 1e6, 1),
+        }
+    finally:
+        await database.dispose()
+
+
 def credits_reserve_commit(server: Server, options: Any) -> dict[str, Any]:
     """Reserve + commit pairs per second (goal: >= 1,500 on SQLite, one worker)."""
     database_url = None if server.database_url.startswith("sqlite") else server.database_url
@@ -172,4 +250,8 @@ def credits_reserve_commit(server: Server, options: Any) -> dict[str, Any]:
     with running_server(database_url=database_url, redis_url=redis_url) as own:
         key = _setup(own)
         figures = asyncio.run(_drive(own.base_url, key, options.connections, options.duration_s))
-    return {"goal_pairs_per_s": 1500, "pairs": figures}
+    configure_logging(level="warning", json=True)
+    with tempfile.TemporaryDirectory(prefix="tollway-bench-ledger-") as tmp:
+        engine_url = database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'ledger.db'}"
+        engine = asyncio.run(_drive_ledger(engine_url, options.connections, options.duration_s))
+    return {"goal_pairs_per_s": 1500, "pairs": figures, "ledger_in_process": engine}
