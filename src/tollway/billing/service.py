@@ -28,6 +28,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.accounts.models import Organization
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.billing import repository
@@ -56,6 +57,8 @@ from tollway.payments.service import (
 log = structlog.get_logger("tollway.billing")
 
 INVOICE_PURPOSE = "invoice"
+#: session.info key: organizations read ahead by :meth:`BillingService.prepare_renewals`.
+_ORGANIZATIONS = "tollway.billing.organizations"
 #: A first invoice that is not paid within this time ends the attempt (Stripe: 23 h).
 INCOMPLETE_EXPIRY = timedelta(hours=23)
 
@@ -513,6 +516,20 @@ class BillingService:
             await self._collect(session, env, invoice, attempt=1)
         return True
 
+    async def prepare_renewals(
+        self, session: AsyncSession, env: PaymentEnv, subscriptions: list[Subscription]
+    ) -> None:
+        """Read what the renewals of a sweep's chunk need in one query each instead of
+        one per renewal: the organizations (the invoices' buyer and tax country) and
+        their default cards (the charges). Only a reading ahead: :meth:`renew` decides
+        as before, and reads anything not read here itself."""
+        organization_ids = [sub.organization_id for sub in subscriptions]
+        if not organization_ids:
+            return
+        held: dict[str, Organization] = session.info.setdefault(_ORGANIZATIONS, {})
+        held.update(await account_service.get_organizations(session, organization_ids))
+        await payment_service.prepare_charges(session, env, organization_ids=organization_ids)
+
     async def retry(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
         """The next dunning attempt of one past-due subscription (row claimed by the caller)."""
         sub = await session.get(Subscription, subscription_id)
@@ -781,7 +798,9 @@ class BillingService:
     ) -> Invoice:
         """Build, tax and finalize an invoice (draft -> open, numbered); paid at once if 0."""
         now = env.clock.now()
-        organization = await account_service.get_organization(session, organization_id)
+        organization = session.info.get(_ORGANIZATIONS, {}).get(
+            organization_id
+        ) or await account_service.get_organization(session, organization_id)
         country = organization.billing_country.upper() if organization.billing_country else None
         rate = await catalog().tax_rate(session, country)
         subtotal = sum(line.amount_minor for line in lines)

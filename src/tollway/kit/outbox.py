@@ -57,8 +57,10 @@ class Outbox:
             payload=payload,
             occurred_at=occurred_at or utcnow(),
         )
+        # Not flushed here: the row goes out with the transaction's next flush (a query's
+        # autoflush or the commit), batched with the other events of the transaction, in
+        # the order they were published (the unit of work keeps insertion order).
         session.add(event)
-        await session.flush()
         return event
 
     async def list_undispatched(

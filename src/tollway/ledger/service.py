@@ -168,6 +168,7 @@ class LedgerService:
         period_end: datetime | None = None,
         rollover_cap: int | None = None,
         low_balance_threshold: int | None = DEFAULT_LOW_BALANCE_THRESHOLD,
+        locked: Accounts | None = None,
     ) -> CreditGrant:
         """Add a lot of ``amount`` credits (issuance or purchases -> wallet).
 
@@ -175,6 +176,8 @@ class LedgerService:
         defaults per source (:data:`DEFAULT_PRIORITY`, lower is spent first). With a
         ``reference`` (an order or payment id) the grant is idempotent: a second call
         with the same organization, source and reference returns the first lot.
+        ``locked``: the organization's accounts, when the caller already holds them
+        (:func:`repository.lock_accounts` in this transaction).
         """
         _require_positive(amount)
         try:
@@ -189,7 +192,11 @@ class LedgerService:
             raise Unprocessable("reference must be 1-200 characters")
         if rollover_cap is not None and rollover_cap < 0:
             raise InvalidAmount("rollover_cap must not be negative")
-        accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
+        if locked is None:
+            locked = await repository.lock_accounts(
+                session, organization_id=organization_id, now=now
+            )
+        accounts = locked
         if reference is not None:
             existing = await repository.get_grant_by_reference(
                 session,
@@ -265,7 +272,9 @@ class LedgerService:
             return None
         if period_end <= period_start:
             raise InvalidAmount("period_end must be after period_start", code="invalid_period")
-        await repository.lock_accounts(session, organization_id=organization_id, now=period_start)
+        accounts = await repository.lock_accounts(
+            session, organization_id=organization_id, now=period_start
+        )
         existing = await repository.get_allotment(
             session, organization_id=organization_id, period_start=period_start
         )
@@ -282,6 +291,7 @@ class LedgerService:
             period_start=period_start,
             period_end=period_end,
             rollover_cap=rollover_cap,
+            locked=accounts,
         )
 
     async def expire_grant(

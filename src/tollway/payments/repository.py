@@ -77,6 +77,32 @@ async def get_default_method_and_customer(
     return (row[0], row[1]) if row is not None else None
 
 
+async def list_default_methods_and_customers(
+    session: AsyncSession, *, organization_ids: list[str], provider: str
+) -> dict[str, tuple[PaymentMethod, str | None]]:
+    """:func:`get_default_method_and_customer` of many organizations, in one query."""
+    statement = (
+        select(PaymentMethod, PaymentCustomer.provider_ref)
+        .outerjoin(
+            PaymentCustomer,
+            (PaymentCustomer.organization_id == PaymentMethod.organization_id)
+            & (PaymentCustomer.provider == PaymentMethod.provider),
+        )
+        .where(
+            PaymentMethod.organization_id.in_(organization_ids),
+            PaymentMethod.provider == provider,
+            PaymentMethod.is_default,
+            PaymentMethod.detached_at.is_(None),
+        )
+        .order_by(PaymentMethod.id.desc())
+    )
+    found: dict[str, tuple[PaymentMethod, str | None]] = {}
+    for method, customer_ref in await session.execute(statement):
+        # The newest default first, as get_default_method_and_customer picks it.
+        found.setdefault(method.organization_id, (method, customer_ref))
+    return found
+
+
 async def get_method(
     session: AsyncSession, *, method_id: str, organization_id: str
 ) -> PaymentMethod | None:

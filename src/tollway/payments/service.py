@@ -70,6 +70,14 @@ BACKOFF_CAP_SECONDS = 6 * 3600
 #: (money whose amount or currency differs from ours) is final until an operator acts.
 _STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2, "flagged": 3}
 
+#: session.info key: default cards read ahead by :meth:`PaymentService.prepare_charges`.
+_PREPARED_CHARGES = "tollway.payments.prepared_charges"
+
+
+def _forget_prepared_charges(session: AsyncSession) -> None:
+    """A saved card or customer changed: charges read them again."""
+    session.info.pop(_PREPARED_CHARGES, None)
+
 
 class PaymentMethodRequired(PaymentRequired):
     code = "payment_method_required"
@@ -206,6 +214,7 @@ class PaymentService:
         ref = await provider.create_customer(
             organization_id=organization_id, email=None, name=name or organization_id
         )
+        _forget_prepared_charges(session)
         await repository.add(
             session,
             PaymentCustomer(
@@ -288,6 +297,7 @@ class PaymentService:
         """
         ref = attached.provider_ref if attached is not None else provider_ref
         assert ref is not None
+        _forget_prepared_charges(session)
         method = await repository.get_method_by_ref(session, provider=provider, provider_ref=ref)
         if method is not None and method.detached_at is not None:
             return None
@@ -374,6 +384,7 @@ class PaymentService:
         """Mark a saved card detached; the newest remaining one becomes the default."""
         if method.detached_at is not None:
             return
+        _forget_prepared_charges(session)
         organization_id = method.organization_id
         was_default = method.is_default
         method.detached_at = env.clock.now()
@@ -411,6 +422,22 @@ class PaymentService:
             return_url=f"{env.settings.base_url.rstrip('/')}/api/v1/payments/checkout/done",
         )
 
+    async def prepare_charges(
+        self, session: AsyncSession, env: PaymentEnv, *, organization_ids: list[str]
+    ) -> None:
+        """Read the default card and customer of many organizations in one query, for the
+        off-session charges this transaction is about to make (a billing sweep's chunk).
+
+        Each organization's reading serves its next :meth:`charge` in this transaction
+        once; any change of a saved card or customer in the transaction drops them all.
+        """
+        found = await repository.list_default_methods_and_customers(
+            session, organization_ids=organization_ids, provider=env.settings.payment_provider
+        )
+        session.info[_PREPARED_CHARGES] = {
+            organization_id: found.get(organization_id) for organization_id in organization_ids
+        }
+
     async def charge(
         self,
         session: AsyncSession,
@@ -434,9 +461,15 @@ class PaymentService:
         same request to the provider and cannot charge twice.
         """
         provider = self.provider(session, env)
-        found = await repository.get_default_method_and_customer(
-            session, organization_id=organization_id, provider=provider.name
+        prepared: dict[str, tuple[PaymentMethod, str | None] | None] | None = session.info.get(
+            _PREPARED_CHARGES
         )
+        if prepared is not None and organization_id in prepared:
+            found = prepared.pop(organization_id)
+        else:
+            found = await repository.get_default_method_and_customer(
+                session, organization_id=organization_id, provider=provider.name
+            )
         if found is None:
             raise PaymentMethodRequired(
                 "add a card first: POST /api/v1/billing/payment-methods",
@@ -1412,6 +1445,7 @@ async def _customer_deleted(
         session, organization_id=customer.organization_id, provider=provider
     ):
         await payment_service.forget_method(session, env, method)
+    _forget_prepared_charges(session)
     await repository.delete_customer(session, customer.id)
     audit_service.record(
         session,
