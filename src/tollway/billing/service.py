@@ -52,6 +52,7 @@ from tollway.payments.service import (
     register_access_listener,
     register_method_listener,
     register_purpose,
+    register_read_ahead,
 )
 
 log = structlog.get_logger("tollway.billing")
@@ -137,6 +138,11 @@ def refunded_credit_share(
     return (tokens * refunded_after_minor) // paid_minor - (
         tokens * refunded_before_minor
     ) // paid_minor
+
+
+def _stable_reference(subscription_id: str, period_start: datetime, reason: str) -> str:
+    """What a subscription invoice's charge pays, named without the invoice's own ID."""
+    return f"{subscription_id}:{period_start:%Y%m%dT%H%M%S}:{reason}"
 
 
 def _yearly_cost(plan: PlanTerms) -> int:
@@ -528,7 +534,31 @@ class BillingService:
             return
         held: dict[str, Organization] = session.info.setdefault(_ORGANIZATIONS, {})
         held.update(await account_service.get_organizations(session, organization_ids))
-        await payment_service.prepare_charges(session, env, organization_ids=organization_ids)
+        # The ended periods' usage, for their overage lines (see renew).
+        periods: list[tuple[str, str, datetime, datetime]] = []
+        for sub in subscriptions:
+            if sub.current_period_start >= sub.current_period_end:
+                continue
+            plan = await catalog().get_plan(session, sub.plan_id, version=sub.catalog_version)
+            if plan is None:
+                continue  # renew says what is wrong, for this subscription alone
+            periods += [
+                (sub.organization_id, price.meter, sub.current_period_start, sub.current_period_end)
+                for price in plan.meter_prices
+            ]
+        await catalog().prepare_usage(session, periods)
+        # A renewal's period starts where the ended one ends; its invoice's charge is
+        # named after that (see _collect).
+        await payment_service.prepare_charges(
+            session,
+            env,
+            organization_ids=organization_ids,
+            purpose=INVOICE_PURPOSE,
+            stable_references=[
+                _stable_reference(sub.id, sub.current_period_end, "subscription_cycle")
+                for sub in subscriptions
+            ],
+        )
 
     async def retry(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
         """The next dunning attempt of one past-due subscription (row claimed by the caller)."""
@@ -601,9 +631,8 @@ class BillingService:
             # A renewal rolled back after the provider answered is made again with a new
             # invoice ID and maybe another number: the charge is named by what does not
             # change (subscription, period, reason) so its retry cannot charge twice.
-            stable = (
-                f"{invoice.subscription_id}:{invoice.period_start:%Y%m%dT%H%M%S}"
-                f":{invoice.billing_reason}"
+            stable = _stable_reference(
+                invoice.subscription_id, invoice.period_start, invoice.billing_reason
             )
             description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
         try:
@@ -684,7 +713,6 @@ class BillingService:
         invoice.amount_paid_minor = min(
             invoice.total_minor, invoice.amount_paid_minor + payment_minor
         )
-        await session.flush()
         audit_service.record(
             session,
             action="invoice.paid",
@@ -830,6 +858,9 @@ class BillingService:
             subtotal_minor=subtotal,
             tax_minor=tax,
             total_minor=max(0, total),
+            # Set here, not by the column defaults: the row is read before it is flushed.
+            amount_paid_minor=0,
+            amount_refunded_minor=0,
             tax_rate_bp=rate_bp,
             tax_inclusive=inclusive,
             tax_country=country,
@@ -853,7 +884,8 @@ class BillingService:
             },
             created_at=now,
         )
-        await repository.add(session, invoice)
+        # Written with its lines and the charge's payment by one flush (the charge's).
+        await repository.add(session, invoice, flush=False)
         for position, spec in enumerate(lines, start=1):
             session.add(
                 InvoiceLine(
@@ -872,7 +904,6 @@ class BillingService:
                     reference=spec.reference,
                 )
             )
-        await session.flush()
         await self._publish_invoice(session, env, invoice, "invoice.finalized")
         if invoice.total_minor == 0:
             await self._invoice_paid(session, env, invoice, 0)
@@ -1291,6 +1322,20 @@ class BillingService:
 class InvoicePayments:
     """Told by payments when a charge for an invoice succeeded or failed."""
 
+    async def read_ahead(
+        self, session: AsyncSession, env: PaymentEnv, payments: list[Payment]
+    ) -> None:
+        """Lock and read what the events of these payments will need (their invoices,
+        subscriptions, the organizations' ledger accounts and allotments) in a few
+        queries instead of several per event: a chunk of the events a billing run made."""
+        held = await repository.read_ahead(
+            session, invoice_ids=[payment.reference_id for payment in payments]
+        )
+        periods = sorted(
+            {(sub.organization_id, sub.current_period_start) for sub in held.subscriptions.values()}
+        )
+        await credits().prepare_allotments(session, periods)
+
     async def payment_succeeded(
         self, session: AsyncSession, env: PaymentEnv, payment: Payment
     ) -> None:
@@ -1325,6 +1370,8 @@ class InvoicePayments:
 
 
 billing_service = BillingService()
-register_purpose(INVOICE_PURPOSE, InvoicePayments())
+_invoice_payments = InvoicePayments()
+register_purpose(INVOICE_PURPOSE, _invoice_payments)
+register_read_ahead(INVOICE_PURPOSE, _invoice_payments.read_ahead)
 register_method_listener(billing_service.retry_after_new_card)
 register_access_listener(billing_service.access_changed)

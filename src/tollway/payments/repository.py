@@ -233,6 +233,31 @@ async def count_payments_in_scope(session: AsyncSession, *, scope: str) -> int:
     return int((await session.execute(statement)).scalar_one())
 
 
+async def list_payments_by_ids_or_keys(
+    session: AsyncSession, *, payment_ids: list[str], keys: list[str]
+) -> list[Payment]:
+    """The payments with these IDs or idempotency keys, locked, in ID order."""
+    statement = (
+        select(Payment)
+        .where(or_(Payment.id.in_(payment_ids), Payment.idempotency_key.in_(keys)))
+        .order_by(Payment.id)
+        .with_for_update()
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def count_payments_in_scopes(session: AsyncSession, *, scopes: list[str]) -> dict[str, int]:
+    """:func:`count_payments_in_scope` of many scopes in one query (absent: none)."""
+    if not scopes:
+        return {}
+    statement = (
+        select(Payment.idempotency_scope, func.count())
+        .where(Payment.idempotency_scope.in_(scopes))
+        .group_by(Payment.idempotency_scope)
+    )
+    return {str(scope): int(count) for scope, count in await session.execute(statement)}
+
+
 async def get_payment_by_key(session: AsyncSession, idempotency_key: str) -> Payment | None:
     statement = select(Payment).where(Payment.idempotency_key == idempotency_key).with_for_update()
     return (await session.execute(statement)).scalar_one_or_none()

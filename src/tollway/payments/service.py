@@ -70,8 +70,19 @@ BACKOFF_CAP_SECONDS = 6 * 3600
 #: (money whose amount or currency differs from ours) is final until an operator acts.
 _STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2, "flagged": 3}
 
+#: session.info key: payments locked by :meth:`WebhookService.read_ahead`, by ID and key.
+_READ_PAYMENTS = "tollway.payments.read_payments"
 #: session.info key: default cards read ahead by :meth:`PaymentService.prepare_charges`.
 _PREPARED_CHARGES = "tollway.payments.prepared_charges"
+
+
+#: session.info key: payments per idempotency scope, read ahead the same way.
+_PREPARED_SCOPES = "tollway.payments.prepared_scopes"
+
+
+def _scope(purpose: str, reference: str) -> str:
+    """The idempotency scope of a charge: what is paid (see PaymentService.charge)."""
+    return f"{purpose}:{reference}"[:140]
 
 
 def _forget_prepared_charges(session: AsyncSession) -> None:
@@ -144,10 +155,19 @@ _LISTENERS: dict[str, PaymentListener] = {}
 _METHOD_LISTENERS: list[MethodListener] = []
 _ACCESS_LISTENERS: list[AccessListener] = []
 _HANDLERS: dict[str, EventHandler] = {}
+#: Reads ahead, for a chunk of stored events, what a purpose's listener will need.
+ReadAhead = Callable[[AsyncSession, "PaymentEnv", list[Payment]], Awaitable[None]]
+_READ_AHEADS: dict[str, ReadAhead] = {}
 
 
 def register_purpose(purpose: str, listener: PaymentListener) -> None:
     _LISTENERS[purpose] = listener
+
+
+def register_read_ahead(purpose: str, read_ahead: ReadAhead) -> None:
+    """``read_ahead`` reads, for a chunk of events about payments of ``purpose``, what
+    their listener will need (optional: the listener reads it itself otherwise)."""
+    _READ_AHEADS[purpose] = read_ahead
 
 
 def register_method_listener(listener: MethodListener) -> None:
@@ -423,13 +443,21 @@ class PaymentService:
         )
 
     async def prepare_charges(
-        self, session: AsyncSession, env: PaymentEnv, *, organization_ids: list[str]
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        organization_ids: list[str],
+        purpose: str,
+        stable_references: list[str],
     ) -> None:
-        """Read the default card and customer of many organizations in one query, for the
-        off-session charges this transaction is about to make (a billing sweep's chunk).
+        """Read, in two queries, what the off-session charges this transaction is about
+        to make (a billing sweep's chunk) need: the organizations' default cards and
+        customers, and how many payments the scopes of ``stable_references`` (see
+        :meth:`charge`) already have.
 
-        Each organization's reading serves its next :meth:`charge` in this transaction
-        once; any change of a saved card or customer in the transaction drops them all.
+        Each reading serves one :meth:`charge` in this transaction; any change of a
+        saved card or customer in the transaction drops the cards read.
         """
         found = await repository.list_default_methods_and_customers(
             session, organization_ids=organization_ids, provider=env.settings.payment_provider
@@ -437,6 +465,9 @@ class PaymentService:
         session.info[_PREPARED_CHARGES] = {
             organization_id: found.get(organization_id) for organization_id in organization_ids
         }
+        scopes = [_scope(purpose, reference) for reference in stable_references]
+        counted = await repository.count_payments_in_scopes(session, scopes=scopes)
+        session.info[_PREPARED_SCOPES] = {scope: counted.get(scope, 0) for scope in scopes}
 
     async def charge(
         self,
@@ -481,8 +512,13 @@ class PaymentService:
         # The key names what is paid and the how-manieth payment of it this is, so a
         # retry after a rolled-back transaction sends the same key again and the
         # provider answers the intent it already made instead of charging twice.
-        scope = f"{purpose}:{stable_reference or reference_id}"[:140]
-        sequence = await repository.count_payments_in_scope(session, scope=scope)
+        scope = _scope(purpose, stable_reference or reference_id)
+        counted: dict[str, int] | None = session.info.get(_PREPARED_SCOPES)
+        if counted is not None and scope in counted:
+            # Read ahead; used once: the payment made here counts from now on.
+            sequence = counted.pop(scope)
+        else:
+            sequence = await repository.count_payments_in_scope(session, scope=scope)
         payment = Payment(
             id=new_id("pay"),
             organization_id=organization_id,
@@ -529,8 +565,8 @@ class PaymentService:
             )
             return payment
         if payment.provider_ref is None:
+            # Written by the transaction's next flush.
             payment.provider_ref = started.provider_ref
-            await session.flush()
         return payment
 
     async def start_checkout(
@@ -721,15 +757,18 @@ class PaymentService:
         self, session: AsyncSession, *, provider: str, obj: dict[str, Any], intent_ref: str | None
     ) -> Payment | None:
         metadata = obj.get("metadata")
+        read: dict[str, Payment] = session.info.get(_READ_PAYMENTS, {})
         payment_id = metadata.get("tollway_payment_id") if isinstance(metadata, dict) else None
         if isinstance(payment_id, str):
-            payment = await repository.get_payment(session, payment_id, for_update=True)
+            payment = read.get(payment_id) or await repository.get_payment(
+                session, payment_id, for_update=True
+            )
             if payment is not None and payment.provider == provider:
                 return payment
         key = metadata.get("tollway_idempotency_key") if isinstance(metadata, dict) else None
         if isinstance(key, str):
             # The payment row of a rolled-back first try is gone; its retry has the key.
-            payment = await repository.get_payment_by_key(session, key)
+            payment = read.get(key) or await repository.get_payment_by_key(session, key)
             if payment is not None and payment.provider == provider:
                 return payment
         if intent_ref:
@@ -748,7 +787,6 @@ class PaymentService:
         payment.status = "succeeded"
         payment.succeeded_at = env.clock.now()
         payment.failure_code = None
-        await session.flush()
         await outbox.publish(
             session,
             "payment.succeeded",
@@ -1018,6 +1056,39 @@ class WebhookService:
         assert existing is not None
         log.info("webhook.duplicate", provider=provider_name, event_id=event.id)
         return existing.id, True
+
+    async def read_ahead(
+        self, session: AsyncSession, env: PaymentEnv, rows: list[WebhookEvent]
+    ) -> None:
+        """Lock the payments a chunk of stored events names (by Tollway ID or idempotency
+        key) in one query, and let their purposes' listeners read what they will need:
+        the handlers then find them without a query per event."""
+        payment_ids: set[str] = set()
+        keys: set[str] = set()
+        for row in rows:
+            data = row.payload.get("data")
+            obj = data.get("object") if isinstance(data, dict) else None
+            metadata = obj.get("metadata") if isinstance(obj, dict) else None
+            if not isinstance(metadata, dict):
+                continue
+            if isinstance(metadata.get("tollway_payment_id"), str):
+                payment_ids.add(metadata["tollway_payment_id"])
+            if isinstance(metadata.get("tollway_idempotency_key"), str):
+                keys.add(metadata["tollway_idempotency_key"])
+        if not payment_ids and not keys:
+            return
+        payments = await repository.list_payments_by_ids_or_keys(
+            session, payment_ids=sorted(payment_ids), keys=sorted(keys)
+        )
+        read: dict[str, Payment] = session.info.setdefault(_READ_PAYMENTS, {})
+        for payment in payments:
+            read[payment.id] = payment
+            if payment.idempotency_key is not None:
+                read[payment.idempotency_key] = payment
+        for purpose, read_ahead in _READ_AHEADS.items():
+            of_purpose = [payment for payment in payments if payment.purpose == purpose]
+            if of_purpose:
+                await read_ahead(session, env, of_purpose)
 
     async def apply(self, session: AsyncSession, env: PaymentEnv, row: WebhookEvent) -> str:
         """Run the handler of one stored event; returns the new status (processed/ignored)."""

@@ -61,7 +61,9 @@ async def _apply_chunk(context: SweepContext, env: PaymentEnv, chunk: list[str])
             .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id),
             context.database,
         )
-        for row in (await session.execute(statement)).scalars().all():
+        rows = list((await session.execute(statement)).scalars().all())
+        await webhook_service.read_ahead(session, env, rows)
+        for row in rows:
             row.status = await webhook_service.apply(session, env, row)
             row.attempts += 1
             row.processed_at = context.clock.now()
