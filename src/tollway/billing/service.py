@@ -46,6 +46,7 @@ from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
 from tollway.payments.models import Payment
 from tollway.payments.service import (
+    OffSessionCharge,
     PaymentEnv,
     PaymentMethodRequired,
     payment_service,
@@ -58,6 +59,8 @@ from tollway.payments.service import (
 log = structlog.get_logger("tollway.billing")
 
 INVOICE_PURPOSE = "invoice"
+#: session.info key: a renewal chunk's invoices waiting for their charge.
+_DEFERRED_CHARGES = "tollway.billing.deferred_charges"
 #: session.info key: organizations read ahead by :meth:`BillingService.prepare_renewals`.
 _ORGANIZATIONS = "tollway.billing.organizations"
 #: A first invoice that is not paid within this time ends the attempt (Stripe: 23 h).
@@ -532,6 +535,9 @@ class BillingService:
         organization_ids = [sub.organization_id for sub in subscriptions]
         if not organization_ids:
             return
+        # The chunk's charges are made together by finish_renewals, once every renewal
+        # of the chunk has its invoice.
+        session.info[_DEFERRED_CHARGES] = []
         held: dict[str, Organization] = session.info.setdefault(_ORGANIZATIONS, {})
         held.update(await account_service.get_organizations(session, organization_ids))
         # The ended periods' usage, for their overage lines (see renew).
@@ -623,34 +629,55 @@ class BillingService:
     async def _collect(
         self, session: AsyncSession, env: PaymentEnv, invoice: Invoice, *, attempt: int
     ) -> None:
-        """Charge the invoice's amount due off-session; the outcome arrives as an event."""
-        due = invoice.total_minor - invoice.amount_paid_minor
-        stable: str | None = None
-        description = f"Invoice {invoice.number}"
-        if invoice.subscription_id is not None and invoice.period_start is not None:
-            # A renewal rolled back after the provider answered is made again with a new
-            # invoice ID and maybe another number: the charge is named by what does not
-            # change (subscription, period, reason) so its retry cannot charge twice.
-            stable = _stable_reference(
-                invoice.subscription_id, invoice.period_start, invoice.billing_reason
+        """Charge the invoice's amount due off-session; the outcome arrives as an event.
+
+        In a renewal chunk (:meth:`prepare_renewals`) the charge waits for
+        :meth:`finish_renewals`, which makes the chunk's charges together."""
+        deferred: list[tuple[Invoice, int]] | None = session.info.get(_DEFERRED_CHARGES)
+        if deferred is not None:
+            deferred.append((invoice, attempt))
+            return
+        await self._charge_invoices(session, env, [(invoice, attempt)])
+
+    async def _charge_invoices(
+        self, session: AsyncSession, env: PaymentEnv, invoices: list[tuple[Invoice, int]]
+    ) -> None:
+        charges: list[OffSessionCharge] = []
+        for invoice, attempt in invoices:
+            stable: str | None = None
+            description = f"Invoice {invoice.number}"
+            if invoice.subscription_id is not None and invoice.period_start is not None:
+                # A renewal rolled back after the provider answered is made again with a
+                # new invoice ID and maybe another number: the charge is named by what
+                # does not change (subscription, period, reason) so its retry cannot
+                # charge twice.
+                stable = _stable_reference(
+                    invoice.subscription_id, invoice.period_start, invoice.billing_reason
+                )
+                description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
+            charges.append(
+                OffSessionCharge(
+                    organization_id=invoice.organization_id,
+                    amount_minor=invoice.total_minor - invoice.amount_paid_minor,
+                    currency=invoice.currency,
+                    purpose=INVOICE_PURPOSE,
+                    reference_id=invoice.id,
+                    description=description,
+                    attempt=attempt,
+                    stable_reference=stable,
+                )
             )
-            description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
-        try:
-            await payment_service.charge(
-                session,
-                env,
-                organization_id=invoice.organization_id,
-                amount_minor=due,
-                currency=invoice.currency,
-                purpose=INVOICE_PURPOSE,
-                reference_id=invoice.id,
-                description=description,
-                attempt=attempt,
-                stable_reference=stable,
-            )
-        except PaymentMethodRequired:
-            # No card to charge: the attempt fails at once, exactly like a declined card.
-            await self._collection_failed(session, env, invoice, attempt=attempt)
+        results = await payment_service.charge_many(session, env, charges)
+        for (invoice, attempt), result in zip(invoices, results, strict=True):
+            if isinstance(result, PaymentMethodRequired):
+                # No card to charge: the attempt fails at once, like a declined card.
+                await self._collection_failed(session, env, invoice, attempt=attempt)
+
+    async def finish_renewals(self, session: AsyncSession, env: PaymentEnv) -> None:
+        """Make the charges of a renewal chunk's invoices (see :meth:`_collect`)."""
+        deferred: list[tuple[Invoice, int]] = session.info.pop(_DEFERRED_CHARGES, [])
+        if deferred:
+            await self._charge_invoices(session, env, deferred)
 
     async def _collection_failed(
         self, session: AsyncSession, env: PaymentEnv, invoice: Invoice, *, attempt: int

@@ -31,6 +31,8 @@ log = structlog.get_logger("tollway.billing")
 Step = Callable[[AsyncSession, PaymentEnv, str], Awaitable[bool]]
 #: Reads ahead what the steps of a chunk need (optional).
 Prepare = Callable[[AsyncSession, PaymentEnv, list[Subscription]], Awaitable[None]]
+#: Completes the chunk's work after its steps, in its transaction (optional).
+Finish = Callable[[AsyncSession, PaymentEnv], Awaitable[None]]
 
 
 async def _run_each(
@@ -38,6 +40,7 @@ async def _run_each(
     due: Callable[[datetime], Select[Any]],
     step: Step,
     prepare: Prepare | None = None,
+    finish: Finish | None = None,
 ) -> int:
     """Claim due subscriptions in chunks and run ``step`` on each.
 
@@ -53,12 +56,14 @@ async def _run_each(
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         try:
-            handled += await _run_chunk(context, env, chunk, step, prepare)
+            handled += await _run_chunk(context, env, chunk, step, prepare, finish)
         except Exception:
             log.exception("billing.chunk_failed", size=len(chunk), sweep=step.__name__)
             for subscription_id in chunk:
                 try:
-                    handled += await _run_chunk(context, env, [subscription_id], step, prepare)
+                    handled += await _run_chunk(
+                        context, env, [subscription_id], step, prepare, finish
+                    )
                 except Exception:
                     # Logged and left due: the next round tries it again.
                     log.exception("billing.item_failed", subscription=subscription_id)
@@ -71,6 +76,7 @@ async def _run_chunk(
     chunk: list[str],
     step: Step,
     prepare: Prepare | None,
+    finish: Finish | None,
 ) -> int:
     done = 0
     async with context.database.transaction() as session:
@@ -85,6 +91,8 @@ async def _run_chunk(
         for subscription in subscriptions:
             if await step(session, env, subscription.id):
                 done += 1
+        if finish is not None:
+            await finish(session, env)
     return done
 
 
@@ -108,6 +116,7 @@ async def renew_subscriptions(context: SweepContext) -> int:
         lambda now: repository.due_renewals(now, limit=BATCH),
         _renew,
         billing_service.prepare_renewals,
+        billing_service.finish_renewals,
     )
 
 

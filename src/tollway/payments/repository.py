@@ -168,12 +168,28 @@ async def insert_event(session: AsyncSession, values: dict[str, Any]) -> bool:
     """
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert(WebhookEvent)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-    )
+    # The row depends on nothing pending in the session: no autoflush (a billing chunk
+    # stores an event per charge and would otherwise write its rows one charge at a time).
+    with session.no_autoflush:
+        result = await session.execute(
+            insert(WebhookEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """:func:`insert_event` of many rows in one statement (duplicates are skipped)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    with session.no_autoflush:
+        await session.execute(
+            insert(WebhookEvent).on_conflict_do_nothing(index_elements=["provider", "event_id"]),
+            rows,
+        )
 
 
 async def get_event(session: AsyncSession, *, provider: str, event_id: str) -> WebhookEvent | None:
@@ -188,8 +204,9 @@ async def get_event_by_id(session: AsyncSession, row_id: str) -> WebhookEvent | 
 
 
 def due_events(now: datetime, *, limit: int) -> Select[Any]:
+    """The IDs of due events, in the order they are applied."""
     return (
-        select(WebhookEvent)
+        select(WebhookEvent.id)
         .where(WebhookEvent.status == "pending", WebhookEvent.next_attempt_at <= now)
         .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id)
         .limit(limit)

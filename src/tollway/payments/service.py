@@ -76,6 +76,8 @@ _READ_PAYMENTS = "tollway.payments.read_payments"
 _PREPARED_CHARGES = "tollway.payments.prepared_charges"
 
 
+#: session.info key: events the sandbox sent during charge_many, stored after it.
+_HELD_DELIVERIES = "tollway.payments.held_deliveries"
 #: session.info key: payments per idempotency scope, read ahead the same way.
 _PREPARED_SCOPES = "tollway.payments.prepared_scopes"
 
@@ -110,6 +112,21 @@ class SetupStarted:
     """A hosted page where the customer saves a card (Stripe Checkout, ``setup`` mode)."""
 
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffSessionCharge:
+    """One off-session charge of an organization's default card (see
+    :meth:`PaymentService.charge`)."""
+
+    organization_id: str
+    amount_minor: int
+    currency: str
+    purpose: str
+    reference_id: str
+    description: str
+    attempt: int = 1
+    stable_reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +226,11 @@ class PaymentService:
 
     def sandbox(self, session: AsyncSession, env: PaymentEnv) -> SandboxProvider:
         async def deliver(raw_body: bytes, header: str) -> None:
+            held: list[tuple[bytes, str]] | None = session.info.get(_HELD_DELIVERIES)
+            if held is not None:
+                # charge_many stores its charges' events together when they are sent.
+                held.append((raw_body, header))
+                return
             # The same entry point as POST /api/v1/webhooks/sandbox: signature checked,
             # event stored, processed later by the sweep.
             await webhook_service.receive(
@@ -491,7 +513,75 @@ class PaymentService:
         it, and the charge's parameters leave out the unstable ID, so the retry is the
         same request to the provider and cannot charge twice.
         """
+        (result,) = await self.charge_many(
+            session,
+            env,
+            [
+                OffSessionCharge(
+                    organization_id=organization_id,
+                    amount_minor=amount_minor,
+                    currency=currency,
+                    purpose=purpose,
+                    reference_id=reference_id,
+                    description=description,
+                    attempt=attempt,
+                    stable_reference=stable_reference,
+                )
+            ],
+        )
+        if isinstance(result, PaymentMethodRequired):
+            raise result
+        return result
+
+    async def charge_many(
+        self, session: AsyncSession, env: PaymentEnv, charges: list[OffSessionCharge]
+    ) -> list[Payment | PaymentMethodRequired]:
+        """:meth:`charge` each of ``charges``; an organization without a card gets its
+        :class:`PaymentMethodRequired` in the answer, at the charge's place.
+
+        Every payment row is written (its idempotency key taken) by one flush before
+        the provider is asked for any of them: a billing sweep's chunk charges a hundred
+        renewals with one write instead of one each.
+        """
         provider = self.provider(session, env)
+        results: list[Payment | PaymentMethodRequired] = []
+        started: list[tuple[Payment, OffSessionCharge, PaymentMethod, str]] = []
+        for charge in charges:
+            try:
+                payment, method, customer_ref = await self._new_payment(
+                    session, env, provider, charge
+                )
+            except PaymentMethodRequired as required:
+                results.append(required)
+                continue
+            results.append(payment)
+            started.append((payment, charge, method, customer_ref))
+        # Written (flushed) before the provider is called: the keys are taken.
+        await session.flush()
+        held: list[tuple[bytes, str]] = []
+        session.info[_HELD_DELIVERIES] = held
+        try:
+            for payment, charge, method, customer_ref in started:
+                await self._send_charge(
+                    session, env, provider, payment, charge, method, customer_ref
+                )
+        finally:
+            session.info.pop(_HELD_DELIVERIES, None)
+        if held:
+            await webhook_service.receive_many(
+                session, env, provider_name=provider.name, deliveries=held
+            )
+        return results
+
+    async def _new_payment(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        provider: PaymentProvider,
+        charge: OffSessionCharge,
+    ) -> tuple[Payment, PaymentMethod, str]:
+        """The pending payment of ``charge`` (added, not flushed), its card and customer."""
+        organization_id = charge.organization_id
         prepared: dict[str, tuple[PaymentMethod, str | None] | None] | None = session.info.get(
             _PREPARED_CHARGES
         )
@@ -512,7 +602,7 @@ class PaymentService:
         # The key names what is paid and the how-manieth payment of it this is, so a
         # retry after a rolled-back transaction sends the same key again and the
         # provider answers the intent it already made instead of charging twice.
-        scope = _scope(purpose, stable_reference or reference_id)
+        scope = _scope(charge.purpose, charge.stable_reference or charge.reference_id)
         counted: dict[str, int] | None = session.info.get(_PREPARED_SCOPES)
         if counted is not None and scope in counted:
             # Read ahead; used once: the payment made here counts from now on.
@@ -523,31 +613,45 @@ class PaymentService:
             id=new_id("pay"),
             organization_id=organization_id,
             provider=method.provider,
-            purpose=purpose,
-            reference_id=reference_id,
-            attempt=attempt,
+            purpose=charge.purpose,
+            reference_id=charge.reference_id,
+            attempt=charge.attempt,
             idempotency_key=f"{scope}:attempt:{sequence + 1}",
             idempotency_scope=scope,
-            amount_minor=amount_minor,
-            currency=currency,
+            amount_minor=charge.amount_minor,
+            currency=charge.currency,
             status="pending",
+            refunded_minor=0,
             payment_method_id=method.id,
             created_at=env.clock.now(),
         )
-        # Written (flushed) before the provider is called: the key is taken.
-        await repository.add(session, payment)
+        session.add(payment)
+        return payment, method, customer_ref
+
+    async def _send_charge(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        provider: PaymentProvider,
+        payment: Payment,
+        charge: OffSessionCharge,
+        method: PaymentMethod,
+        customer_ref: str,
+    ) -> None:
         assert payment.idempotency_key is not None
         try:
             started = await provider.charge_off_session(
                 ChargeRequest(
-                    amount_minor=amount_minor,
-                    currency=currency,
+                    amount_minor=charge.amount_minor,
+                    currency=charge.currency,
                     customer_ref=customer_ref,
                     payment_method_ref=method.provider_ref,
-                    description=description,
+                    description=charge.description,
                     idempotency_key=payment.idempotency_key,
                     metadata=self._metadata(
-                        payment, with_payment_id=False, with_reference=stable_reference is None
+                        payment,
+                        with_payment_id=False,
+                        with_reference=charge.stable_reference is None,
                     ),
                 )
             )
@@ -563,11 +667,10 @@ class PaymentService:
                 failure_code=str(declined.extra.get("decline_code") or declined.code),
                 failure_message=declined.detail,
             )
-            return payment
+            return
         if payment.provider_ref is None:
             # Written by the transaction's next flush.
             payment.provider_ref = started.provider_ref
-        return payment
 
     async def start_checkout(
         self,
@@ -1089,6 +1192,40 @@ class WebhookService:
             of_purpose = [payment for payment in payments if payment.purpose == purpose]
             if of_purpose:
                 await read_ahead(session, env, of_purpose)
+
+    async def receive_many(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        provider_name: str,
+        deliveries: list[tuple[bytes, str]],
+    ) -> None:
+        """:meth:`receive` of many (raw body, signature header), stored by one statement
+        (duplicates change nothing, as there)."""
+        if provider_name != env.settings.payment_provider:
+            raise ProviderNotConfigured(
+                f"the payment provider {provider_name!r} is not configured here"
+            )
+        provider = payment_service.provider(session, env, name=provider_name)
+        now = env.clock.now()
+        rows = []
+        for raw_body, signature_header in deliveries:
+            event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
+            rows.append(
+                {
+                    "id": new_id("whe"),
+                    "provider": provider_name,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "payload": event.payload,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "received_at": now,
+                }
+            )
+        await repository.insert_events(session, rows)
 
     async def apply(self, session: AsyncSession, env: PaymentEnv, row: WebhookEvent) -> str:
         """Run the handler of one stored event; returns the new status (processed/ignored)."""

@@ -31,8 +31,7 @@ async def process_webhook_events(context: SweepContext) -> int:
     env = PaymentEnv(settings=context.settings, clock=context.clock)
     now = context.clock.now()
     async with context.database.transaction(write=False) as session:
-        rows = await session.execute(repository.due_events(now, limit=BATCH))
-        due_ids = [row.id for row in rows.scalars()]
+        due_ids = list((await session.execute(repository.due_events(now, limit=BATCH))).scalars())
     handled = 0
     for start in range(0, len(due_ids), CHUNK):
         chunk = due_ids[start : start + CHUNK]
