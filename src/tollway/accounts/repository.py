@@ -32,6 +32,10 @@ class UserRepository(Repository[User]):
 class OrganizationRepository(Repository[Organization]):
     model = Organization
 
+    async def list_by_ids(self, ids: list[str]) -> list[Organization]:
+        statement = select(Organization).where(Organization.id.in_(ids))
+        return list((await self.session.execute(statement)).scalars())
+
 
 class MembershipRepository(Repository[Membership]):
     model = Membership

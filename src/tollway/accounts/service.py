@@ -231,6 +231,13 @@ class AccountService:
             raise NotFound("no such organization")
         return organization
 
+    async def get_organizations(
+        self, session: AsyncSession, organization_ids: list[str]
+    ) -> dict[str, Organization]:
+        """Many organizations in one query (a billing sweep's chunk), by ID."""
+        found = await repository.organizations(session).list_by_ids(organization_ids)
+        return {organization.id: organization for organization in found}
+
     async def organization_view(
         self, session: AsyncSession, organization_id: str, *, now: datetime
     ) -> OrganizationView:

@@ -17,7 +17,9 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     seq: Mapped[int] = mapped_column(SequenceKey, Identity(), primary_key=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    # The client-made ID lets one INSERT write many rows and still match each to the
+    # sequence number the database gave it (SQLAlchemy's "insertmanyvalues" sentinel).
+    id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False, insert_sentinel=True)
     occurred_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
     actor: Mapped[str] = mapped_column(String(100), nullable=False)
     action: Mapped[str] = mapped_column(String(100), nullable=False, index=True)

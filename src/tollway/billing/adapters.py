@@ -156,6 +156,11 @@ class PlansCatalog:
             end=period_end,
         )
 
+    async def prepare_usage(
+        self, session: AsyncSession, periods: list[tuple[str, str, datetime, datetime]]
+    ) -> None:
+        await metering_service.read_usage_ahead(session, periods=periods)
+
 
 class LedgerCredits:
     """:class:`~tollway.billing.ports.Credits` over ``tollway.ledger.service``."""
@@ -181,6 +186,11 @@ class LedgerCredits:
             period_end=period_end,
             rollover_cap=rollover_cap,
         )
+
+    async def prepare_allotments(
+        self, session: AsyncSession, periods: list[tuple[str, datetime]]
+    ) -> None:
+        await self._ledger.prepare_allotments(session, periods=periods)
 
     async def grant(
         self,

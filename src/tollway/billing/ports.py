@@ -126,6 +126,13 @@ class Catalog(Protocol):
         """Metered usage in the period, for overage lines."""
         ...
 
+    async def prepare_usage(
+        self, session: AsyncSession, periods: list[tuple[str, str, datetime, datetime]]
+    ) -> None:
+        """Read ahead, in a few queries, the :meth:`usage` of these (organization,
+        meter, period start, period end) that this transaction will ask for."""
+        ...
+
 
 class Credits(Protocol):
     """The credit ledger, as billing sees it; every grant is idempotent."""
@@ -141,6 +148,13 @@ class Credits(Protocol):
         rollover_cap: int | None,
     ) -> None:
         """A plan's tokens for one period (once per organization and ``period_start``)."""
+        ...
+
+    async def prepare_allotments(
+        self, session: AsyncSession, periods: list[tuple[str, datetime]]
+    ) -> None:
+        """Read ahead, in a few queries, what the :meth:`grant_allotment` calls of
+        these (organization, period start) pairs in this transaction will need."""
         ...
 
     async def grant(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,11 +25,88 @@ from tollway.kit.pagination import PageParams, PageResult, paginate
 
 LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid")
 _HELD_COUNTERS = "tollway.billing.held_counters"
+_READ_AHEAD = "tollway.billing.read_ahead"
 
 
-async def add(session: AsyncSession, instance: object) -> None:
+@dataclass
+class ReadAhead:
+    """Rows :func:`read_ahead` loaded for the rest of a transaction (held strongly: the
+    identity map keeps clean rows only weakly). The reads below answer from it; the
+    rows are live objects, so what the transaction changes in them is what they see."""
+
+    #: locked invoices by ID
+    invoices: dict[str, Invoice] = field(default_factory=dict)
+    #: locked subscriptions by ID
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    #: by subscription: its invoices that were open (their status is read when asked),
+    #: and those this transaction adds
+    open_invoices: dict[str, list[Invoice]] = field(default_factory=dict)
+    #: by organization: all its subscriptions, and those this transaction adds
+    organization_subscriptions: dict[str, list[Subscription]] = field(default_factory=dict)
+
+
+def _read_ahead(session: AsyncSession) -> ReadAhead | None:
+    held: ReadAhead | None = session.info.get(_READ_AHEAD)
+    return held
+
+
+async def read_ahead(session: AsyncSession, *, invoice_ids: list[str]) -> ReadAhead:
+    """Lock the invoices ``invoice_ids`` and their subscriptions and read what paying
+    them needs (the subscriptions' other open invoices, the organizations' other
+    subscriptions) in four queries, for a chunk of payment events."""
+    held: ReadAhead = session.info.setdefault(_READ_AHEAD, ReadAhead())
+    wanted = sorted(set(invoice_ids) - held.invoices.keys())
+    if not wanted:
+        return held
+    statement = select(Invoice).where(Invoice.id.in_(wanted)).order_by(Invoice.id)
+    invoices = list((await session.execute(statement.with_for_update())).scalars())
+    held.invoices.update((invoice.id, invoice) for invoice in invoices)
+    subscription_ids = sorted(
+        {invoice.subscription_id for invoice in invoices if invoice.subscription_id}
+        - held.subscriptions.keys()
+    )
+    if not subscription_ids:
+        return held
+    locked = select(Subscription).where(Subscription.id.in_(subscription_ids))
+    subscriptions = list(
+        (await session.execute(locked.order_by(Subscription.id).with_for_update())).scalars()
+    )
+    held.subscriptions.update((sub.id, sub) for sub in subscriptions)
+    organization_ids = sorted(
+        {sub.organization_id for sub in subscriptions} - held.organization_subscriptions.keys()
+    )
+    if organization_ids:
+        others = select(Subscription).where(Subscription.organization_id.in_(organization_ids))
+        for organization_id in organization_ids:
+            held.organization_subscriptions[organization_id] = []
+        for sub in (await session.execute(others)).scalars():
+            held.organization_subscriptions[sub.organization_id].append(sub)
+    open_statement = select(Invoice).where(
+        Invoice.subscription_id.in_([sub.id for sub in subscriptions]), Invoice.status == "open"
+    )
+    for sub in subscriptions:
+        held.open_invoices[sub.id] = []
+    for invoice in (await session.execute(open_statement)).scalars():
+        assert invoice.subscription_id is not None
+        held.open_invoices[invoice.subscription_id].append(invoice)
+    return held
+
+
+async def add(session: AsyncSession, instance: object, *, flush: bool = True) -> None:
+    """Add ``instance``; ``flush=False`` leaves the INSERT to the transaction's next
+    flush (the unit of work orders rows by their foreign keys)."""
     session.add(instance)
-    await session.flush()
+    held = _read_ahead(session)
+    if held is not None:
+        if isinstance(instance, Invoice) and instance.subscription_id in held.open_invoices:
+            held.open_invoices[instance.subscription_id].append(instance)
+        if (
+            isinstance(instance, Subscription)
+            and instance.organization_id in held.organization_subscriptions
+        ):
+            held.organization_subscriptions[instance.organization_id].append(instance)
+    if flush:
+        await session.flush()
 
 
 async def get_current_subscription(
@@ -45,6 +123,9 @@ async def get_current_subscription(
 async def get_subscription(
     session: AsyncSession, subscription_id: str, *, for_update: bool = False
 ) -> Subscription | None:
+    held = _read_ahead(session)
+    if held is not None and subscription_id in held.subscriptions:
+        return held.subscriptions[subscription_id]
     statement = select(Subscription).where(Subscription.id == subscription_id)
     if for_update:
         statement = statement.with_for_update()
@@ -60,6 +141,12 @@ async def allotment_period_taken(
 ) -> bool:
     """Whether another subscription of the organization had its allotment for a period
     starting at ``period_start``."""
+    held = _read_ahead(session)
+    if held is not None and organization_id in held.organization_subscriptions:
+        return any(
+            sub.id != except_subscription_id and sub.allotment_granted_for == period_start
+            for sub in held.organization_subscriptions[organization_id]
+        )
     statement = select(func.count()).where(
         Subscription.organization_id == organization_id,
         Subscription.id != except_subscription_id,
@@ -157,6 +244,9 @@ async def get_invoice(
     organization_id: str | None = None,
     for_update: bool = False,
 ) -> Invoice | None:
+    held = _read_ahead(session)
+    if held is not None and organization_id is None and invoice_id in held.invoices:
+        return held.invoices[invoice_id]
     statement = select(Invoice).where(Invoice.id == invoice_id)
     if organization_id is not None:
         statement = statement.where(Invoice.organization_id == organization_id)
@@ -175,6 +265,16 @@ async def list_lines(session: AsyncSession, *, invoice_id: str) -> list[InvoiceL
 
 
 async def list_open_invoices(session: AsyncSession, *, subscription_id: str) -> list[Invoice]:
+    held = _read_ahead(session)
+    if held is not None and subscription_id in held.open_invoices:
+        return sorted(
+            (
+                invoice
+                for invoice in held.open_invoices[subscription_id]
+                if invoice.status == "open"
+            ),
+            key=lambda invoice: invoice.id,
+        )
     statement = (
         select(Invoice)
         .where(Invoice.subscription_id == subscription_id, Invoice.status == "open")

@@ -28,6 +28,7 @@ from typing import Any, cast
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.accounts.models import Organization
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.billing import repository
@@ -45,17 +46,23 @@ from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
 from tollway.payments.models import Payment
 from tollway.payments.service import (
+    OffSessionCharge,
     PaymentEnv,
     PaymentMethodRequired,
     payment_service,
     register_access_listener,
     register_method_listener,
     register_purpose,
+    register_read_ahead,
 )
 
 log = structlog.get_logger("tollway.billing")
 
 INVOICE_PURPOSE = "invoice"
+#: session.info key: a renewal chunk's invoices waiting for their charge.
+_DEFERRED_CHARGES = "tollway.billing.deferred_charges"
+#: session.info key: organizations read ahead by :meth:`BillingService.prepare_renewals`.
+_ORGANIZATIONS = "tollway.billing.organizations"
 #: A first invoice that is not paid within this time ends the attempt (Stripe: 23 h).
 INCOMPLETE_EXPIRY = timedelta(hours=23)
 
@@ -134,6 +141,11 @@ def refunded_credit_share(
     return (tokens * refunded_after_minor) // paid_minor - (
         tokens * refunded_before_minor
     ) // paid_minor
+
+
+def _stable_reference(subscription_id: str, period_start: datetime, reason: str) -> str:
+    """What a subscription invoice's charge pays, named without the invoice's own ID."""
+    return f"{subscription_id}:{period_start:%Y%m%dT%H%M%S}:{reason}"
 
 
 def _yearly_cost(plan: PlanTerms) -> int:
@@ -513,6 +525,47 @@ class BillingService:
             await self._collect(session, env, invoice, attempt=1)
         return True
 
+    async def prepare_renewals(
+        self, session: AsyncSession, env: PaymentEnv, subscriptions: list[Subscription]
+    ) -> None:
+        """Read what the renewals of a sweep's chunk need in one query each instead of
+        one per renewal: the organizations (the invoices' buyer and tax country) and
+        their default cards (the charges). Only a reading ahead: :meth:`renew` decides
+        as before, and reads anything not read here itself."""
+        organization_ids = [sub.organization_id for sub in subscriptions]
+        if not organization_ids:
+            return
+        # The chunk's charges are made together by finish_renewals, once every renewal
+        # of the chunk has its invoice.
+        session.info[_DEFERRED_CHARGES] = []
+        held: dict[str, Organization] = session.info.setdefault(_ORGANIZATIONS, {})
+        held.update(await account_service.get_organizations(session, organization_ids))
+        # The ended periods' usage, for their overage lines (see renew).
+        periods: list[tuple[str, str, datetime, datetime]] = []
+        for sub in subscriptions:
+            if sub.current_period_start >= sub.current_period_end:
+                continue
+            plan = await catalog().get_plan(session, sub.plan_id, version=sub.catalog_version)
+            if plan is None:
+                continue  # renew says what is wrong, for this subscription alone
+            periods += [
+                (sub.organization_id, price.meter, sub.current_period_start, sub.current_period_end)
+                for price in plan.meter_prices
+            ]
+        await catalog().prepare_usage(session, periods)
+        # A renewal's period starts where the ended one ends; its invoice's charge is
+        # named after that (see _collect).
+        await payment_service.prepare_charges(
+            session,
+            env,
+            organization_ids=organization_ids,
+            purpose=INVOICE_PURPOSE,
+            stable_references=[
+                _stable_reference(sub.id, sub.current_period_end, "subscription_cycle")
+                for sub in subscriptions
+            ],
+        )
+
     async def retry(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
         """The next dunning attempt of one past-due subscription (row claimed by the caller)."""
         sub = await session.get(Subscription, subscription_id)
@@ -576,35 +629,55 @@ class BillingService:
     async def _collect(
         self, session: AsyncSession, env: PaymentEnv, invoice: Invoice, *, attempt: int
     ) -> None:
-        """Charge the invoice's amount due off-session; the outcome arrives as an event."""
-        due = invoice.total_minor - invoice.amount_paid_minor
-        stable: str | None = None
-        description = f"Invoice {invoice.number}"
-        if invoice.subscription_id is not None and invoice.period_start is not None:
-            # A renewal rolled back after the provider answered is made again with a new
-            # invoice ID and maybe another number: the charge is named by what does not
-            # change (subscription, period, reason) so its retry cannot charge twice.
-            stable = (
-                f"{invoice.subscription_id}:{invoice.period_start:%Y%m%dT%H%M%S}"
-                f":{invoice.billing_reason}"
+        """Charge the invoice's amount due off-session; the outcome arrives as an event.
+
+        In a renewal chunk (:meth:`prepare_renewals`) the charge waits for
+        :meth:`finish_renewals`, which makes the chunk's charges together."""
+        deferred: list[tuple[Invoice, int]] | None = session.info.get(_DEFERRED_CHARGES)
+        if deferred is not None:
+            deferred.append((invoice, attempt))
+            return
+        await self._charge_invoices(session, env, [(invoice, attempt)])
+
+    async def _charge_invoices(
+        self, session: AsyncSession, env: PaymentEnv, invoices: list[tuple[Invoice, int]]
+    ) -> None:
+        charges: list[OffSessionCharge] = []
+        for invoice, attempt in invoices:
+            stable: str | None = None
+            description = f"Invoice {invoice.number}"
+            if invoice.subscription_id is not None and invoice.period_start is not None:
+                # A renewal rolled back after the provider answered is made again with a
+                # new invoice ID and maybe another number: the charge is named by what
+                # does not change (subscription, period, reason) so its retry cannot
+                # charge twice.
+                stable = _stable_reference(
+                    invoice.subscription_id, invoice.period_start, invoice.billing_reason
+                )
+                description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
+            charges.append(
+                OffSessionCharge(
+                    organization_id=invoice.organization_id,
+                    amount_minor=invoice.total_minor - invoice.amount_paid_minor,
+                    currency=invoice.currency,
+                    purpose=INVOICE_PURPOSE,
+                    reference_id=invoice.id,
+                    description=description,
+                    attempt=attempt,
+                    stable_reference=stable,
+                )
             )
-            description = f"Subscription, period from {invoice.period_start:%Y-%m-%d}"
-        try:
-            await payment_service.charge(
-                session,
-                env,
-                organization_id=invoice.organization_id,
-                amount_minor=due,
-                currency=invoice.currency,
-                purpose=INVOICE_PURPOSE,
-                reference_id=invoice.id,
-                description=description,
-                attempt=attempt,
-                stable_reference=stable,
-            )
-        except PaymentMethodRequired:
-            # No card to charge: the attempt fails at once, exactly like a declined card.
-            await self._collection_failed(session, env, invoice, attempt=attempt)
+        results = await payment_service.charge_many(session, env, charges)
+        for (invoice, attempt), result in zip(invoices, results, strict=True):
+            if isinstance(result, PaymentMethodRequired):
+                # No card to charge: the attempt fails at once, like a declined card.
+                await self._collection_failed(session, env, invoice, attempt=attempt)
+
+    async def finish_renewals(self, session: AsyncSession, env: PaymentEnv) -> None:
+        """Make the charges of a renewal chunk's invoices (see :meth:`_collect`)."""
+        deferred: list[tuple[Invoice, int]] = session.info.pop(_DEFERRED_CHARGES, [])
+        if deferred:
+            await self._charge_invoices(session, env, deferred)
 
     async def _collection_failed(
         self, session: AsyncSession, env: PaymentEnv, invoice: Invoice, *, attempt: int
@@ -667,7 +740,6 @@ class BillingService:
         invoice.amount_paid_minor = min(
             invoice.total_minor, invoice.amount_paid_minor + payment_minor
         )
-        await session.flush()
         audit_service.record(
             session,
             action="invoice.paid",
@@ -781,7 +853,9 @@ class BillingService:
     ) -> Invoice:
         """Build, tax and finalize an invoice (draft -> open, numbered); paid at once if 0."""
         now = env.clock.now()
-        organization = await account_service.get_organization(session, organization_id)
+        organization = session.info.get(_ORGANIZATIONS, {}).get(
+            organization_id
+        ) or await account_service.get_organization(session, organization_id)
         country = organization.billing_country.upper() if organization.billing_country else None
         rate = await catalog().tax_rate(session, country)
         subtotal = sum(line.amount_minor for line in lines)
@@ -811,6 +885,9 @@ class BillingService:
             subtotal_minor=subtotal,
             tax_minor=tax,
             total_minor=max(0, total),
+            # Set here, not by the column defaults: the row is read before it is flushed.
+            amount_paid_minor=0,
+            amount_refunded_minor=0,
             tax_rate_bp=rate_bp,
             tax_inclusive=inclusive,
             tax_country=country,
@@ -834,7 +911,8 @@ class BillingService:
             },
             created_at=now,
         )
-        await repository.add(session, invoice)
+        # Written with its lines and the charge's payment by one flush (the charge's).
+        await repository.add(session, invoice, flush=False)
         for position, spec in enumerate(lines, start=1):
             session.add(
                 InvoiceLine(
@@ -853,7 +931,6 @@ class BillingService:
                     reference=spec.reference,
                 )
             )
-        await session.flush()
         await self._publish_invoice(session, env, invoice, "invoice.finalized")
         if invoice.total_minor == 0:
             await self._invoice_paid(session, env, invoice, 0)
@@ -1272,6 +1349,20 @@ class BillingService:
 class InvoicePayments:
     """Told by payments when a charge for an invoice succeeded or failed."""
 
+    async def read_ahead(
+        self, session: AsyncSession, env: PaymentEnv, payments: list[Payment]
+    ) -> None:
+        """Lock and read what the events of these payments will need (their invoices,
+        subscriptions, the organizations' ledger accounts and allotments) in a few
+        queries instead of several per event: a chunk of the events a billing run made."""
+        held = await repository.read_ahead(
+            session, invoice_ids=[payment.reference_id for payment in payments]
+        )
+        periods = sorted(
+            {(sub.organization_id, sub.current_period_start) for sub in held.subscriptions.values()}
+        )
+        await credits().prepare_allotments(session, periods)
+
     async def payment_succeeded(
         self, session: AsyncSession, env: PaymentEnv, payment: Payment
     ) -> None:
@@ -1306,6 +1397,8 @@ class InvoicePayments:
 
 
 billing_service = BillingService()
-register_purpose(INVOICE_PURPOSE, InvoicePayments())
+_invoice_payments = InvoicePayments()
+register_purpose(INVOICE_PURPOSE, _invoice_payments)
+register_read_ahead(INVOICE_PURPOSE, _invoice_payments.read_ahead)
 register_method_listener(billing_service.retry_after_new_card)
 register_access_listener(billing_service.access_changed)

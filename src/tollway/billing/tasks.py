@@ -29,10 +29,18 @@ CHUNK = 100
 log = structlog.get_logger("tollway.billing")
 
 Step = Callable[[AsyncSession, PaymentEnv, str], Awaitable[bool]]
+#: Reads ahead what the steps of a chunk need (optional).
+Prepare = Callable[[AsyncSession, PaymentEnv, list[Subscription]], Awaitable[None]]
+#: Completes the chunk's work after its steps, in its transaction (optional).
+Finish = Callable[[AsyncSession, PaymentEnv], Awaitable[None]]
 
 
 async def _run_each(
-    context: SweepContext, due: Callable[[datetime], Select[Any]], step: Step
+    context: SweepContext,
+    due: Callable[[datetime], Select[Any]],
+    step: Step,
+    prepare: Prepare | None = None,
+    finish: Finish | None = None,
 ) -> int:
     """Claim due subscriptions in chunks and run ``step`` on each.
 
@@ -48,27 +56,43 @@ async def _run_each(
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         try:
-            handled += await _run_chunk(context, env, chunk, step)
+            handled += await _run_chunk(context, env, chunk, step, prepare, finish)
         except Exception:
             log.exception("billing.chunk_failed", size=len(chunk), sweep=step.__name__)
             for subscription_id in chunk:
                 try:
-                    handled += await _run_chunk(context, env, [subscription_id], step)
+                    handled += await _run_chunk(
+                        context, env, [subscription_id], step, prepare, finish
+                    )
                 except Exception:
                     # Logged and left due: the next round tries it again.
                     log.exception("billing.item_failed", subscription=subscription_id)
     return handled
 
 
-async def _run_chunk(context: SweepContext, env: PaymentEnv, chunk: list[str], step: Step) -> int:
+async def _run_chunk(
+    context: SweepContext,
+    env: PaymentEnv,
+    chunk: list[str],
+    step: Step,
+    prepare: Prepare | None,
+    finish: Finish | None,
+) -> int:
     done = 0
     async with context.database.transaction() as session:
         claimed = await session.execute(
             claim_due(select(Subscription).where(Subscription.id.in_(chunk)), context.database)
         )
-        for subscription in claimed.scalars().all():
+        # Held here, so the steps find the rows in the identity map (which keeps clean
+        # rows only weakly) instead of reading each again.
+        subscriptions = list(claimed.scalars().all())
+        if prepare is not None:
+            await prepare(session, env, subscriptions)
+        for subscription in subscriptions:
             if await step(session, env, subscription.id):
                 done += 1
+        if finish is not None:
+            await finish(session, env)
     return done
 
 
@@ -87,7 +111,13 @@ async def _end_grace(session: AsyncSession, env: PaymentEnv, subscription_id: st
 @register_sweep("billing.renew", interval_seconds=5.0)
 async def renew_subscriptions(context: SweepContext) -> int:
     """Close ended periods: cancellations, scheduled downgrades, invoices for the next period."""
-    return await _run_each(context, lambda now: repository.due_renewals(now, limit=BATCH), _renew)
+    return await _run_each(
+        context,
+        lambda now: repository.due_renewals(now, limit=BATCH),
+        _renew,
+        billing_service.prepare_renewals,
+        billing_service.finish_renewals,
+    )
 
 
 @register_sweep("billing.retry", interval_seconds=5.0)

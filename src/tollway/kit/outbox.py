@@ -29,7 +29,9 @@ class OutboxEvent(Base):
 
     # The sequence gives a total order for delivery; the ID is what consumers see.
     seq: Mapped[int] = mapped_column(SequenceKey, Identity(), primary_key=True)
-    id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    # The client-made ID lets one INSERT write many rows and still match each to the
+    # sequence number the database gave it (SQLAlchemy's "insertmanyvalues" sentinel).
+    id: Mapped[str] = mapped_column(String(40), unique=True, nullable=False, insert_sentinel=True)
     event_type: Mapped[str] = mapped_column(String(100), nullable=False)
     organization_id: Mapped[str | None] = mapped_column(String(40), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(nullable=False)
@@ -57,8 +59,10 @@ class Outbox:
             payload=payload,
             occurred_at=occurred_at or utcnow(),
         )
+        # Not flushed here: the row goes out with the transaction's next flush (a query's
+        # autoflush or the commit), batched with the other events of the transaction, in
+        # the order they were published (the unit of work keeps insertion order).
         session.add(event)
-        await session.flush()
         return event
 
     async def list_undispatched(

@@ -69,6 +69,39 @@ def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+async def lock_many_accounts(session: AsyncSession, *, organization_ids: list[str]) -> None:
+    """:func:`lock_accounts` for many organizations in one statement (a billing sweep's
+    chunk): the wallets are locked in organization order, which is the order any other
+    transaction taking several of them takes them too. Organizations whose accounts do
+    not all exist yet are left to :func:`lock_accounts`."""
+    wanted = sorted(set(organization_ids))
+    if not wanted:
+        return
+    if _is_postgres(session):
+        await session.execute(
+            select(CreditAccount.id)
+            .where(
+                CreditAccount.organization_id.in_(wanted),
+                CreditAccount.kind == AccountKind.WALLET.value,
+            )
+            .order_by(CreditAccount.organization_id)
+            .with_for_update()
+        )
+    statement = (
+        select(CreditAccount)
+        .where(CreditAccount.organization_id.in_(wanted))
+        .execution_options(populate_existing=True)
+    )
+    found: dict[str, dict[str, CreditAccount]] = {}
+    for account in (await session.execute(statement)).scalars():
+        found.setdefault(account.organization_id, {})[account.kind] = account
+    # Kept as lock_accounts keeps what it locked: for the rest of the transaction.
+    locked = _memo(session, "accounts")
+    for organization_id, accounts in found.items():
+        if len(accounts) == len(AccountKind):
+            locked[organization_id] = accounts
+
+
 async def lock_accounts(
     session: AsyncSession, *, organization_id: str, now: datetime
 ) -> dict[str, CreditAccount]:
@@ -343,9 +376,41 @@ async def get_grant_by_reference(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def read_allotments(session: AsyncSession, *, periods: list[tuple[str, datetime]]) -> None:
+    """:func:`get_allotment` of many (organization, period start) pairs in one query,
+    answered from memory for the rest of the transaction (call with the accounts
+    locked, so no other transaction grants them meanwhile)."""
+    if not periods:
+        return
+    organization_ids = sorted({organization_id for organization_id, _start in periods})
+    starts = sorted({start for _organization_id, start in periods})
+    statement = select(CreditGrant).where(
+        CreditGrant.organization_id.in_(organization_ids),
+        CreditGrant.period_start.in_(starts),
+    )
+    found = {
+        (grant.organization_id, grant.period_start): grant
+        for grant in (await session.execute(statement)).scalars()
+    }
+    known: dict[tuple[str, datetime], CreditGrant | None] = _memo(session, "allotments")
+    for key in periods:
+        known[key] = found.get(key)
+
+
+def allotment_added(session: AsyncSession, grant: CreditGrant) -> None:
+    """Keep :func:`read_allotments`' answers true after this transaction granted one."""
+    known = _memo(session, "allotments")
+    if grant.period_start is not None and known:
+        known[(grant.organization_id, grant.period_start)] = grant
+
+
 async def get_allotment(
     session: AsyncSession, *, organization_id: str, period_start: datetime
 ) -> CreditGrant | None:
+    known = _memo(session, "allotments")
+    if (organization_id, period_start) in known:
+        grant: CreditGrant | None = known[(organization_id, period_start)]
+        return grant
     statement = select(CreditGrant).where(
         CreditGrant.organization_id == organization_id,
         CreditGrant.period_start == period_start,

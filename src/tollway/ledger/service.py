@@ -215,6 +215,8 @@ class LedgerService:
         )
         session.add(grant)
         repository.remember_lot(session, grant)
+        if period_start is not None:
+            repository.allotment_added(session, grant)
         origin = (
             AccountKind.PURCHASES if grant_source is GrantSource.PURCHASE else AccountKind.ISSUANCE
         )
@@ -283,6 +285,17 @@ class LedgerService:
             period_end=period_end,
             rollover_cap=rollover_cap,
         )
+
+    async def prepare_allotments(
+        self, session: AsyncSession, *, periods: list[tuple[str, datetime]]
+    ) -> None:
+        """Lock the accounts and read the allotments of many (organization, period
+        start) pairs in two queries, for the :meth:`grant_allotment` calls this
+        transaction is about to make (a billing sweep's chunk)."""
+        await repository.lock_many_accounts(
+            session, organization_ids=[organization_id for organization_id, _ in periods]
+        )
+        await repository.read_allotments(session, periods=periods)
 
     async def expire_grant(
         self,

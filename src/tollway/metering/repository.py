@@ -353,6 +353,41 @@ class MeteringRepository:
             if (meter, start) in wanted
         }
 
+    async def aggregate_events_by_organization(
+        self,
+        *,
+        organization_ids: list[str],
+        meter: str,
+        aggregation: str,
+        start: datetime,
+        end: datetime,
+        property_name: str | None = None,
+    ) -> dict[str, int]:
+        """:meth:`aggregate_events` of many organizations over one period, in one query
+        (organizations without events are absent)."""
+        where = and_(
+            UsageEvent.organization_id.in_(organization_ids),
+            UsageEvent.meter == meter,
+            UsageEvent.occurred_at >= start,
+            UsageEvent.occurred_at < end,
+        )
+        if aggregation == "max":
+            column: Any = func.max(UsageEvent.quantity)
+        elif aggregation == "unique":
+            assert property_name is not None
+            column = func.count(func.distinct(UsageEvent.properties[property_name].as_string()))
+        else:
+            column = func.sum(UsageEvent.quantity)
+        statement = (
+            select(UsageEvent.organization_id, column)
+            .where(where)
+            .group_by(UsageEvent.organization_id)
+        )
+        return {
+            str(organization_id): int(value or 0)
+            for organization_id, value in await self.session.execute(statement)
+        }
+
     async def aggregate_events(
         self,
         *,

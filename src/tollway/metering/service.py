@@ -27,6 +27,9 @@ from tollway.metering.repository import MeteringRepository
 from tollway.plans.catalog import Meter, Period
 from tollway.plans.service import EffectivePlan, catalog_service, plans_service
 
+#: session.info key: usage read by :meth:`MeteringService.read_usage_ahead`.
+_READ_USAGE = "tollway.metering.read_usage"
+
 MAX_BATCH = 1000
 #: How far in the future a client's clock may run before its timestamps are refused.
 FUTURE_TOLERANCE = timedelta(seconds=5)
@@ -690,6 +693,35 @@ class MeteringService:
             )
         return UsageSummary(period_start=month_start, period_end=month_end, meters=meters)
 
+    async def read_usage_ahead(
+        self,
+        session: AsyncSession,
+        *,
+        periods: list[tuple[str, str, datetime, datetime]],
+    ) -> None:
+        """:meth:`usage_between` of many (organization, meter, start, end), one query per
+        meter and period, answered from memory once each later in this transaction (a
+        billing sweep's chunk of renewals)."""
+        groups: dict[tuple[str, datetime, datetime], list[str]] = defaultdict(list)
+        for organization_id, meter_id, start, end in periods:
+            groups[(meter_id, start, end)].append(organization_id)
+        known: dict[tuple[str, str, datetime, datetime], int] = session.info.setdefault(
+            _READ_USAGE, {}
+        )
+        repository = MeteringRepository(session)
+        for (meter_id, start, end), organization_ids in groups.items():
+            meter = catalog_service.get_meter(meter_id)
+            found = await repository.aggregate_events_by_organization(
+                organization_ids=sorted(set(organization_ids)),
+                meter=meter.id,
+                aggregation=meter.aggregation,
+                start=start,
+                end=end,
+                property_name=meter.property,
+            )
+            for organization_id in organization_ids:
+                known[(organization_id, meter_id, start, end)] = found.get(organization_id, 0)
+
     async def usage_between(
         self,
         session: AsyncSession,
@@ -700,6 +732,10 @@ class MeteringService:
         end: datetime,
     ) -> int:
         """The aggregate of a meter's events in [start, end) (billing's overage lines)."""
+        known: dict[tuple[str, str, datetime, datetime], int] | None = session.info.get(_READ_USAGE)
+        key = (organization_id, meter_id, start, end)
+        if known is not None and key in known:
+            return known.pop(key)
         meter = catalog_service.get_meter(meter_id)
         return await MeteringRepository(session).aggregate_events(
             organization_id=organization_id,

@@ -77,6 +77,32 @@ async def get_default_method_and_customer(
     return (row[0], row[1]) if row is not None else None
 
 
+async def list_default_methods_and_customers(
+    session: AsyncSession, *, organization_ids: list[str], provider: str
+) -> dict[str, tuple[PaymentMethod, str | None]]:
+    """:func:`get_default_method_and_customer` of many organizations, in one query."""
+    statement = (
+        select(PaymentMethod, PaymentCustomer.provider_ref)
+        .outerjoin(
+            PaymentCustomer,
+            (PaymentCustomer.organization_id == PaymentMethod.organization_id)
+            & (PaymentCustomer.provider == PaymentMethod.provider),
+        )
+        .where(
+            PaymentMethod.organization_id.in_(organization_ids),
+            PaymentMethod.provider == provider,
+            PaymentMethod.is_default,
+            PaymentMethod.detached_at.is_(None),
+        )
+        .order_by(PaymentMethod.id.desc())
+    )
+    found: dict[str, tuple[PaymentMethod, str | None]] = {}
+    for method, customer_ref in await session.execute(statement):
+        # The newest default first, as get_default_method_and_customer picks it.
+        found.setdefault(method.organization_id, (method, customer_ref))
+    return found
+
+
 async def get_method(
     session: AsyncSession, *, method_id: str, organization_id: str
 ) -> PaymentMethod | None:
@@ -142,12 +168,28 @@ async def insert_event(session: AsyncSession, values: dict[str, Any]) -> bool:
     """
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert(WebhookEvent)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-    )
+    # The row depends on nothing pending in the session: no autoflush (a billing chunk
+    # stores an event per charge and would otherwise write its rows one charge at a time).
+    with session.no_autoflush:
+        result = await session.execute(
+            insert(WebhookEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """:func:`insert_event` of many rows in one statement (duplicates are skipped)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    with session.no_autoflush:
+        await session.execute(
+            insert(WebhookEvent).on_conflict_do_nothing(index_elements=["provider", "event_id"]),
+            rows,
+        )
 
 
 async def get_event(session: AsyncSession, *, provider: str, event_id: str) -> WebhookEvent | None:
@@ -162,8 +204,9 @@ async def get_event_by_id(session: AsyncSession, row_id: str) -> WebhookEvent | 
 
 
 def due_events(now: datetime, *, limit: int) -> Select[Any]:
+    """The IDs of due events, in the order they are applied."""
     return (
-        select(WebhookEvent)
+        select(WebhookEvent.id)
         .where(WebhookEvent.status == "pending", WebhookEvent.next_attempt_at <= now)
         .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id)
         .limit(limit)
@@ -205,6 +248,31 @@ async def get_method_by_ref(
 async def count_payments_in_scope(session: AsyncSession, *, scope: str) -> int:
     statement = select(func.count()).where(Payment.idempotency_scope == scope)
     return int((await session.execute(statement)).scalar_one())
+
+
+async def list_payments_by_ids_or_keys(
+    session: AsyncSession, *, payment_ids: list[str], keys: list[str]
+) -> list[Payment]:
+    """The payments with these IDs or idempotency keys, locked, in ID order."""
+    statement = (
+        select(Payment)
+        .where(or_(Payment.id.in_(payment_ids), Payment.idempotency_key.in_(keys)))
+        .order_by(Payment.id)
+        .with_for_update()
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def count_payments_in_scopes(session: AsyncSession, *, scopes: list[str]) -> dict[str, int]:
+    """:func:`count_payments_in_scope` of many scopes in one query (absent: none)."""
+    if not scopes:
+        return {}
+    statement = (
+        select(Payment.idempotency_scope, func.count())
+        .where(Payment.idempotency_scope.in_(scopes))
+        .group_by(Payment.idempotency_scope)
+    )
+    return {str(scope): int(count) for scope, count in await session.execute(statement)}
 
 
 async def get_payment_by_key(session: AsyncSession, idempotency_key: str) -> Payment | None:

@@ -70,6 +70,27 @@ BACKOFF_CAP_SECONDS = 6 * 3600
 #: (money whose amount or currency differs from ours) is final until an operator acts.
 _STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2, "flagged": 3}
 
+#: session.info key: payments locked by :meth:`WebhookService.read_ahead`, by ID and key.
+_READ_PAYMENTS = "tollway.payments.read_payments"
+#: session.info key: default cards read ahead by :meth:`PaymentService.prepare_charges`.
+_PREPARED_CHARGES = "tollway.payments.prepared_charges"
+
+
+#: session.info key: events the sandbox sent during charge_many, stored after it.
+_HELD_DELIVERIES = "tollway.payments.held_deliveries"
+#: session.info key: payments per idempotency scope, read ahead the same way.
+_PREPARED_SCOPES = "tollway.payments.prepared_scopes"
+
+
+def _scope(purpose: str, reference: str) -> str:
+    """The idempotency scope of a charge: what is paid (see PaymentService.charge)."""
+    return f"{purpose}:{reference}"[:140]
+
+
+def _forget_prepared_charges(session: AsyncSession) -> None:
+    """A saved card or customer changed: charges read them again."""
+    session.info.pop(_PREPARED_CHARGES, None)
+
 
 class PaymentMethodRequired(PaymentRequired):
     code = "payment_method_required"
@@ -91,6 +112,21 @@ class SetupStarted:
     """A hosted page where the customer saves a card (Stripe Checkout, ``setup`` mode)."""
 
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffSessionCharge:
+    """One off-session charge of an organization's default card (see
+    :meth:`PaymentService.charge`)."""
+
+    organization_id: str
+    amount_minor: int
+    currency: str
+    purpose: str
+    reference_id: str
+    description: str
+    attempt: int = 1
+    stable_reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +172,19 @@ _LISTENERS: dict[str, PaymentListener] = {}
 _METHOD_LISTENERS: list[MethodListener] = []
 _ACCESS_LISTENERS: list[AccessListener] = []
 _HANDLERS: dict[str, EventHandler] = {}
+#: Reads ahead, for a chunk of stored events, what a purpose's listener will need.
+ReadAhead = Callable[[AsyncSession, "PaymentEnv", list[Payment]], Awaitable[None]]
+_READ_AHEADS: dict[str, ReadAhead] = {}
 
 
 def register_purpose(purpose: str, listener: PaymentListener) -> None:
     _LISTENERS[purpose] = listener
+
+
+def register_read_ahead(purpose: str, read_ahead: ReadAhead) -> None:
+    """``read_ahead`` reads, for a chunk of events about payments of ``purpose``, what
+    their listener will need (optional: the listener reads it itself otherwise)."""
+    _READ_AHEADS[purpose] = read_ahead
 
 
 def register_method_listener(listener: MethodListener) -> None:
@@ -181,6 +226,11 @@ class PaymentService:
 
     def sandbox(self, session: AsyncSession, env: PaymentEnv) -> SandboxProvider:
         async def deliver(raw_body: bytes, header: str) -> None:
+            held: list[tuple[bytes, str]] | None = session.info.get(_HELD_DELIVERIES)
+            if held is not None:
+                # charge_many stores its charges' events together when they are sent.
+                held.append((raw_body, header))
+                return
             # The same entry point as POST /api/v1/webhooks/sandbox: signature checked,
             # event stored, processed later by the sweep.
             await webhook_service.receive(
@@ -206,6 +256,7 @@ class PaymentService:
         ref = await provider.create_customer(
             organization_id=organization_id, email=None, name=name or organization_id
         )
+        _forget_prepared_charges(session)
         await repository.add(
             session,
             PaymentCustomer(
@@ -288,6 +339,7 @@ class PaymentService:
         """
         ref = attached.provider_ref if attached is not None else provider_ref
         assert ref is not None
+        _forget_prepared_charges(session)
         method = await repository.get_method_by_ref(session, provider=provider, provider_ref=ref)
         if method is not None and method.detached_at is not None:
             return None
@@ -374,6 +426,7 @@ class PaymentService:
         """Mark a saved card detached; the newest remaining one becomes the default."""
         if method.detached_at is not None:
             return
+        _forget_prepared_charges(session)
         organization_id = method.organization_id
         was_default = method.is_default
         method.detached_at = env.clock.now()
@@ -411,6 +464,33 @@ class PaymentService:
             return_url=f"{env.settings.base_url.rstrip('/')}/api/v1/payments/checkout/done",
         )
 
+    async def prepare_charges(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        organization_ids: list[str],
+        purpose: str,
+        stable_references: list[str],
+    ) -> None:
+        """Read, in two queries, what the off-session charges this transaction is about
+        to make (a billing sweep's chunk) need: the organizations' default cards and
+        customers, and how many payments the scopes of ``stable_references`` (see
+        :meth:`charge`) already have.
+
+        Each reading serves one :meth:`charge` in this transaction; any change of a
+        saved card or customer in the transaction drops the cards read.
+        """
+        found = await repository.list_default_methods_and_customers(
+            session, organization_ids=organization_ids, provider=env.settings.payment_provider
+        )
+        session.info[_PREPARED_CHARGES] = {
+            organization_id: found.get(organization_id) for organization_id in organization_ids
+        }
+        scopes = [_scope(purpose, reference) for reference in stable_references]
+        counted = await repository.count_payments_in_scopes(session, scopes=scopes)
+        session.info[_PREPARED_SCOPES] = {scope: counted.get(scope, 0) for scope in scopes}
+
     async def charge(
         self,
         session: AsyncSession,
@@ -433,10 +513,84 @@ class PaymentService:
         it, and the charge's parameters leave out the unstable ID, so the retry is the
         same request to the provider and cannot charge twice.
         """
-        provider = self.provider(session, env)
-        found = await repository.get_default_method_and_customer(
-            session, organization_id=organization_id, provider=provider.name
+        (result,) = await self.charge_many(
+            session,
+            env,
+            [
+                OffSessionCharge(
+                    organization_id=organization_id,
+                    amount_minor=amount_minor,
+                    currency=currency,
+                    purpose=purpose,
+                    reference_id=reference_id,
+                    description=description,
+                    attempt=attempt,
+                    stable_reference=stable_reference,
+                )
+            ],
         )
+        if isinstance(result, PaymentMethodRequired):
+            raise result
+        return result
+
+    async def charge_many(
+        self, session: AsyncSession, env: PaymentEnv, charges: list[OffSessionCharge]
+    ) -> list[Payment | PaymentMethodRequired]:
+        """:meth:`charge` each of ``charges``; an organization without a card gets its
+        :class:`PaymentMethodRequired` in the answer, at the charge's place.
+
+        Every payment row is written (its idempotency key taken) by one flush before
+        the provider is asked for any of them: a billing sweep's chunk charges a hundred
+        renewals with one write instead of one each.
+        """
+        provider = self.provider(session, env)
+        results: list[Payment | PaymentMethodRequired] = []
+        started: list[tuple[Payment, OffSessionCharge, PaymentMethod, str]] = []
+        for charge in charges:
+            try:
+                payment, method, customer_ref = await self._new_payment(
+                    session, env, provider, charge
+                )
+            except PaymentMethodRequired as required:
+                results.append(required)
+                continue
+            results.append(payment)
+            started.append((payment, charge, method, customer_ref))
+        # Written (flushed) before the provider is called: the keys are taken.
+        await session.flush()
+        held: list[tuple[bytes, str]] = []
+        session.info[_HELD_DELIVERIES] = held
+        try:
+            for payment, charge, method, customer_ref in started:
+                await self._send_charge(
+                    session, env, provider, payment, charge, method, customer_ref
+                )
+        finally:
+            session.info.pop(_HELD_DELIVERIES, None)
+        if held:
+            await webhook_service.receive_many(
+                session, env, provider_name=provider.name, deliveries=held
+            )
+        return results
+
+    async def _new_payment(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        provider: PaymentProvider,
+        charge: OffSessionCharge,
+    ) -> tuple[Payment, PaymentMethod, str]:
+        """The pending payment of ``charge`` (added, not flushed), its card and customer."""
+        organization_id = charge.organization_id
+        prepared: dict[str, tuple[PaymentMethod, str | None] | None] | None = session.info.get(
+            _PREPARED_CHARGES
+        )
+        if prepared is not None and organization_id in prepared:
+            found = prepared.pop(organization_id)
+        else:
+            found = await repository.get_default_method_and_customer(
+                session, organization_id=organization_id, provider=provider.name
+            )
         if found is None:
             raise PaymentMethodRequired(
                 "add a card first: POST /api/v1/billing/payment-methods",
@@ -448,37 +602,56 @@ class PaymentService:
         # The key names what is paid and the how-manieth payment of it this is, so a
         # retry after a rolled-back transaction sends the same key again and the
         # provider answers the intent it already made instead of charging twice.
-        scope = f"{purpose}:{stable_reference or reference_id}"[:140]
-        sequence = await repository.count_payments_in_scope(session, scope=scope)
+        scope = _scope(charge.purpose, charge.stable_reference or charge.reference_id)
+        counted: dict[str, int] | None = session.info.get(_PREPARED_SCOPES)
+        if counted is not None and scope in counted:
+            # Read ahead; used once: the payment made here counts from now on.
+            sequence = counted.pop(scope)
+        else:
+            sequence = await repository.count_payments_in_scope(session, scope=scope)
         payment = Payment(
             id=new_id("pay"),
             organization_id=organization_id,
             provider=method.provider,
-            purpose=purpose,
-            reference_id=reference_id,
-            attempt=attempt,
+            purpose=charge.purpose,
+            reference_id=charge.reference_id,
+            attempt=charge.attempt,
             idempotency_key=f"{scope}:attempt:{sequence + 1}",
             idempotency_scope=scope,
-            amount_minor=amount_minor,
-            currency=currency,
+            amount_minor=charge.amount_minor,
+            currency=charge.currency,
             status="pending",
+            refunded_minor=0,
             payment_method_id=method.id,
             created_at=env.clock.now(),
         )
-        # Written (flushed) before the provider is called: the key is taken.
-        await repository.add(session, payment)
+        session.add(payment)
+        return payment, method, customer_ref
+
+    async def _send_charge(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        provider: PaymentProvider,
+        payment: Payment,
+        charge: OffSessionCharge,
+        method: PaymentMethod,
+        customer_ref: str,
+    ) -> None:
         assert payment.idempotency_key is not None
         try:
             started = await provider.charge_off_session(
                 ChargeRequest(
-                    amount_minor=amount_minor,
-                    currency=currency,
+                    amount_minor=charge.amount_minor,
+                    currency=charge.currency,
                     customer_ref=customer_ref,
                     payment_method_ref=method.provider_ref,
-                    description=description,
+                    description=charge.description,
                     idempotency_key=payment.idempotency_key,
                     metadata=self._metadata(
-                        payment, with_payment_id=False, with_reference=stable_reference is None
+                        payment,
+                        with_payment_id=False,
+                        with_reference=charge.stable_reference is None,
                     ),
                 )
             )
@@ -494,11 +667,10 @@ class PaymentService:
                 failure_code=str(declined.extra.get("decline_code") or declined.code),
                 failure_message=declined.detail,
             )
-            return payment
+            return
         if payment.provider_ref is None:
+            # Written by the transaction's next flush.
             payment.provider_ref = started.provider_ref
-            await session.flush()
-        return payment
 
     async def start_checkout(
         self,
@@ -688,15 +860,18 @@ class PaymentService:
         self, session: AsyncSession, *, provider: str, obj: dict[str, Any], intent_ref: str | None
     ) -> Payment | None:
         metadata = obj.get("metadata")
+        read: dict[str, Payment] = session.info.get(_READ_PAYMENTS, {})
         payment_id = metadata.get("tollway_payment_id") if isinstance(metadata, dict) else None
         if isinstance(payment_id, str):
-            payment = await repository.get_payment(session, payment_id, for_update=True)
+            payment = read.get(payment_id) or await repository.get_payment(
+                session, payment_id, for_update=True
+            )
             if payment is not None and payment.provider == provider:
                 return payment
         key = metadata.get("tollway_idempotency_key") if isinstance(metadata, dict) else None
         if isinstance(key, str):
             # The payment row of a rolled-back first try is gone; its retry has the key.
-            payment = await repository.get_payment_by_key(session, key)
+            payment = read.get(key) or await repository.get_payment_by_key(session, key)
             if payment is not None and payment.provider == provider:
                 return payment
         if intent_ref:
@@ -715,7 +890,6 @@ class PaymentService:
         payment.status = "succeeded"
         payment.succeeded_at = env.clock.now()
         payment.failure_code = None
-        await session.flush()
         await outbox.publish(
             session,
             "payment.succeeded",
@@ -985,6 +1159,73 @@ class WebhookService:
         assert existing is not None
         log.info("webhook.duplicate", provider=provider_name, event_id=event.id)
         return existing.id, True
+
+    async def read_ahead(
+        self, session: AsyncSession, env: PaymentEnv, rows: list[WebhookEvent]
+    ) -> None:
+        """Lock the payments a chunk of stored events names (by Tollway ID or idempotency
+        key) in one query, and let their purposes' listeners read what they will need:
+        the handlers then find them without a query per event."""
+        payment_ids: set[str] = set()
+        keys: set[str] = set()
+        for row in rows:
+            data = row.payload.get("data")
+            obj = data.get("object") if isinstance(data, dict) else None
+            metadata = obj.get("metadata") if isinstance(obj, dict) else None
+            if not isinstance(metadata, dict):
+                continue
+            if isinstance(metadata.get("tollway_payment_id"), str):
+                payment_ids.add(metadata["tollway_payment_id"])
+            if isinstance(metadata.get("tollway_idempotency_key"), str):
+                keys.add(metadata["tollway_idempotency_key"])
+        if not payment_ids and not keys:
+            return
+        payments = await repository.list_payments_by_ids_or_keys(
+            session, payment_ids=sorted(payment_ids), keys=sorted(keys)
+        )
+        read: dict[str, Payment] = session.info.setdefault(_READ_PAYMENTS, {})
+        for payment in payments:
+            read[payment.id] = payment
+            if payment.idempotency_key is not None:
+                read[payment.idempotency_key] = payment
+        for purpose, read_ahead in _READ_AHEADS.items():
+            of_purpose = [payment for payment in payments if payment.purpose == purpose]
+            if of_purpose:
+                await read_ahead(session, env, of_purpose)
+
+    async def receive_many(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        provider_name: str,
+        deliveries: list[tuple[bytes, str]],
+    ) -> None:
+        """:meth:`receive` of many (raw body, signature header), stored by one statement
+        (duplicates change nothing, as there)."""
+        if provider_name != env.settings.payment_provider:
+            raise ProviderNotConfigured(
+                f"the payment provider {provider_name!r} is not configured here"
+            )
+        provider = payment_service.provider(session, env, name=provider_name)
+        now = env.clock.now()
+        rows = []
+        for raw_body, signature_header in deliveries:
+            event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
+            rows.append(
+                {
+                    "id": new_id("whe"),
+                    "provider": provider_name,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "payload": event.payload,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "received_at": now,
+                }
+            )
+        await repository.insert_events(session, rows)
 
     async def apply(self, session: AsyncSession, env: PaymentEnv, row: WebhookEvent) -> str:
         """Run the handler of one stored event; returns the new status (processed/ignored)."""
@@ -1412,6 +1653,7 @@ async def _customer_deleted(
         session, organization_id=customer.organization_id, provider=provider
     ):
         await payment_service.forget_method(session, env, method)
+    _forget_prepared_charges(session)
     await repository.delete_customer(session, customer.id)
     audit_service.record(
         session,

@@ -31,8 +31,7 @@ async def process_webhook_events(context: SweepContext) -> int:
     env = PaymentEnv(settings=context.settings, clock=context.clock)
     now = context.clock.now()
     async with context.database.transaction(write=False) as session:
-        rows = await session.execute(repository.due_events(now, limit=BATCH))
-        due_ids = [row.id for row in rows.scalars()]
+        due_ids = list((await session.execute(repository.due_events(now, limit=BATCH))).scalars())
     handled = 0
     for start in range(0, len(due_ids), CHUNK):
         chunk = due_ids[start : start + CHUNK]
@@ -61,7 +60,9 @@ async def _apply_chunk(context: SweepContext, env: PaymentEnv, chunk: list[str])
             .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id),
             context.database,
         )
-        for row in (await session.execute(statement)).scalars().all():
+        rows = list((await session.execute(statement)).scalars().all())
+        await webhook_service.read_ahead(session, env, rows)
+        for row in rows:
             row.status = await webhook_service.apply(session, env, row)
             row.attempts += 1
             row.processed_at = context.clock.now()

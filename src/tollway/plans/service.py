@@ -45,12 +45,16 @@ from tollway.plans.catalog import (
     load_catalog_file,
     parse_catalog,
 )
+from tollway.plans.models import PlanPriceSnapshot
 from tollway.plans.repository import CatalogRepository, PlansRepository
 
 log = structlog.get_logger("tollway.plans")
 
 LicenseState = Literal["active", "grace", "restricted", "canceled"]
 LICENSE_STATES: tuple[LicenseState, ...] = ("active", "grace", "restricted", "canceled")
+
+#: session.info key: price rows read in this transaction.
+_PRICE_ROWS = "tollway.plans.price_rows"
 
 #: How often a process looks for a catalog loaded by another process.
 CATALOG_REFRESH = timedelta(seconds=1)
@@ -253,7 +257,7 @@ class CatalogService:
         if version is None:
             version = self._version
         snapshot = (
-            await CatalogRepository(session).get_price(plan_id=plan_id, version=version)
+            await self._price_snapshot(session, plan_id=plan_id, version=version)
             if version is not None
             else None
         )
@@ -298,6 +302,21 @@ class CatalogService:
             catalog_version=version,
             plan=current,
         )
+
+    async def _price_snapshot(
+        self, session: AsyncSession, *, plan_id: str, version: int
+    ) -> PlanPriceSnapshot | None:
+        """A version's price row, read once per transaction: a version's prices never
+        change, and a billing sweep prices a hundred renewals in one transaction (the
+        identity map alone would not keep the row: it holds clean rows weakly)."""
+        held: dict[tuple[int, str], PlanPriceSnapshot] = session.info.setdefault(_PRICE_ROWS, {})
+        key = (version, plan_id)
+        row = held.get(key)
+        if row is None:
+            row = await CatalogRepository(session).get_price(plan_id=plan_id, version=version)
+            if row is not None:
+                held[key] = row
+        return row
 
     def token_packs(self) -> list[TokenPack]:
         return list(self.catalog.token_packs.values())
