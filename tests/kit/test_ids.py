@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from tollway.kit.ids import is_id, new_id, new_ids
@@ -21,6 +23,21 @@ class TestIds:
 
     def test_ids_do_not_collide(self) -> None:
         assert len({new_id("key") for _ in range(10_000)}) == 10_000
+
+    def test_a_forked_process_does_not_repeat_the_parents_ids(self) -> None:
+        new_id("key")  # the parent has random bytes pooled
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            os.write(writer, "\n".join(new_id("key") for _ in range(50)).encode())
+            os._exit(0)
+        os.close(writer)
+        os.waitpid(child, 0)
+        with os.fdopen(reader) as pipe:
+            theirs = pipe.read().split("\n")
+        ours = [new_id("key") for _ in range(50)]
+        # The body after the millisecond timestamp is the random part.
+        assert not {value[14:] for value in theirs} & {value[14:] for value in ours}
 
     def test_bad_prefixes_are_refused(self) -> None:
         with pytest.raises(ValueError, match="prefix"):

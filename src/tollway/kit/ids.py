@@ -8,8 +8,10 @@ order rows, they do not date them.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import threading
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -23,13 +25,39 @@ def _encode(value: int) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
+# Randomness for ids, read from the OS 4 KiB at a time: one system call per 400 ids
+# instead of one per id. The pool is emptied in a forked child, which must not hand out
+# the parent's bytes again.
+_POOL_SIZE = 4096
+_pool = b""
+_taken = 0
+_pool_lock = threading.Lock()
+
+
+def _random_80_bits() -> int:
+    global _pool, _taken
+    with _pool_lock:
+        if _taken + 10 > len(_pool):
+            _pool, _taken = os.urandom(_POOL_SIZE), 0
+        chunk = _pool[_taken : _taken + 10]
+        _taken += 10
+    return int.from_bytes(chunk, "big")
+
+
+def _forget_pool() -> None:
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def new_id(prefix: str) -> str:
     """A fresh ID such as ``org_01JD8X3N5Q8W6Y2ZB4C7D9E0F1``."""
     if not (2 <= len(prefix) <= 6 and prefix.isalpha() and prefix.islower()):
         raise ValueError(f"ID prefix must be 2-6 lowercase letters, got {prefix!r}")
     millis = time.time_ns() // 1_000_000
-    randomness = secrets.randbits(80)
-    return f"{prefix}_{_encode((millis << 80) | randomness)}"
+    return f"{prefix}_{_encode((millis << 80) | _random_80_bits())}"
 
 
 def is_id(value: str, prefix: str | None = None) -> bool:

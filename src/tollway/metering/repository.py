@@ -63,6 +63,23 @@ def _ensure_counter_statement(postgres: bool) -> Any:
     )
 
 
+# Expanding parameters: one compiled form serves any number of counters.
+_LOCK_COUNTERS = (
+    select(
+        _counters.c.organization_id,
+        _counters.c.meter,
+        _counters.c.period_start,
+        _counters.c.value,
+    )
+    .where(
+        _counters.c.organization_id.in_(bindparam("organization_ids", expanding=True)),
+        _counters.c.meter.in_(bindparam("meters", expanding=True)),
+        _counters.c.period_start.in_(bindparam("period_starts", expanding=True)),
+    )
+    .order_by(_counters.c.organization_id, _counters.c.meter, _counters.c.period_start)
+    .with_for_update()
+)
+
 _SET_COUNTER = (
     update(_counters)
     .where(
@@ -137,25 +154,15 @@ class MeteringRepository:
         """
         ordered = sorted(set(slots))
         connection = await self.session.connection()
-        statement = (
-            select(
-                _counters.c.organization_id,
-                _counters.c.meter,
-                _counters.c.period_start,
-                _counters.c.value,
-            )
-            .where(
-                _counters.c.organization_id.in_({org for org, _m, _p in ordered}),
-                _counters.c.meter.in_({meter for _o, meter, _p in ordered}),
-                _counters.c.period_start.in_({start for _o, _m, start in ordered}),
-            )
-            .order_by(_counters.c.organization_id, _counters.c.meter, _counters.c.period_start)
-            .with_for_update()
-        )
+        parameters = {
+            "organization_ids": sorted({org for org, _m, _p in ordered}),
+            "meters": sorted({meter for _o, meter, _p in ordered}),
+            "period_starts": sorted({start for _o, _m, start in ordered}),
+        }
         wanted = set(ordered)
         values = {
             (org, meter, start): int(value)
-            for org, meter, start, value in await connection.execute(statement)
+            for org, meter, start, value in await connection.execute(_LOCK_COUNTERS, parameters)
             if (org, meter, start) in wanted
         }
         missing = [slot for slot in ordered if slot not in values]
