@@ -49,17 +49,27 @@ class PendingEntry:
     details: dict[str, Any]
 
 
+#: The fields of an entry that its hash covers, in the order the chain has always used.
+_HASHED = (
+    "id",
+    "occurred_at",
+    "actor",
+    "action",
+    "target",
+    "organization_id",
+    "request_id",
+    "details",
+)
+
+
+def _fields(entry: AuditEntry | PendingEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in _HASHED}
+
+
 def _hashed_fields(entry: AuditEntry | PendingEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "occurred_at": entry.occurred_at.isoformat(),
-        "actor": entry.actor,
-        "action": entry.action,
-        "target": entry.target,
-        "organization_id": entry.organization_id,
-        "request_id": entry.request_id,
-        "details": entry.details,
-    }
+    fields = _fields(entry)
+    fields["occurred_at"] = entry.occurred_at.isoformat()
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,23 +147,9 @@ def _seal_pending(session: Session) -> None:
     _last_seq, prev_hash = repository.lock_head(session)
     rows: list[dict[str, Any]] = []
     for entry in pending:
-        fields = _hashed_fields(entry)
-        entry_hash_ = entry_hash(prev_hash, fields)
-        rows.append(
-            {
-                "id": entry.id,
-                "occurred_at": entry.occurred_at,
-                "actor": entry.actor,
-                "action": entry.action,
-                "target": entry.target,
-                "organization_id": entry.organization_id,
-                "request_id": entry.request_id,
-                "details": entry.details,
-                "prev_hash": prev_hash,
-                "hash": entry_hash_,
-            }
-        )
-        prev_hash = entry_hash_
+        chained = entry_hash(prev_hash, _hashed_fields(entry))
+        rows.append({**_fields(entry), "prev_hash": prev_hash, "hash": chained})
+        prev_hash = chained
     repository.append_entries(session, rows, last_hash=prev_hash)
 
 

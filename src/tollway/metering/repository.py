@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy import BigInteger, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,6 +79,25 @@ _LOCK_COUNTERS = (
     .order_by(_counters.c.organization_id, _counters.c.meter, _counters.c.period_start)
     .with_for_update()
 )
+
+
+def _aggregate(aggregation: str, property_name: str | None) -> Any:
+    """A meter's aggregate over usage events: sum, max or count of distinct values."""
+    if aggregation == "max":
+        return func.max(UsageEvent.quantity)
+    if aggregation == "unique":
+        assert property_name is not None
+        return func.count(func.distinct(UsageEvent.properties[property_name].as_string()))
+    return func.sum(UsageEvent.quantity)
+
+
+def _in_period(meter: str, start: datetime, end: datetime) -> tuple[Any, ...]:
+    return (
+        UsageEvent.meter == meter,
+        UsageEvent.occurred_at >= start,
+        UsageEvent.occurred_at < end,
+    )
+
 
 _SET_COUNTER = (
     update(_counters)
@@ -372,22 +391,12 @@ class MeteringRepository:
     ) -> dict[str, int]:
         """:meth:`aggregate_events` of many organizations over one period, in one query
         (organizations without events are absent)."""
-        where = and_(
-            UsageEvent.organization_id.in_(organization_ids),
-            UsageEvent.meter == meter,
-            UsageEvent.occurred_at >= start,
-            UsageEvent.occurred_at < end,
-        )
-        if aggregation == "max":
-            column: Any = func.max(UsageEvent.quantity)
-        elif aggregation == "unique":
-            assert property_name is not None
-            column = func.count(func.distinct(UsageEvent.properties[property_name].as_string()))
-        else:
-            column = func.sum(UsageEvent.quantity)
         statement = (
-            select(UsageEvent.organization_id, column)
-            .where(where)
+            select(UsageEvent.organization_id, _aggregate(aggregation, property_name))
+            .where(
+                UsageEvent.organization_id.in_(organization_ids),
+                *_in_period(meter, start, end),
+            )
             .group_by(UsageEvent.organization_id)
         )
         return {
@@ -406,18 +415,8 @@ class MeteringRepository:
         property_name: str | None = None,
     ) -> int:
         """The aggregate of the events in [start, end) (billing's usage for a period)."""
-        where = and_(
-            UsageEvent.organization_id == organization_id,
-            UsageEvent.meter == meter,
-            UsageEvent.occurred_at >= start,
-            UsageEvent.occurred_at < end,
+        statement = select(_aggregate(aggregation, property_name)).where(
+            UsageEvent.organization_id == organization_id, *_in_period(meter, start, end)
         )
-        if aggregation == "max":
-            column: Any = func.max(UsageEvent.quantity)
-        elif aggregation == "unique":
-            assert property_name is not None
-            column = func.count(func.distinct(UsageEvent.properties[property_name].as_string()))
-        else:
-            column = func.sum(UsageEvent.quantity)
-        value = (await self.session.execute(select(column).where(where))).scalar()
+        value = (await self.session.execute(statement)).scalar()
         return int(value or 0)

@@ -53,11 +53,9 @@ async def list_methods(
     return list((await session.execute(statement)).scalars())
 
 
-async def get_default_method_and_customer(
-    session: AsyncSession, *, organization_id: str, provider: str
-) -> tuple[PaymentMethod, str | None] | None:
-    """The default payment method and the provider's customer reference, in one query."""
-    statement = (
+def _default_methods(provider: str) -> Select[PaymentMethod, str]:
+    """Live default payment methods with the provider's customer reference, newest first."""
+    return (
         select(PaymentMethod, PaymentCustomer.provider_ref)
         .outerjoin(
             PaymentCustomer,
@@ -65,13 +63,20 @@ async def get_default_method_and_customer(
             & (PaymentCustomer.provider == PaymentMethod.provider),
         )
         .where(
-            PaymentMethod.organization_id == organization_id,
             PaymentMethod.provider == provider,
             PaymentMethod.is_default,
             PaymentMethod.detached_at.is_(None),
         )
         .order_by(PaymentMethod.id.desc())
-        .limit(1)
+    )
+
+
+async def get_default_method_and_customer(
+    session: AsyncSession, *, organization_id: str, provider: str
+) -> tuple[PaymentMethod, str | None] | None:
+    """The default payment method and the provider's customer reference, in one query."""
+    statement = (
+        _default_methods(provider).where(PaymentMethod.organization_id == organization_id).limit(1)
     )
     row = (await session.execute(statement)).first()
     return (row[0], row[1]) if row is not None else None
@@ -81,20 +86,8 @@ async def list_default_methods_and_customers(
     session: AsyncSession, *, organization_ids: list[str], provider: str
 ) -> dict[str, tuple[PaymentMethod, str | None]]:
     """:func:`get_default_method_and_customer` of many organizations, in one query."""
-    statement = (
-        select(PaymentMethod, PaymentCustomer.provider_ref)
-        .outerjoin(
-            PaymentCustomer,
-            (PaymentCustomer.organization_id == PaymentMethod.organization_id)
-            & (PaymentCustomer.provider == PaymentMethod.provider),
-        )
-        .where(
-            PaymentMethod.organization_id.in_(organization_ids),
-            PaymentMethod.provider == provider,
-            PaymentMethod.is_default,
-            PaymentMethod.detached_at.is_(None),
-        )
-        .order_by(PaymentMethod.id.desc())
+    statement = _default_methods(provider).where(
+        PaymentMethod.organization_id.in_(organization_ids)
     )
     found: dict[str, tuple[PaymentMethod, str | None]] = {}
     for method, customer_ref in await session.execute(statement):

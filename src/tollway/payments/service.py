@@ -207,6 +207,21 @@ def handles(event_type: str) -> Callable[[EventHandler], EventHandler]:
     return decorator
 
 
+def _pending_event_row(provider: str, event: ProviderEvent, now: datetime) -> dict[str, Any]:
+    """A verified provider event as a ``webhook_events`` row, waiting to be applied."""
+    return {
+        "id": new_id("whe"),
+        "provider": provider,
+        "event_id": event.id,
+        "event_type": event.type,
+        "payload": event.payload,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "received_at": now,
+    }
+
+
 def backoff_seconds(attempts: int) -> int:
     """30 s, 60 s, 120 s, ... capped at six hours."""
     return int(min(BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1), BACKOFF_CAP_SECONDS))
@@ -1135,21 +1150,9 @@ class WebhookService:
         provider = payment_service.provider(session, env, name=provider_name)
         event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
         now = env.clock.now()
-        row_id = new_id("whe")
-        inserted = await repository.insert_event(
-            session,
-            {
-                "id": row_id,
-                "provider": provider_name,
-                "event_id": event.id,
-                "event_type": event.type,
-                "payload": event.payload,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "received_at": now,
-            },
-        )
+        row = _pending_event_row(provider_name, event, now)
+        row_id = row["id"]
+        inserted = await repository.insert_event(session, row)
         if inserted:
             log.debug(
                 "webhook.received", provider=provider_name, event_id=event.id, type=event.type
@@ -1209,22 +1212,14 @@ class WebhookService:
             )
         provider = payment_service.provider(session, env, name=provider_name)
         now = env.clock.now()
-        rows = []
-        for raw_body, signature_header in deliveries:
-            event = provider.parse_event(raw_body=raw_body, signature_header=signature_header)
-            rows.append(
-                {
-                    "id": new_id("whe"),
-                    "provider": provider_name,
-                    "event_id": event.id,
-                    "event_type": event.type,
-                    "payload": event.payload,
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "received_at": now,
-                }
+        rows = [
+            _pending_event_row(
+                provider_name,
+                provider.parse_event(raw_body=raw_body, signature_header=signature_header),
+                now,
             )
+            for raw_body, signature_header in deliveries
+        ]
         await repository.insert_events(session, rows)
 
     async def apply(self, session: AsyncSession, env: PaymentEnv, row: WebhookEvent) -> str:
