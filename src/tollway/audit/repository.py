@@ -15,9 +15,7 @@ _entries = cast(Table, AuditEntry.__table__)
 _head = cast(Table, AuditChainHead.__table__)
 
 
-_LOCK_HEAD = (
-    select(_head.c.last_seq, _head.c.last_hash).where(_head.c.id == HEAD_ID).with_for_update()
-)
+_LOCK_HEAD = select(_head.c.last_hash).where(_head.c.id == HEAD_ID).with_for_update()
 _INSERT_ENTRIES = insert(_entries)
 _MOVE_HEAD = (
     update(_head)
@@ -29,14 +27,14 @@ _MOVE_HEAD = (
 )
 
 
-def lock_head(session: Session) -> tuple[int, str]:
-    """The chain head's ``(last_seq, last_hash)``, locked until commit (a no-op lock on
-    SQLite, which has one writer). Reading it flushes the transaction's pending work."""
-    row = session.execute(_LOCK_HEAD).one_or_none()
-    if row is None:
+def lock_head(session: Session) -> str:
+    """The chain head's last hash, locked until commit (a no-op lock on SQLite, which has
+    one writer). Reading it flushes the transaction's pending work."""
+    last_hash = session.execute(_LOCK_HEAD).scalar_one_or_none()
+    if last_hash is None:
         session.execute(insert(_head).values(id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH))
-        return 0, GENESIS_HASH
-    return int(row.last_seq), str(row.last_hash)
+        return GENESIS_HASH
+    return str(last_hash)
 
 
 def append_entries(session: Session, rows: list[dict[str, Any]], *, last_hash: str) -> None:

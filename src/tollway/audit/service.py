@@ -144,7 +144,7 @@ def _seal_pending(session: Session) -> None:
     pending: list[PendingEntry] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    _last_seq, prev_hash = repository.lock_head(session)
+    prev_hash = repository.lock_head(session)
     rows: list[dict[str, Any]] = []
     for entry in pending:
         chained = entry_hash(prev_hash, _hashed_fields(entry))

@@ -211,7 +211,8 @@ event.listen(TollwaySession, "before_commit", _write_queued)
 event.listen(TollwaySession, "after_transaction_end", _drop_queued)
 
 
-def _spendable(organization_id: str, now: datetime) -> Select[Any]:
+def _spendable(organization_id: Any, now: Any) -> Select[Any]:
+    """Lots that can be spent at ``now`` (values or bind parameters)."""
     return select(CreditGrant).where(
         CreditGrant.organization_id == organization_id,
         CreditGrant.expired_at.is_(None),
@@ -236,23 +237,13 @@ _ACCOUNTS = (
     .where(CreditAccount.organization_id == bindparam("organization_id"))
     .execution_options(populate_existing=True)
 )
-_SPENDABLE_IN_ORDER = (
-    select(CreditGrant)
-    .where(
-        CreditGrant.organization_id == bindparam("organization_id"),
-        CreditGrant.expired_at.is_(None),
-        CreditGrant.reversed_at.is_(None),
-        CreditGrant.remaining > 0,
-        or_(CreditGrant.expires_at.is_(None), CreditGrant.expires_at > bindparam("now")),
-    )
-    .order_by(
-        CreditGrant.priority,
-        # Lots without an expiry come after every expiring lot of the same priority.
-        CreditGrant.expires_at.is_(None),
-        CreditGrant.expires_at,
-        CreditGrant.created_at,
-        CreditGrant.id,
-    )
+_SPENDABLE_IN_ORDER = _spendable(bindparam("organization_id"), bindparam("now")).order_by(
+    CreditGrant.priority,
+    # Lots without an expiry come after every expiring lot of the same priority.
+    CreditGrant.expires_at.is_(None),
+    CreditGrant.expires_at,
+    CreditGrant.created_at,
+    CreditGrant.id,
 )
 _GRANTS_BY_ID = select(CreditGrant).where(CreditGrant.id.in_(bindparam("ids", expanding=True)))
 _RESERVATION = select(Reservation).where(
