@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tollway.kit.ids import is_id, new_id, new_ids
+from tollway.kit.ids import is_id, new_id, new_ids, random_bytes
 
 
 class TestIds:
@@ -23,6 +23,12 @@ class TestIds:
 
     def test_ids_do_not_collide(self) -> None:
         assert len({new_id("key") for _ in range(10_000)}) == 10_000
+
+    def test_random_bytes_are_never_handed_out_twice_across_pool_refills(self) -> None:
+        chunks = [random_bytes(16) for _ in range(1_000)]  # about four pools' worth
+        assert len(set(chunks)) == 1_000
+        assert all(len(chunk) == 16 for chunk in chunks)
+        assert len(random_bytes(10_000)) == 10_000  # more than a pool holds
 
     def test_a_forked_process_does_not_repeat_the_parents_ids(self) -> None:
         new_id("key")  # the parent has random bytes pooled

@@ -25,23 +25,28 @@ def _encode(value: int) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
-# Randomness for ids, read from the OS 4 KiB at a time: one system call per 400 ids
-# instead of one per id. The pool is emptied in a forked child, which must not hand out
-# the parent's bytes again.
+# Randomness for ids (and request ids), read from the OS 4 KiB at a time: one
+# system call per 400 ids instead of one per id. The pool is emptied in a forked
+# child, which must not hand out the parent's bytes again.
 _POOL_SIZE = 4096
 _pool = b""
 _taken = 0
 _pool_lock = threading.Lock()
 
 
-def _random_80_bits() -> int:
+def random_bytes(count: int) -> bytes:
+    """``count`` (at most 4 KiB) bytes from the OS's generator, taken from the pool."""
     global _pool, _taken
     with _pool_lock:
-        if _taken + 10 > len(_pool):
-            _pool, _taken = os.urandom(_POOL_SIZE), 0
-        chunk = _pool[_taken : _taken + 10]
-        _taken += 10
-    return int.from_bytes(chunk, "big")
+        if _taken + count > len(_pool):
+            _pool, _taken = os.urandom(max(_POOL_SIZE, count)), 0
+        chunk = _pool[_taken : _taken + count]
+        _taken += count
+    return chunk
+
+
+def _random_80_bits() -> int:
+    return int.from_bytes(random_bytes(10), "big")
 
 
 def _forget_pool() -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollway.errors import TollwayError
 from tollway.kit.http import problem_response
+from tollway.kit.ids import random_bytes
 from tollway.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("tollway.http")
@@ -39,7 +39,7 @@ class RequestContextMiddleware:
             return
         incoming = _header(scope, b"x-request-id")
         request_id = (
-            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else random_bytes(16).hex()
         )
         started = time.perf_counter()
         status = 500
