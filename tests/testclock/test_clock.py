@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from tests.fixtures.billing import BillingAccount
+from tests.fixtures.billing import BillingAccount, add_card
+from tollway.billing.service import billing_service
 from tollway.kit.clock import ManualClock, SystemClock
 from tollway.kit.sweeps import SweepContext
 from tollway.testclock.service import clock_service
@@ -26,6 +30,35 @@ class TestClockAdvance:
         assert clock.now() == start + timedelta(hours=1)
         assert response.json()["offset_seconds"] == 3600
         assert await clock_service.load_offset(app.state.database) == 3600 * 1_000_000
+
+    async def test_a_renewal_that_keeps_failing_does_not_stall_the_clock(
+        self,
+        client: httpx.AsyncClient,
+        clock: ManualClock,
+        account: BillingAccount,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        await add_card(client, account, "4242424242424242")
+        subscribed = await client.put(
+            "/api/v1/billing/subscription", json={"plan": "pro"}, headers=account.headers
+        )
+        assert subscribed.status_code == 200, subscribed.text
+
+        async def broken_renewal(*_args: Any, **_kwargs: Any) -> bool:
+            raise RuntimeError("a renewal bug")
+
+        monkeypatch.setattr(billing_service, "renew", broken_renewal)
+        start = clock.now()
+        response = await asyncio.wait_for(
+            client.post(
+                "/api/v1/admin/clock/advance",
+                json={"seconds": 40 * 86_400},
+                headers=account.admin_headers,
+            ),
+            timeout=30,
+        )
+        assert response.status_code == 200
+        assert clock.now() == start + timedelta(days=40)
 
     async def test_only_admins_may_move_the_clock_and_never_backwards(
         self, client: httpx.AsyncClient, account: BillingAccount

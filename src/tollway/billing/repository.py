@@ -213,24 +213,28 @@ def due_grace_ends(now: datetime, *, limit: int) -> Select[Any]:
     )
 
 
-async def next_due_at(session: AsyncSession, *, incomplete_expiry: timedelta) -> datetime | None:
-    """The earliest moment a billing sweep has work: a period end, a retry, a grace end."""
-    candidates = [
-        select(func.min(Subscription.current_period_end)).where(
-            Subscription.is_current,
+async def next_due_at(
+    session: AsyncSession, *, incomplete_expiry: timedelta, after: datetime | None = None
+) -> datetime | None:
+    """The earliest moment a billing sweep has work: a period end, a retry, a grace end;
+    with ``after``, the earliest one later than that (work due earlier that is still
+    there failed, and must not hold time back)."""
+    columns = [
+        (
+            Subscription.current_period_end,
             Subscription.status.in_(("trialing", "active", "past_due")),
         ),
-        select(func.min(Subscription.next_retry_at)).where(
-            Subscription.is_current, Subscription.status == "past_due"
-        ),
-        select(func.min(Subscription.grace_ends_at)).where(
-            Subscription.is_current, Subscription.license_state == "grace"
-        ),
-        select(func.min(Subscription.current_period_start)).where(
-            Subscription.is_current, Subscription.status == "incomplete"
-        ),
+        (Subscription.next_retry_at, Subscription.status == "past_due"),
+        (Subscription.grace_ends_at, Subscription.license_state == "grace"),
+        (Subscription.current_period_start, Subscription.status == "incomplete"),
     ]
-    moments = [(await session.execute(query)).scalar_one_or_none() for query in candidates]
+    moments: list[datetime | None] = []
+    for index, (column, condition) in enumerate(columns):
+        query = select(func.min(column)).where(Subscription.is_current, condition)
+        if after is not None:
+            # The incomplete attempt is due an expiry after it started.
+            query = query.where(column > (after - incomplete_expiry if index == 3 else after))
+        moments.append((await session.execute(query)).scalar_one_or_none())
     if moments[3] is not None:
         moments[3] += incomplete_expiry
     present = [moment for moment in moments if moment is not None]

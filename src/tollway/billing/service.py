@@ -615,8 +615,12 @@ class BillingService:
         await self._end(session, env, sub, at=now, void_open=True)
         return True
 
-    async def next_due_at(self, session: AsyncSession) -> datetime | None:
-        return await repository.next_due_at(session, incomplete_expiry=INCOMPLETE_EXPIRY)
+    async def next_due_at(
+        self, session: AsyncSession, *, after: datetime | None = None
+    ) -> datetime | None:
+        return await repository.next_due_at(
+            session, incomplete_expiry=INCOMPLETE_EXPIRY, after=after
+        )
 
     # -- collection and dunning -------------------------------------------------------
 

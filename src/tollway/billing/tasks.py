@@ -170,6 +170,6 @@ async def run_until_quiet(context: SweepContext, *, max_rounds: int = 100) -> in
     return total
 
 
-async def next_due_at(context: SweepContext) -> datetime | None:
+async def next_due_at(context: SweepContext, *, after: datetime | None = None) -> datetime | None:
     async with context.database.transaction(write=False) as session:
-        return await billing_service.next_due_at(session)
+        return await billing_service.next_due_at(session, after=after)

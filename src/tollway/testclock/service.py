@@ -70,11 +70,12 @@ class ClockService:
         clock = context.clock
         handled = await run_until_quiet(context)
         while True:
-            due = await next_due_at(context)
+            # Whatever is still due now failed (and was logged); it is tried again at
+            # each later moment, but never holds time back.
+            due = await next_due_at(context, after=clock.now())
             if due is None or due > target:
                 break
-            if due > clock.now():
-                await self._shift(context, due - clock.now())
+            await self._shift(context, due - clock.now())
             handled += await run_until_quiet(context)
         if target > clock.now():
             await self._shift(context, target - clock.now())
