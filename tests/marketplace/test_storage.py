@@ -1,9 +1,11 @@
 """Artifact storage: one behaviour, checked on the local disk and on an S3-compatible
-bucket (a fake S3 on httpx's mock transport: no network)."""
+bucket (a fake S3 on httpx's mock transport that checks Signature Version 4 as S3 does:
+no network)."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,24 +20,66 @@ from tollway.marketplace.storage import (
     ArtifactTooLarge,
     LocalStorage,
     S3Storage,
+    StorageUnavailable,
     build_storage,
 )
 
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # the key of AWS's documentation examples
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+
+def signature_is_valid(request: httpx.Request, *, access_key: str, secret: str) -> bool:
+    """Recompute the request's SigV4 signature the way S3 checks it."""
+    scheme, _, fields_text = request.headers.get("authorization", "").partition(" ")
+    if scheme != "AWS4-HMAC-SHA256":
+        return False
+    fields = dict(part.strip().split("=", 1) for part in fields_text.split(","))
+    key_id, day, region, service, terminator = fields["Credential"].split("/")
+    signed = fields["SignedHeaders"].split(";")
+    if (key_id, service, terminator) != (access_key, "s3", "aws4_request"):
+        return False
+    if not {"host", "x-amz-date", "x-amz-content-sha256"} <= set(signed):
+        return False
+    canonical = "\n".join(
+        [
+            request.method,
+            request.url.raw_path.decode().partition("?")[0],
+            request.url.query.decode(),
+            "".join(f"{name}:{request.headers[name].strip()}\n" for name in signed),
+            fields["SignedHeaders"],
+            request.headers["x-amz-content-sha256"],
+        ]
+    )
+    scope = f"{day}/{region}/{service}/{terminator}"
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            request.headers["x-amz-date"],
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = _hmac(f"AWS4{secret}".encode(), day)
+    for part in (region, service, terminator):
+        key = _hmac(key, part)
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["Signature"])
+
 
 class FakeS3:
-    """Objects in a dict; refuses unsigned requests and bodies that do not match the
-    declared SHA-256, as S3 does."""
+    """Objects in a dict; refuses requests not signed with its key and bodies that do
+    not match the signed SHA-256, as S3 does."""
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.puts = 0
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/"):
-            return httpx.Response(403)
-        if "SignedHeaders=host;x-amz-content-sha256;x-amz-date" not in auth:
-            return httpx.Response(403)
+        if not signature_is_valid(request, access_key="AKIDTEST", secret=SECRET):
+            return httpx.Response(403, text="SignatureDoesNotMatch")
         path = request.url.path
         if request.method == "PUT":
             body = request.read()
@@ -65,7 +109,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path, fake_s3: FakeS3) -> 
         bucket="artifacts",
         region="eu-central-1",
         access_key_id="AKIDTEST",
-        secret_access_key="secret",
+        secret_access_key=SECRET,
         prefix="tollway",
         transport=httpx.MockTransport(fake_s3.handle),
     )
@@ -106,6 +150,39 @@ class TestArtifactStorage:
             await storage.store(chunks(b"x" * 60, b"y" * 41), max_bytes=100)
         stored = await storage.store(chunks(b"x" * 100), max_bytes=100)
         assert stored.size_bytes == 100
+
+
+class TestS3Signing:
+    async def test_a_store_that_does_not_know_the_secret_refuses_the_upload(
+        self, fake_s3: FakeS3
+    ) -> None:
+        storage = S3Storage(
+            endpoint_url="http://s3.test",
+            bucket="artifacts",
+            region="eu-central-1",
+            access_key_id="AKIDTEST",
+            secret_access_key="not the secret",
+            transport=httpx.MockTransport(fake_s3.handle),
+        )
+        with pytest.raises(StorageUnavailable):
+            await storage.store(chunks(b"payload"), max_bytes=100)
+        assert fake_s3.objects == {}
+
+    async def test_objects_with_an_endpoint_port_and_prefix_are_signed_for_that_host(
+        self, fake_s3: FakeS3
+    ) -> None:
+        storage = S3Storage(
+            endpoint_url="http://minio.test:9000/",
+            bucket="my-bucket",
+            region="us-east-1",
+            access_key_id="AKIDTEST",
+            secret_access_key=SECRET,
+            prefix="/team/artifacts/",
+            transport=httpx.MockTransport(fake_s3.handle),
+        )
+        stored = await storage.store(chunks(b"payload"), max_bytes=100)
+        assert list(fake_s3.objects) == [f"/my-bucket/team/artifacts/{stored.key}"]
+        assert await read_all(storage, stored.key) == b"payload"
 
 
 class TestChoosingStorage:

@@ -2,27 +2,28 @@
 
 :class:`ArtifactStorage` is the interface; :class:`LocalStorage` (the default) keeps
 files under ``<data_dir>/artifacts/sha256/<2 hex>/<64 hex>``, :class:`S3Storage`
-puts them in an S3-compatible bucket (AWS, MinIO, Ceph, R2) with SigV4-signed
-requests. Identical uploads share one object. An object whose version row was
-rolled back stays behind, unreferenced; it is harmless and a later identical upload
-reuses it.
+puts them in an S3-compatible bucket (AWS, MinIO, Ceph, R2) with requests signed by
+botocore's Signature Version 4 signer (AWS's own) and sent with httpx. Identical
+uploads share one object. An object whose version row was rolled back stays behind,
+unreferenced; it is harmless and a later identical upload reuses it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol
-from urllib.parse import quote, urlsplit
+from typing import IO, Any, Protocol
+from urllib.parse import quote
 
 import anyio
 import httpx
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tollway.config import Settings
 from tollway.errors import ConfigurationError, PayloadTooLarge, ServiceUnavailable, Unprocessable
@@ -129,8 +130,19 @@ class LocalStorage:
             await handle.aclose()
 
 
-def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+class _KnownPayloadSigner(S3SigV4Auth):
+    """S3's SigV4 signer, given the payload's SHA-256 instead of reading the body again:
+    an upload is hashed once, while it is spooled, and that hash is what S3 checks."""
+
+    def __init__(self, credentials: Credentials, region: str, payload_sha256: str) -> None:
+        super().__init__(credentials, "s3", region)
+        self._payload_sha256 = payload_sha256
+
+    def payload(self, request: Any) -> str:
+        return self._payload_sha256
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class S3Storage:
@@ -148,16 +160,13 @@ class S3Storage:
         secret_access_key: str,
         prefix: str = "",
         transport: httpx.AsyncBaseTransport | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.bucket = bucket
         self.region = region
-        self.access_key_id = access_key_id
-        self.secret_access_key = secret_access_key
         self.prefix = prefix.strip("/")
+        self._credentials = Credentials(access_key_id, secret_access_key)
         self._transport = transport
-        self._now = now
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=self._transport, timeout=60.0)
@@ -166,43 +175,17 @@ class S3Storage:
         full = f"{self.prefix}/{key}" if self.prefix else key
         return "/" + quote(self.bucket) + "/" + quote(full, safe="/")
 
-    def _signed_headers(self, method: str, path: str, payload_sha256: str) -> dict[str, str]:
-        """AWS Signature Version 4 headers for one request."""
-        now = self._now().astimezone(UTC)
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = now.strftime("%Y%m%d")
-        host = urlsplit(self.endpoint_url).netloc
-        headers = {"host": host, "x-amz-content-sha256": payload_sha256, "x-amz-date": amz_date}
-        signed = ";".join(sorted(headers))
-        canonical = "\n".join(
-            [
-                method,
-                path,
-                "",
-                "".join(f"{name}:{headers[name]}\n" for name in sorted(headers)),
-                signed,
-                payload_sha256,
-            ]
-        )
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(
-            [
-                "AWS4-HMAC-SHA256",
-                amz_date,
-                scope,
-                hashlib.sha256(canonical.encode()).hexdigest(),
-            ]
-        )
-        key = _hmac(("AWS4" + self.secret_access_key).encode(), day)
-        for part in (self.region, "s3", "aws4_request"):
-            key = _hmac(key, part)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self.access_key_id}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}"
-        )
-        del headers["host"]
-        return headers
+    def _signed_headers(
+        self, method: str, path: str, payload_sha256: str = _EMPTY_SHA256
+    ) -> dict[str, str]:
+        """The headers that sign one request (Signature Version 4, payload signed)."""
+        request = AWSRequest(method=method, url=self.endpoint_url + path)
+        _KnownPayloadSigner(self._credentials, self.region, payload_sha256).add_auth(request)
+        return {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() in ("authorization", "x-amz-date", "x-amz-content-sha256")
+        }
 
     async def store(self, chunks: AsyncIterator[bytes], *, max_bytes: int) -> StoredArtifact:
         with tempfile.TemporaryFile() as handle:
@@ -212,7 +195,7 @@ class S3Storage:
             async with self._client() as client:
                 head = await client.head(
                     self.endpoint_url + path,
-                    headers=self._signed_headers("HEAD", path, hashlib.sha256(b"").hexdigest()),
+                    headers=self._signed_headers("HEAD", path),
                 )
                 if head.status_code == 200:
                     return StoredArtifact(key=key, sha256=sha256, size_bytes=size)
@@ -236,7 +219,7 @@ class S3Storage:
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         path = self._url_path(key)
-        headers = self._signed_headers("GET", path, hashlib.sha256(b"").hexdigest())
+        headers = self._signed_headers("GET", path)
         async with (
             self._client() as client,
             client.stream("GET", self.endpoint_url + path, headers=headers) as response,
