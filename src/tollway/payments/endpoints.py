@@ -19,6 +19,8 @@ from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
 from tollway.payments.provider import CardInput
 from tollway.payments.sandbox import CHECKOUT_PATH
 from tollway.payments.schemas import (
+    DisputeOut,
+    DisputeSettle,
     PaymentMethodCreate,
     PaymentMethodList,
     PaymentMethodOut,
@@ -205,6 +207,44 @@ async def retry_webhook_event(
     """Put a parked event back in the queue for another round of attempts."""
     row = await webhook_service.requeue(session, row_id=event_row_id, now=clock.now())
     return WebhookEventOut.model_validate(row)
+
+
+@router.get("/admin/disputes")
+async def list_disputes(
+    _admin: AdminPrincipal,
+    session: SessionDep,
+    params: Annotated[PageParams, Depends(page_params)],
+    status: Annotated[str | None, Query(max_length=30)] = None,
+    organization_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> Page[DisputeOut]:
+    """Chargebacks of every organization; `?status=lost` lists those freezing access for good."""
+    page = await payment_service.list_disputes(
+        session, params=params, status=status, organization_id=organization_id
+    )
+    return Page(
+        items=[DisputeOut.model_validate(row) for row in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post("/admin/disputes/{dispute_id}/settle")
+async def settle_dispute(
+    dispute_id: str,
+    body: DisputeSettle,
+    _admin: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> DisputeOut:
+    """Lift the freeze of a lost dispute the customer has paid back another way.
+
+    The dispute becomes `settled`; the organization's paid access comes back unless
+    another dispute still freezes it (audit `dispute.settled` with the note, outbox event
+    `dispute.settled`). Only a `lost` dispute can be settled: 409 `dispute_not_lost`."""
+    dispute = await payment_service.settle_dispute(
+        session, PaymentEnv(settings, clock), dispute_id=dispute_id, note=body.note
+    )
+    return DisputeOut.model_validate(dispute)
 
 
 def _render_checkout(

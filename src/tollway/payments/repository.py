@@ -21,7 +21,9 @@ from tollway.payments.models import (
 )
 
 #: Dispute statuses after which the organization gets its access back.
-DISPUTE_RESTORES = ("won", "warning_closed", "prevented")
+#: Dispute statuses that no longer freeze access: the provider's wins, and ``settled``
+#: (a lost dispute an operator marked as paid back, see ``settle_dispute``).
+DISPUTE_RESTORES = ("won", "warning_closed", "prevented", "settled")
 
 
 async def get_customer(
@@ -271,6 +273,21 @@ async def count_payments_in_scopes(session: AsyncSession, *, scopes: list[str]) 
 async def get_payment_by_key(session: AsyncSession, idempotency_key: str) -> Payment | None:
     statement = select(Payment).where(Payment.idempotency_key == idempotency_key).with_for_update()
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def get_dispute(session: AsyncSession, dispute_id: str) -> PaymentDispute | None:
+    return await session.get(PaymentDispute, dispute_id)
+
+
+async def list_disputes(
+    session: AsyncSession, *, params: PageParams, status: str | None, organization_id: str | None
+) -> PageResult[PaymentDispute]:
+    statement = select(PaymentDispute)
+    if status is not None:
+        statement = statement.where(PaymentDispute.status == status)
+    if organization_id is not None:
+        statement = statement.where(PaymentDispute.organization_id == organization_id)
+    return await paginate(session, statement, id_column=PaymentDispute.id, params=params)
 
 
 async def get_dispute_by_ref(

@@ -59,3 +59,27 @@ class WebhookEventOut(BaseModel):
     last_error: str | None
     received_at: datetime
     processed_at: datetime | None
+
+
+class DisputeOut(BaseModel):
+    """A chargeback as the operator sees it; ``lost`` (and open ones) freeze access."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    organization_id: str
+    provider: str
+    provider_ref: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    reason: str
+    status: str
+    opened_at: datetime
+    closed_at: datetime | None
+
+
+class DisputeSettle(BaseModel):
+    """Why the operator lifts the freeze of a lost dispute (kept in the audit log)."""
+
+    note: str = Field(min_length=1, max_length=500)

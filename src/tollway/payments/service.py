@@ -1056,19 +1056,70 @@ class PaymentService:
             dispute.status = status
         if closed and dispute.closed_at is None:
             dispute.closed_at = env.clock.now()
+        await self._announce_dispute(
+            session,
+            env,
+            dispute,
+            audit_action="dispute.closed" if closed else "dispute.opened",
+            event_type="dispute.closed" if closed else "dispute.created",
+            frozen_before=frozen_before,
+        )
+
+    async def settle_dispute(
+        self, session: AsyncSession, env: PaymentEnv, *, dispute_id: str, note: str
+    ) -> PaymentDispute:
+        """An operator's word that a lost dispute is settled (the customer paid the
+        amount back another way): it stops freezing the organization's access, which
+        comes back unless another dispute still freezes it. Open disputes are decided by
+        the provider, so only a lost one can be settled (409 ``dispute_not_lost``)."""
+        dispute = await repository.get_dispute(session, dispute_id)
+        if dispute is None:
+            raise NotFound("no such dispute", code="dispute_not_found")
+        if dispute.status != "lost" or dispute.closed_at is None:
+            raise Conflict(
+                f"only a lost dispute can be settled; this one is {dispute.status}",
+                code="dispute_not_lost",
+            )
+        frozen_before = await self.access_frozen(session, organization_id=dispute.organization_id)
+        dispute.status = "settled"
+        await self._announce_dispute(
+            session,
+            env,
+            dispute,
+            audit_action="dispute.settled",
+            event_type="dispute.settled",
+            frozen_before=frozen_before,
+            note=note,
+        )
+        return dispute
+
+    async def _announce_dispute(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        dispute: PaymentDispute,
+        *,
+        audit_action: str,
+        event_type: str,
+        frozen_before: bool,
+        note: str | None = None,
+    ) -> None:
+        """Audit and publish a dispute's change; tell the access listeners when the
+        organization's freeze changed with it."""
         await session.flush()
         organization_id = dispute.organization_id
         frozen = await self.access_frozen(session, organization_id=organization_id)
+        noted = {"note": note} if note is not None else {}
         audit_service.record(
             session,
-            action="dispute.closed" if closed else "dispute.opened",
+            action=audit_action,
             target=dispute.id,
             organization_id=organization_id,
-            details={"status": dispute.status, "amount": dispute.amount_minor},
+            details={"status": dispute.status, "amount": dispute.amount_minor, **noted},
         )
         await outbox.publish(
             session,
-            "dispute.closed" if closed else "dispute.created",
+            event_type,
             {
                 "id": dispute.id,
                 "payment_id": dispute.payment_id,
@@ -1077,6 +1128,7 @@ class PaymentService:
                 "reason": dispute.reason,
                 "status": dispute.status,
                 "access_frozen": frozen,
+                **noted,
             },
             organization_id=organization_id,
             occurred_at=env.clock.now(),
@@ -1089,6 +1141,18 @@ class PaymentService:
             )
             for listener in _ACCESS_LISTENERS:
                 await listener(session, env, organization_id)
+
+    async def list_disputes(
+        self,
+        session: AsyncSession,
+        *,
+        params: PageParams,
+        status: str | None = None,
+        organization_id: str | None = None,
+    ) -> PageResult[PaymentDispute]:
+        return await repository.list_disputes(
+            session, params=params, status=status, organization_id=organization_id
+        )
 
     async def mark_failed(
         self,

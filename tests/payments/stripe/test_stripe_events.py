@@ -249,7 +249,7 @@ class TestAmountCheck:
         assert ledger.granted(account.organization_id) == []
 
 
-class TestDisputes:
+class DisputeSetup:
     async def subscribed_with_a_paid_pack(
         self,
         client: httpx.AsyncClient,
@@ -272,6 +272,8 @@ class TestDisputes:
         response = await client.get("/api/v1/billing/subscription", headers=account.headers)
         return str(response.json()["license_state"])
 
+
+class TestDisputes(DisputeSetup):
     async def test_a_dispute_freezes_paid_access_and_winning_it_restores_it(
         self,
         client: httpx.AsyncClient,
@@ -343,6 +345,113 @@ class TestDisputes:
         await stripe.settle()
         assert ledger.granted(account.organization_id).count((1000, "purchase")) == 2
         assert catalog.assignments[account.organization_id].license_state == "restricted"
+
+
+class TestSettlingDisputes(DisputeSetup):
+    """An operator lifts the freeze of a lost dispute the customer paid back."""
+
+    DISPUTES = "/api/v1/admin/disputes"
+
+    async def lost_dispute(
+        self,
+        client: httpx.AsyncClient,
+        account: BillingAccount,
+        stripe: StripeHarness,
+        catalog: StaticCatalog,
+    ) -> dict[str, Any]:
+        intent_id = await self.subscribed_with_a_paid_pack(client, account, stripe, catalog)
+        dispute = stripe.fake.dispute(intent_id)
+        stripe.fake.emit("charge.dispute.created", dispute)
+        stripe.fake.emit("charge.dispute.closed", {**dispute, "status": "lost"})
+        await stripe.settle()
+        listed = await client.get(
+            self.DISPUTES,
+            params={"status": "lost", "organization_id": account.organization_id},
+            headers=account.admin_headers,
+        )
+        assert listed.status_code == 200, listed.text
+        [lost] = listed.json()["items"]
+        return cast(dict[str, Any], lost)
+
+    async def test_settling_a_lost_dispute_restores_paid_access_and_is_recorded(
+        self,
+        client: httpx.AsyncClient,
+        database: Database,
+        account: BillingAccount,
+        stripe: StripeHarness,
+        catalog: StaticCatalog,
+    ) -> None:
+        lost = await self.lost_dispute(client, account, stripe, catalog)
+        assert await self.license_state(client, account) == "restricted"
+        settled = await client.post(
+            f"{self.DISPUTES}/{lost['id']}/settle",
+            json={"note": "paid back by bank transfer, ticket 4711"},
+            headers=account.admin_headers,
+        )
+        assert settled.status_code == 200, settled.text
+        assert settled.json()["status"] == "settled"
+        assert catalog.assignments[account.organization_id].license_state == "active"
+        assert await self.license_state(client, account) == "active"
+        async with database.transaction(write=False) as session:
+            [event] = (
+                await session.execute(
+                    select(OutboxEvent).where(OutboxEvent.event_type == "dispute.settled")
+                )
+            ).scalars()
+        assert event.payload["access_frozen"] is False
+        assert event.payload["note"] == "paid back by bank transfer, ticket 4711"
+        again = await client.post(
+            f"{self.DISPUTES}/{lost['id']}/settle",
+            json={"note": "twice"},
+            headers=account.admin_headers,
+        )
+        assert (again.status_code, again.json()["code"]) == (409, "dispute_not_lost")
+
+    async def test_an_open_dispute_still_freezes_access_after_a_lost_one_is_settled(
+        self,
+        client: httpx.AsyncClient,
+        account: BillingAccount,
+        stripe: StripeHarness,
+        catalog: StaticCatalog,
+    ) -> None:
+        lost = await self.lost_dispute(client, account, stripe, catalog)
+        intents = [o for o in stripe.fake.objects.values() if o.get("object") == "payment_intent"]
+        stripe.fake.emit("charge.dispute.created", stripe.fake.dispute(str(intents[-1]["id"])))
+        await stripe.settle()
+        settled = await client.post(
+            f"{self.DISPUTES}/{lost['id']}/settle",
+            json={"note": "repaid"},
+            headers=account.admin_headers,
+        )
+        assert settled.status_code == 200, settled.text
+        assert catalog.assignments[account.organization_id].license_state == "restricted"
+        listed = await client.get(
+            self.DISPUTES,
+            params={"organization_id": account.organization_id},
+            headers=account.admin_headers,
+        )
+        statuses = sorted(item["status"] for item in listed.json()["items"])
+        assert statuses == ["needs_response", "settled"]
+        opened = next(i for i in listed.json()["items"] if i["status"] == "needs_response")
+        refused = await client.post(
+            f"{self.DISPUTES}/{opened['id']}/settle",
+            json={"note": "too early"},
+            headers=account.admin_headers,
+        )
+        assert (refused.status_code, refused.json()["code"]) == (409, "dispute_not_lost")
+
+    async def test_only_platform_admins_settle_and_unknown_disputes_are_not_found(
+        self, client: httpx.AsyncClient, account: BillingAccount
+    ) -> None:
+        url = f"{self.DISPUTES}/dsp_01JD8X3N5Q8W6Y2ZB4C7D9E0F1/settle"
+        customer = await client.post(url, json={"note": "mine"}, headers=account.headers)
+        assert customer.status_code == 403
+        listing = await client.get(self.DISPUTES, headers=account.headers)
+        assert listing.status_code == 403
+        missing = await client.post(url, json={"note": "x"}, headers=account.admin_headers)
+        assert (missing.status_code, missing.json()["code"]) == (404, "dispute_not_found")
+        empty = await client.post(url, json={"note": ""}, headers=account.admin_headers)
+        assert empty.status_code == 422
 
 
 class TestCardsOnStripesSide:
