@@ -1,6 +1,7 @@
 """A person's own credentials: changing the password, resetting a forgotten one,
 verifying the email address."""
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -284,6 +285,19 @@ class TestPasswordReset:
         assert again.status_code == 400
         assert again.json()["code"] == "invalid_reset_token"
         assert (await login(client, account.email, NEW_PASSWORD)).status_code == 200
+
+    async def test_one_token_used_twice_at_once_sets_one_password(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        account = await register(client)
+        token = await reset_token(app, client, account.email)
+        passwords = ("first new passphrase 1", "second new passphrase 2")
+        answers = await asyncio.gather(*(confirm_reset(client, token, p) for p in passwords))
+        assert sorted(answer.status_code for answer in answers) == [204, 400]
+        winner = passwords[[answer.status_code for answer in answers].index(204)]
+        loser = passwords[[answer.status_code for answer in answers].index(400)]
+        assert (await login(client, account.email, winner)).status_code == 200
+        assert (await login(client, account.email, loser)).status_code == 401
 
     async def test_a_reset_token_expires_after_an_hour(
         self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
