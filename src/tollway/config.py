@@ -153,6 +153,20 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(
         60, ge=1, description="the first lock-out; each repeated one doubles it (up to a day)"
     )
+    email_token_max_requests: int = Field(
+        5,
+        ge=1,
+        description="password-reset or verification emails per account within the window",
+    )
+    email_token_max_requests_per_address: int = Field(
+        20, ge=1, description="password-reset requests per client address within the window"
+    )
+    email_token_window_seconds: int = Field(
+        3600, ge=1, description="the window in which those email requests are counted"
+    )
+    email_token_lockout_seconds: int = Field(
+        900, ge=1, description="the first lock-out after too many; each repeated one doubles it"
+    )
     session_ttl_seconds: int = Field(
         7 * 24 * 3600, ge=60, description="lifetime of a dashboard cookie session"
     )

@@ -188,7 +188,7 @@ class AccountService:
             # Two registrations of one email raced; the unique index decided.
             raise EmailTaken("an account with this email exists; log in instead") from None
         if email_verified:
-            await self._accept_invitations(session, user=user, now=now)
+            await self.accept_invitations_of_verified_email(session, user=user, now=now)
         audit_service.record(
             session,
             action="user.registered",
@@ -332,12 +332,24 @@ class AccountService:
         await session.flush()
         return user
 
-    async def _accept_invitations(
+    async def accept_invitations_of_verified_email(
         self, session: AsyncSession, *, user: User, now: datetime
-    ) -> None:
-        """Open invitations to the new user's (verified) email become memberships."""
+    ) -> list[Membership]:
+        """Open invitations to the user's email become memberships: called once the email
+        is verified (an OAuth provider vouched for the mailbox, or the user presented an
+        email verification token). An invitation to an organization the user is in
+        already is spent without a second membership. Answers the new memberships."""
+        if not user.email_verified:
+            raise ValueError("only a verified email accepts invitations")
         invitations = repository.invitations(session)
+        memberships = repository.memberships(session)
+        joined: list[Membership] = []
         for invitation in await invitations.list_open_for_email(user.email, now=now):
+            if await memberships.get_by_user_and_organization(
+                user_id=user.id, organization_id=invitation.organization_id
+            ):
+                await invitations.delete(invitation)
+                continue
             membership = Membership(
                 id=new_id("mem"),
                 organization_id=invitation.organization_id,
@@ -345,8 +357,9 @@ class AccountService:
                 role=invitation.role,
                 created_at=now,
             )
-            await repository.memberships(session).add(membership)
+            await memberships.add(membership)
             await invitations.delete(invitation)
+            joined.append(membership)
             audit_service.record(
                 session,
                 action="member.joined",
@@ -367,6 +380,7 @@ class AccountService:
                 organization_id=invitation.organization_id,
                 occurred_at=now,
             )
+        return joined
 
     async def list_members(
         self, session: AsyncSession, *, organization_id: str

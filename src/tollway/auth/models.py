@@ -156,3 +156,24 @@ class TwoFactorChallenge(Base):
     link_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(nullable=False)
     expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+
+
+class UserToken(Base):
+    """A one-time token sent to a user's mailbox (through the operator's mailer): a
+    password reset or an email verification. The token itself exists only in the outbox
+    event; its SHA-256 is kept here. Good once (``used_at``) and until ``expires_at``; a
+    newer token of the same purpose replaces the user's open ones.
+    """
+
+    __tablename__ = "user_tokens"
+
+    id: Mapped[str] = id_column()
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    #: ``password_reset`` or ``email_verification``: a token works only for its purpose.
+    purpose: Mapped[str] = mapped_column(String(30), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(nullable=False, index=True)
+    used_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(nullable=False)

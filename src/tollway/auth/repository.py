@@ -16,6 +16,7 @@ from tollway.auth.models import (
     RefreshToken,
     RevokedAccessToken,
     TwoFactorChallenge,
+    UserToken,
 )
 from tollway.kit.repository import Repository
 
@@ -194,13 +195,16 @@ class DashboardSessionRepository(Repository[DashboardSession]):
         statement = select(DashboardSession).where(DashboardSession.token_hash == token_hash)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def revoke_for_user(self, user_id: str, *, at: datetime) -> int:
-        """Close every open session of the user; answers how many were open."""
-        result = await self.session.execute(
-            update(DashboardSession)
-            .where(DashboardSession.user_id == user_id, DashboardSession.revoked_at.is_(None))
-            .values(revoked_at=at)
+    async def revoke_for_user(
+        self, user_id: str, *, at: datetime, keep_id: str | None = None
+    ) -> int:
+        """Close every open session of the user but ``keep_id``; answers how many closed."""
+        statement = update(DashboardSession).where(
+            DashboardSession.user_id == user_id, DashboardSession.revoked_at.is_(None)
         )
+        if keep_id is not None:
+            statement = statement.where(DashboardSession.id != keep_id)
+        result = await self.session.execute(statement.values(revoked_at=at))
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def purge_expired(self, *, now: datetime) -> int:
@@ -226,6 +230,37 @@ class TwoFactorChallengeRepository(Repository[TwoFactorChallenge]):
     async def purge_expired(self, *, now: datetime) -> int:
         result = await self.session.execute(
             delete(TwoFactorChallenge).where(TwoFactorChallenge.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class UserTokenRepository(Repository[UserToken]):
+    model = UserToken
+
+    async def get_by_hash(self, token_hash: str, *, for_update: bool = False) -> UserToken | None:
+        """The token by its hash; ``for_update`` locks it and reads it afresh, so two uses
+        of one token are serialised and the second sees it used."""
+        statement = select(UserToken).where(UserToken.token_hash == token_hash)
+        if for_update:
+            statement = statement.with_for_update().execution_options(populate_existing=True)
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def delete_open(self, *, user_id: str, purpose: str, now: datetime) -> int:
+        """Forget the user's unused, unexpired tokens of ``purpose`` (a newer one replaces
+        them); answers how many there were."""
+        result = await self.session.execute(
+            delete(UserToken).where(
+                UserToken.user_id == user_id,
+                UserToken.purpose == purpose,
+                UserToken.used_at.is_(None),
+                UserToken.expires_at > now,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def purge_expired(self, *, expired_before: datetime) -> int:
+        result = await self.session.execute(
+            delete(UserToken).where(UserToken.expires_at <= expired_before)
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -260,3 +295,7 @@ def dashboard_sessions(session: AsyncSession) -> DashboardSessionRepository:
 
 def two_factor_challenges(session: AsyncSession) -> TwoFactorChallengeRepository:
     return TwoFactorChallengeRepository(session)
+
+
+def user_tokens(session: AsyncSession) -> UserTokenRepository:
+    return UserTokenRepository(session)

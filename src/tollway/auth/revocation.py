@@ -38,12 +38,25 @@ async def revoke_family(session: AsyncSession, family_id: str, *, now: datetime)
 
 
 async def revoke_every_login(
-    session: AsyncSession, *, user_id: str, now: datetime
+    session: AsyncSession,
+    *,
+    user_id: str,
+    now: datetime,
+    keep_family: str | None = None,
+    keep_session: str | None = None,
 ) -> RevokedLogins:
-    """Revoke every token login and close every dashboard session of the user."""
-    families = await repository.refresh_tokens(session).list_live_families(user_id)
+    """Revoke every token login and close every dashboard session of the user, except
+    the login ``keep_family`` and the session ``keep_session`` (the caller's own, when
+    a person changes their password and stays logged in)."""
+    families = [
+        family_id
+        for family_id in await repository.refresh_tokens(session).list_live_families(user_id)
+        if family_id != keep_family
+    ]
     for family_id in families:
         await revoke_family(session, family_id, now=now)
-    sessions = await repository.dashboard_sessions(session).revoke_for_user(user_id, at=now)
+    sessions = await repository.dashboard_sessions(session).revoke_for_user(
+        user_id, at=now, keep_id=keep_session
+    )
     await session.flush()
     return RevokedLogins(families=len(families), sessions=sessions)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, EmailStr, Field
 
@@ -109,3 +110,42 @@ class ChallengeSessionOut(DashboardSessionOut):
     cookies, as after POST /auth/session."""
 
     redirect_to: str = Field(description="where the login was going: a path on this site")
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordResetIn(BaseModel):
+    email: EmailStr
+
+
+class PasswordResetConfirmIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200, description="the token of the reset link")
+    password: str = Field(min_length=1, max_length=1024, description="the new password")
+
+
+class EmailVerifyIn(BaseModel):
+    token: str = Field(
+        min_length=1, max_length=200, description="the token of the verification link"
+    )
+
+
+class EmailSent(BaseModel):
+    """A request whose answer travels by email (through the operator's mailer)."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str
+
+
+class JoinedOrganization(BaseModel):
+    organization_id: str
+    role: str
+
+
+class EmailVerified(BaseModel):
+    user: UserOut
+    joined: list[JoinedOrganization] = Field(
+        description="organizations joined through open invitations to the verified email"
+    )

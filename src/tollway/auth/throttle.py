@@ -10,6 +10,10 @@ Unknown emails count like known ones (the account key is the email, whether an
 account exists or not), so throttling tells nothing about which emails exist. A
 successful login clears its account's count, never the address's: an attacker who
 owns one account cannot wash a guessing address clean by logging into it.
+
+Other actions worth limiting (password-reset and verification emails) count in the
+same table under keys of their own scope (:func:`scoped_key`), with their own policy
+and error: requesting resets for an address never locks its owner's logins.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ def address_key(client_address: str) -> str:
     return f"address:{client_address}"
 
 
+def scoped_key(scope: str, key: str) -> str:
+    """``key`` (``account:...``, ``address:...``) counted for ``scope`` (``password_reset``)
+    instead of for logins."""
+    return f"{scope}/{key}"
+
+
 def throttle_keys(*, email: str, client_address: str | None) -> list[str]:
     keys = [account_key(email)]
     if client_address:
@@ -63,8 +73,16 @@ def throttle_keys(*, email: str, client_address: str | None) -> list[str]:
 
 
 class LoginThrottleService:
-    async def check(self, session: AsyncSession, *, keys: list[str], now: datetime) -> None:
-        """Raise 429 ``login_throttled`` while any of ``keys`` is locked."""
+    async def check(
+        self,
+        session: AsyncSession,
+        *,
+        keys: list[str],
+        now: datetime,
+        error: type[RateLimited] = LoginThrottled,
+        detail: str = "too many failed logins; try again later",
+    ) -> None:
+        """Raise 429 ``error`` (``login_throttled``) while any of ``keys`` is locked."""
         locked_until = [
             row.locked_until
             for row in await repository.login_throttles(session).list_by_keys(keys)
@@ -72,8 +90,8 @@ class LoginThrottleService:
         ]
         if locked_until:
             until = max(locked_until)
-            raise LoginThrottled(
-                "too many failed logins; try again later",
+            raise error(
+                detail,
                 retry_after=math.ceil((until - now).total_seconds()),
             )
 
@@ -85,8 +103,10 @@ class LoginThrottleService:
         policy: ThrottlePolicy,
         now: datetime,
         user_id: str | None = None,
+        action: str = "auth.login_locked",
     ) -> None:
-        """Count one failure on every key; lock (and audit) the keys that reach the limit."""
+        """Count one failure on every key; lock (and audit as ``action``) the keys that
+        reach the limit."""
         throttles = repository.login_throttles(session)
         # Sorted, so two processes lock the same rows in the same order (no deadlock).
         for key in sorted(keys):
@@ -100,7 +120,7 @@ class LoginThrottleService:
                 scope, _, value = key.partition(":")
                 audit_service.record(
                     session,
-                    action="auth.login_locked",
+                    action=action,
                     target=user_id if scope == "account" and user_id else key,
                     actor=f"user:{user_id}" if scope == "account" and user_id else "anonymous",
                     details={
