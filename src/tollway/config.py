@@ -136,7 +136,8 @@ class Settings(BaseSettings):
     seller_address: str = Field("", description="seller postal address printed on invoices")
     seller_tax_id: str = Field("", description="seller VAT / tax number printed on invoices")
     secret_key: SecretStr | None = Field(
-        None, description="signs tokens and sessions; generated in development"
+        None,
+        description="encrypts TOTP secrets and hashes 2FA recovery codes; generated in development",
     )
     api_key_pepper: SecretStr | None = Field(
         None, description="HMAC key for stored API-key hashes; generated in development"
