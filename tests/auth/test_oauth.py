@@ -292,27 +292,24 @@ class TestCallback:
         assert again.status_code == 409
         assert again.json()["code"] == "already_member"
 
-    async def test_once_a_provider_verifies_an_invited_account_adding_it_joins_it(
+    async def test_once_a_provider_verifies_an_invited_account_its_invitations_are_accepted(
         self, web: httpx.AsyncClient, provider: LoopbackProvider
     ) -> None:
         owner = await register(web)
         members = f"/api/v1/organizations/{owner.organization_id}/members"
         dana = await register(web, email="dana@example.com")
-        invited = await web.post(members, json={"email": dana.email}, headers=owner.headers)
+        invited = await web.post(
+            members, json={"email": dana.email, "role": "admin"}, headers=owner.headers
+        )
         assert invited.json()["status"] == "invited"
         # Dana links GitHub, which vouches for the address: now she has proven it.
         provider.next_user = ProviderUser("811", "dana@example.com")
         linked = await oauth_login(web, "github", mode="token")
         assert linked.status_code == 200
         dana_now = {"Authorization": f"Bearer {linked.json()['access_token']}"}
-        added = await web.post(
-            members, json={"email": dana.email, "role": "admin"}, headers=owner.headers
-        )
-        assert added.status_code == 201, added.text
-        assert added.json()["status"] == "added"
         listed = (await web.get(members, headers=owner.headers)).json()
         assert (dana.user_id, "admin") in {(m["user_id"], m["role"]) for m in listed["items"]}
-        # The open invitation gave way to the membership; its token is spent.
+        # The open invitation became the membership; its token is spent.
         assert listed["invitations"] == []
         stale = await web.post(
             "/api/v1/invitations/accept",
@@ -320,6 +317,8 @@ class TestCallback:
             headers=dana_now,
         )
         assert stale.status_code == 404
+        again = await web.post(members, json={"email": dana.email}, headers=owner.headers)
+        assert (again.status_code, again.json()["code"]) == (409, "already_member")
 
 
 async def audit_actions(app: FastAPI, action: str) -> list[AuditEntry]:

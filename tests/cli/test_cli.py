@@ -4,7 +4,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tollway.auth.credentials import PASSWORD_RESET
+from tollway.auth.throttle import ThrottlePolicy, account_key, login_throttle_service, scoped_key
 from tollway.cli import app
+from tollway.cli._context import load_settings, run_async
+from tollway.kit.sweeps import SweepContext
 
 runner = CliRunner()
 
@@ -111,6 +115,24 @@ class TestIdentityCommands:
         assert "cleared 0" in nothing.output
         missing = runner.invoke(app, ["admin", "unlock-login"])
         assert missing.exit_code == 2
+
+    def test_unlock_login_also_lifts_password_reset_locks(self, environment: Path) -> None:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        email = "locked@example.com"
+
+        async def lock_out(context: SweepContext) -> None:
+            async with context.database.transaction() as session:
+                await login_throttle_service.record_failure(
+                    session,
+                    keys=[account_key(email), scoped_key(PASSWORD_RESET, account_key(email))],
+                    policy=ThrottlePolicy(max_failures=1),
+                    now=context.clock.now(),
+                )
+
+        run_async(load_settings(), lock_out)
+        unlocked = runner.invoke(app, ["admin", "unlock-login", "--email", email])
+        assert unlocked.exit_code == 0, unlocked.output
+        assert "cleared 2" in unlocked.output
 
     def test_reset_2fa_needs_a_known_user(self, environment: Path) -> None:
         created = runner.invoke(

@@ -528,7 +528,11 @@ class OAuthService:
                 last_login_at=now,
             )
         )
-        user.email_verified = True
+        if not user.email_verified:
+            # The provider vouched for the mailbox: the same proof as a verification
+            # token, so the open invitations to it are accepted the same way.
+            user.email_verified = True
+            await account_service.accept_invitations_of_verified_email(session, user=user, now=now)
         membership = await account_service.default_membership(session, user.id)
         audit_service.record(
             session,

@@ -4,7 +4,8 @@ import typer
 
 from tollway import migrations
 from tollway.accounts.service import account_service
-from tollway.auth.throttle import account_key, address_key, login_throttle_service
+from tollway.auth.credentials import EMAIL_VERIFICATION, PASSWORD_RESET
+from tollway.auth.throttle import account_key, address_key, login_throttle_service, scoped_key
 from tollway.auth.two_factor import two_factor_service
 from tollway.cli._context import load_settings, run_async
 from tollway.errors import TollwayError
@@ -71,12 +72,16 @@ def unlock_login(
     email: str | None = typer.Option(None, help="lift the lock of this account"),
     address: str | None = typer.Option(None, help="lift the lock of this client address"),
 ) -> None:
-    """Lift a login lock-out (429 login_throttled) before it ends by itself."""
+    """Lift a lock-out before it ends by itself: of logins (429 login_throttled), and of
+    password-reset and email-verification requests (429 email_token_throttled)."""
     if email is None and address is None:
         typer.secho("give --email or --address", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     settings = load_settings()
-    keys = ([account_key(email)] if email else []) + ([address_key(address)] if address else [])
+    logins = ([account_key(email)] if email else []) + ([address_key(address)] if address else [])
+    keys = logins + [
+        scoped_key(scope, key) for scope in (PASSWORD_RESET, EMAIL_VERIFICATION) for key in logins
+    ]
 
     async def _unlock(context: SweepContext) -> str:
         async with context.database.transaction() as session:
