@@ -95,6 +95,19 @@ class FakeS3:
         return httpx.Response(200, content=self.objects[path])
 
 
+def s3_storage(fake_s3: FakeS3, **overrides: str) -> S3Storage:
+    """An S3Storage talking to ``fake_s3``; ``overrides`` replace its settings."""
+    options = {
+        "endpoint_url": "http://s3.test",
+        "bucket": "artifacts",
+        "region": "eu-central-1",
+        "access_key_id": "AKIDTEST",
+        "secret_access_key": SECRET,
+        **overrides,
+    }
+    return S3Storage(**options, transport=httpx.MockTransport(fake_s3.handle))
+
+
 @pytest.fixture
 def fake_s3() -> FakeS3:
     return FakeS3()
@@ -104,15 +117,7 @@ def fake_s3() -> FakeS3:
 def storage(request: pytest.FixtureRequest, tmp_path: Path, fake_s3: FakeS3) -> ArtifactStorage:
     if request.param == "local":
         return LocalStorage(tmp_path / "artifacts")
-    return S3Storage(
-        endpoint_url="http://s3.test",
-        bucket="artifacts",
-        region="eu-central-1",
-        access_key_id="AKIDTEST",
-        secret_access_key=SECRET,
-        prefix="tollway",
-        transport=httpx.MockTransport(fake_s3.handle),
-    )
+    return s3_storage(fake_s3, prefix="tollway")
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -156,14 +161,7 @@ class TestS3Signing:
     async def test_a_store_that_does_not_know_the_secret_refuses_the_upload(
         self, fake_s3: FakeS3
     ) -> None:
-        storage = S3Storage(
-            endpoint_url="http://s3.test",
-            bucket="artifacts",
-            region="eu-central-1",
-            access_key_id="AKIDTEST",
-            secret_access_key="not the secret",
-            transport=httpx.MockTransport(fake_s3.handle),
-        )
+        storage = s3_storage(fake_s3, secret_access_key="not the secret")
         with pytest.raises(StorageUnavailable):
             await storage.store(chunks(b"payload"), max_bytes=100)
         assert fake_s3.objects == {}
@@ -171,14 +169,12 @@ class TestS3Signing:
     async def test_objects_with_an_endpoint_port_and_prefix_are_signed_for_that_host(
         self, fake_s3: FakeS3
     ) -> None:
-        storage = S3Storage(
+        storage = s3_storage(
+            fake_s3,
             endpoint_url="http://minio.test:9000/",
             bucket="my-bucket",
             region="us-east-1",
-            access_key_id="AKIDTEST",
-            secret_access_key=SECRET,
             prefix="/team/artifacts/",
-            transport=httpx.MockTransport(fake_s3.handle),
         )
         stored = await storage.store(chunks(b"payload"), max_bytes=100)
         assert list(fake_s3.objects) == [f"/my-bucket/team/artifacts/{stored.key}"]

@@ -191,20 +191,13 @@ class CredentialService:
             keep_family=keep_family,
             keep_session=principal.extra.get("session_id"),
         )
-        details = {"logins_revoked": logins.families, "sessions_revoked": logins.sessions}
-        audit_service.record(
+        await _announce_new_password(
             session,
+            user=user,
             action="user.password_changed",
-            target=user.id,
-            actor=f"user:{user.id}",
-            details=details,
-            occurred_at=now,
-        )
-        await outbox.publish(
-            session,
-            "user.password_changed",
-            {"user_id": user.id, "email": user.email, "changed_at": now.isoformat(), **details},
-            occurred_at=now,
+            moment="changed_at",
+            logins=logins,
+            now=now,
         )
         return logins
 
@@ -303,20 +296,13 @@ class CredentialService:
         user.password_hash = password_hash
         logins = await revoke_every_login(session, user_id=user.id, now=now)
         await login_throttle_service.unlock(session, keys=[account_key(user.email)])
-        details = {"logins_revoked": logins.families, "sessions_revoked": logins.sessions}
-        audit_service.record(
+        await _announce_new_password(
             session,
+            user=user,
             action="user.password_reset",
-            target=user.id,
-            actor=f"user:{user.id}",
-            details=details,
-            occurred_at=now,
-        )
-        await outbox.publish(
-            session,
-            "user.password_reset",
-            {"user_id": user.id, "email": user.email, "reset_at": now.isoformat(), **details},
-            occurred_at=now,
+            moment="reset_at",
+            logins=logins,
+            now=now,
         )
         return logins
 
@@ -451,3 +437,31 @@ def _link(base_url: str, path: str, token: str) -> str:
 
 
 credential_service = CredentialService()
+
+
+async def _announce_new_password(
+    session: AsyncSession,
+    *,
+    user: User,
+    action: str,
+    moment: str,
+    logins: RevokedLogins,
+    now: datetime,
+) -> None:
+    """Audit a new password and tell the operator's mailer (outbox event ``action``
+    with the time as ``moment`` and what was logged out)."""
+    details = {"logins_revoked": logins.families, "sessions_revoked": logins.sessions}
+    audit_service.record(
+        session,
+        action=action,
+        target=user.id,
+        actor=f"user:{user.id}",
+        details=details,
+        occurred_at=now,
+    )
+    await outbox.publish(
+        session,
+        action,
+        {"user_id": user.id, "email": user.email, moment: now.isoformat(), **details},
+        occurred_at=now,
+    )

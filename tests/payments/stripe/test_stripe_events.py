@@ -373,6 +373,15 @@ class TestSettlingDisputes(DisputeSetup):
         [lost] = listed.json()["items"]
         return cast(dict[str, Any], lost)
 
+    async def settle(
+        self, client: httpx.AsyncClient, account: BillingAccount, dispute_id: str, note: str
+    ) -> httpx.Response:
+        return await client.post(
+            f"{self.DISPUTES}/{dispute_id}/settle",
+            json={"note": note},
+            headers=account.admin_headers,
+        )
+
     async def test_settling_a_lost_dispute_restores_paid_access_and_is_recorded(
         self,
         client: httpx.AsyncClient,
@@ -383,10 +392,8 @@ class TestSettlingDisputes(DisputeSetup):
     ) -> None:
         lost = await self.lost_dispute(client, account, stripe, catalog)
         assert await self.license_state(client, account) == "restricted"
-        settled = await client.post(
-            f"{self.DISPUTES}/{lost['id']}/settle",
-            json={"note": "paid back by bank transfer, ticket 4711"},
-            headers=account.admin_headers,
+        settled = await self.settle(
+            client, account, lost["id"], "paid back by bank transfer, ticket 4711"
         )
         assert settled.status_code == 200, settled.text
         assert settled.json()["status"] == "settled"
@@ -400,11 +407,7 @@ class TestSettlingDisputes(DisputeSetup):
             ).scalars()
         assert event.payload["access_frozen"] is False
         assert event.payload["note"] == "paid back by bank transfer, ticket 4711"
-        again = await client.post(
-            f"{self.DISPUTES}/{lost['id']}/settle",
-            json={"note": "twice"},
-            headers=account.admin_headers,
-        )
+        again = await self.settle(client, account, lost["id"], "twice")
         assert (again.status_code, again.json()["code"]) == (409, "dispute_not_lost")
 
     async def test_an_open_dispute_still_freezes_access_after_a_lost_one_is_settled(
@@ -418,11 +421,7 @@ class TestSettlingDisputes(DisputeSetup):
         intents = [o for o in stripe.fake.objects.values() if o.get("object") == "payment_intent"]
         stripe.fake.emit("charge.dispute.created", stripe.fake.dispute(str(intents[-1]["id"])))
         await stripe.settle()
-        settled = await client.post(
-            f"{self.DISPUTES}/{lost['id']}/settle",
-            json={"note": "repaid"},
-            headers=account.admin_headers,
-        )
+        settled = await self.settle(client, account, lost["id"], "repaid")
         assert settled.status_code == 200, settled.text
         assert catalog.assignments[account.organization_id].license_state == "restricted"
         listed = await client.get(
@@ -433,11 +432,7 @@ class TestSettlingDisputes(DisputeSetup):
         statuses = sorted(item["status"] for item in listed.json()["items"])
         assert statuses == ["needs_response", "settled"]
         opened = next(i for i in listed.json()["items"] if i["status"] == "needs_response")
-        refused = await client.post(
-            f"{self.DISPUTES}/{opened['id']}/settle",
-            json={"note": "too early"},
-            headers=account.admin_headers,
-        )
+        refused = await self.settle(client, account, opened["id"], "too early")
         assert (refused.status_code, refused.json()["code"]) == (409, "dispute_not_lost")
 
     async def test_only_platform_admins_settle_and_unknown_disputes_are_not_found(
