@@ -436,6 +436,8 @@ class TestEmailVerification:
         self, app: FastAPI, client: httpx.AsyncClient
     ) -> None:
         account = await register(client)
+        before = await client.get("/api/v1/auth/me", headers=account.headers)
+        assert before.json()["user"]["email_verified"] is False
         token = await verification_token(app, client, account)
         verified = await verify(client, token)
         assert verified.status_code == 200, verified.text

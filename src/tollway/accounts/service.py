@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,6 +101,19 @@ class OrganizationView:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """What callers show of a user (``/auth/me``, each dashboard page); cheap to cache."""
+
+    id: str
+    email: str
+    name: str | None
+    email_verified: bool
+    totp_enabled: bool
+    is_platform_admin: bool
+    created_at: datetime
+
+
 class InvalidCountry(Unprocessable):
     code = "invalid_country"
     title = "Unknown country"
@@ -127,6 +141,7 @@ def _billing_profile(organization: Organization) -> BillingProfile:
 class AccountService:
     def __init__(self) -> None:
         self._organizations: TTLCache[str, OrganizationView] = TTLCache()
+        self._users: TTLCache[str, UserView] = TTLCache()
 
     async def register(
         self,
@@ -217,6 +232,28 @@ class AccountService:
         if user is None:
             raise NotFound("no such user")
         return user
+
+    async def user_view(self, session: AsyncSession, user_id: str, *, now: datetime) -> UserView:
+        """The user as callers see it, read at most once a second per process (a change
+        made in this process is seen at once: every flushed update of a user drops it)."""
+        hit, view = self._users.get(user_id, now=now)
+        if hit and view is not None:
+            return view
+        user = await self.get_user(session, user_id)
+        view = UserView(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            email_verified=user.email_verified,
+            totp_enabled=user.totp_enabled,
+            is_platform_admin=user.is_platform_admin,
+            created_at=user.created_at,
+        )
+        self._users.put(user_id, view, now=now)
+        return view
+
+    def forget_user(self, user_id: str) -> None:
+        self._users.discard(user_id)
 
     async def get_user_by_email(
         self, session: AsyncSession, email: str, *, for_update: bool = False
@@ -702,3 +739,9 @@ class AccountService:
 
 
 account_service = AccountService()
+
+
+@event.listens_for(User, "after_update")
+@event.listens_for(User, "after_delete")
+def _forget_changed_user(_mapper: object, _connection: object, user: User) -> None:
+    account_service.forget_user(user.id)

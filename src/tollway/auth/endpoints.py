@@ -209,7 +209,7 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
         session, principal.organization_id, now=clock.now()
     )
     user = (
-        await account_service.get_user(session, principal.user_id)
+        await account_service.user_view(session, principal.user_id, now=clock.now())
         if principal.kind == "user" and principal.user_id is not None
         else None
     )
