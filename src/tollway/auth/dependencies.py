@@ -1,5 +1,10 @@
 """Dependencies endpoints declare to say who may call them.
 
+Each is one node for FastAPI to solve: it takes the request and calls the plain
+functions below it (``current_principal`` calls ``optional_principal``, which
+authenticates once per request), instead of depending on them through ``Depends``,
+which FastAPI would solve level by level on every request.
+
 ``principal: Annotated[Principal, Depends(require_scope("credits:write"))]`` - the
 caller must be authenticated and hold the scope; objects of other organizations are
 looked up with ``principal.organization_id`` and answer 404 when they belong elsewhere.
@@ -34,10 +39,9 @@ async def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-async def current_principal(
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """The authenticated caller; 401 ``unauthenticated`` without credentials."""
+    principal = await optional_principal(request)
     if principal is None:
         raise Unauthorized("send an access token or API key as 'Authorization: Bearer ...'")
     return principal
@@ -46,9 +50,8 @@ async def current_principal(
 def require_scope(*scopes: str) -> Callable[..., Awaitable[Principal]]:
     """The caller must hold every scope listed (403 ``insufficient_scope`` otherwise)."""
 
-    async def dependency(
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
         missing = [scope for scope in scopes if not principal.has_scope(scope)]
         if missing:
             raise Forbidden(
@@ -64,9 +67,8 @@ def require_scope(*scopes: str) -> Callable[..., Awaitable[Principal]]:
 def require_role(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """The caller must be a user with one of ``roles`` in the organization (403 otherwise)."""
 
-    async def dependency(
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Principal:
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
         if principal.kind != "user" or principal.role not in roles:
             raise Forbidden(
                 f"this action needs the role {' or '.join(roles)}", code="insufficient_role"
@@ -76,20 +78,18 @@ def require_role(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-async def require_api_key(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
+async def require_api_key(request: Request) -> Principal:
     """Only API keys may call (the product-facing endpoints such as /authorize)."""
+    principal = await current_principal(request)
     if principal.kind != "api_key":
         raise Unauthorized("this endpoint takes an API key", code="api_key_required")
     return principal
 
 
-async def require_user(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
+async def require_user(request: Request) -> Principal:
     """Only a logged-in user (access token or dashboard session), not an API key: for
     what a person does to their own account (2FA, their dashboard session)."""
+    principal = await current_principal(request)
     if principal.kind != "user" or principal.user_id is None:
         raise Forbidden(
             "this endpoint is for a logged-in user, not an API key", code="user_required"
@@ -97,10 +97,9 @@ async def require_user(
     return principal
 
 
-async def require_platform_admin(
-    principal: Annotated[Principal, Depends(current_principal)],
-) -> Principal:
+async def require_platform_admin(request: Request) -> Principal:
     """Only the operator's staff (platform admins) may call."""
+    principal = await current_principal(request)
     if not principal.is_platform_admin:
         raise Forbidden("this endpoint is for platform administrators", code="admin_only")
     return principal
