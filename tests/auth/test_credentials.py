@@ -4,6 +4,7 @@ verifying the email address."""
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from tests.fixtures.identity import (
     enable_two_factor,
     register,
 )
+from tests.fixtures.identity import login as log_in
 from tollway.audit.models import AuditEntry
 from tollway.auth.models import UserToken
 from tollway.auth.tasks import purge_expired
@@ -112,8 +114,11 @@ async def verification_token(app: FastAPI, http: httpx.AsyncClient, account: Acc
     return str((await events(app, "user.email_verification_requested"))[-1]["token"])
 
 
-async def verify(http: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await http.post("/api/v1/auth/email/verify", json={"token": token})
+async def verify(http: httpx.AsyncClient, token: str, account: Account) -> httpx.Response:
+    """Follow a verification link logged in as ``account``."""
+    return await http.post(
+        "/api/v1/auth/email/verify", json={"token": token}, headers=account.headers
+    )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -340,12 +345,13 @@ class TestPasswordReset:
             refused = await confirm_reset(client, wrong)
             assert refused.status_code == 400, wrong
             assert refused.json()["code"] == "invalid_reset_token"
-        not_a_verification = await verify(client, reset)
+        not_a_verification = await verify(client, reset, account)
         assert not_a_verification.status_code == 400
         assert not_a_verification.json()["code"] == "invalid_verification_token"
         # Both stay good for what they are.
         assert (await confirm_reset(client, reset)).status_code == 204
-        assert (await verify(client, verification)).status_code == 200
+        logged_in_again = await log_in(client, replace(account, password=NEW_PASSWORD))
+        assert (await verify(client, verification, logged_in_again)).status_code == 200
 
     async def test_a_reset_lets_a_locked_out_owner_in_again(
         self, app: FastAPI, client: httpx.AsyncClient
@@ -439,7 +445,7 @@ class TestEmailVerification:
         before = await client.get("/api/v1/auth/me", headers=account.headers)
         assert before.json()["user"]["email_verified"] is False
         token = await verification_token(app, client, account)
-        verified = await verify(client, token)
+        verified = await verify(client, token, account)
         assert verified.status_code == 200, verified.text
         assert verified.json()["user"]["id"] == account.user_id
         assert verified.json()["user"]["email_verified"] is True
@@ -463,7 +469,7 @@ class TestEmailVerification:
             members, json={"email": carol.email, "role": "billing"}, headers=alice.headers
         )
         assert invited.json()["status"] == "invited"
-        verified = await verify(client, await verification_token(app, client, carol))
+        verified = await verify(client, await verification_token(app, client, carol), carol)
         assert verified.json()["joined"] == [
             {"organization_id": alice.organization_id, "role": "billing"}
         ]
@@ -498,7 +504,7 @@ class TestEmailVerification:
             headers=carol.headers,
         )
         assert accepted.status_code == 200
-        verified = await verify(client, await verification_token(app, client, carol))
+        verified = await verify(client, await verification_token(app, client, carol), carol)
         assert verified.status_code == 200, verified.text
         assert verified.json()["joined"] == []
         listed = (await client.get(members, headers=alice.headers)).json()
@@ -510,17 +516,31 @@ class TestEmailVerification:
     ) -> None:
         account = await register(client)
         token = await verification_token(app, client, account)
-        assert (await verify(client, token)).status_code == 200
-        used = await verify(client, token)
+        assert (await verify(client, token, account)).status_code == 200
+        used = await verify(client, token, account)
         assert used.status_code == 400
         assert used.json()["code"] == "invalid_verification_token"
 
         late = await register(client)
         token = await verification_token(app, client, late)
         clock.advance(hours=24)
-        expired = await verify(client, token)
+        expired = await verify(client, token, await log_in(client, late))
         assert expired.status_code == 400
         assert expired.json()["code"] == "invalid_verification_token"
+
+    async def test_a_verification_link_works_only_for_the_account_that_asked(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        # Mallory registered Victor's address and asked for a link, which Victor received.
+        mallory = await register(client, email="victor@example.com")
+        token = await verification_token(app, client, mallory)
+        victor = await register(client)
+        clicked = await verify(client, token, victor)
+        assert (clicked.status_code, clicked.json()["code"]) == (400, "invalid_verification_token")
+        anonymous = await client.post("/api/v1/auth/email/verify", json={"token": token})
+        assert anonymous.status_code == 401
+        me = await client.get("/api/v1/auth/me", headers=mallory.headers)
+        assert me.json()["user"]["email_verified"] is False
 
     async def test_verification_is_for_a_logged_in_user(self, client: httpx.AsyncClient) -> None:
         account = await register(client)
@@ -530,7 +550,7 @@ class TestEmailVerification:
         assert by_key.json()["code"] == "user_required"
         anonymous = await client.post("/api/v1/auth/email/verification")
         assert anonymous.status_code == 401
-        missing = await client.post("/api/v1/auth/email/verify", json={})
+        missing = await client.post("/api/v1/auth/email/verify", json={}, headers=account.headers)
         assert missing.status_code == 422
         assert missing.json()["code"] == "validation_error"
 
@@ -546,8 +566,8 @@ class TestEmailVerification:
         assert "retry-after" in limited.headers
         # Only the newest link works.
         tokens = [e["token"] for e in await events(app, "user.email_verification_requested")]
-        assert (await verify(client, tokens[0])).status_code == 400
-        assert (await verify(client, tokens[-1])).status_code == 200
+        assert (await verify(client, tokens[0], account)).status_code == 400
+        assert (await verify(client, tokens[-1], account)).status_code == 200
 
 
 class TestHousekeeping:

@@ -346,16 +346,18 @@ class CredentialService:
         )
 
     async def verify_email(
-        self, session: AsyncSession, *, token: str, now: datetime
+        self, session: AsyncSession, *, token: str, user_id: str, now: datetime
     ) -> EmailVerified:
-        """Mark the email of the token's user verified: holding the token proves the
-        mailbox. Open invitations to that email become memberships, as when an OAuth
-        provider vouches for it. 400 ``invalid_verification_token`` for a token unknown,
-        used, expired or of another purpose."""
+        """Mark the email of ``user_id`` verified: the token (which only the mailbox
+        received) and the account's login together prove that the account's owner reads
+        it. Open invitations to that email become memberships, as when an OAuth provider
+        vouches for it. 400 ``invalid_verification_token`` for a token unknown, used,
+        expired, of another purpose, or of another account: someone who registered a
+        stranger's address cannot have it verified by the stranger's careless click."""
         tokens = repository.user_tokens(session)
         token_hash = hash_user_token(token)
         found = await tokens.get_by_hash(token_hash)
-        if found is None:
+        if found is None or found.user_id != user_id:
             raise InvalidVerificationToken("this verification link is unknown, used or expired")
         user = await account_service.get_user(session, found.user_id, for_update=True)
         record = await tokens.get_by_hash(token_hash, for_update=True)

@@ -476,14 +476,22 @@ async def request_email_verification(
 
 
 @router.post("/email/verify", response_model=EmailVerified)
-async def verify_email(body: EmailVerifyIn, session: SessionDep, clock: ClockDep) -> EmailVerified:
-    """Verify an email with the `token` of a verification link (no login needed: holding
-    the token proves the mailbox). Open invitations to that email become memberships at
-    once (`joined`), as when an OAuth provider vouches for the address, and members
-    added later join at once. 400 `invalid_verification_token` when the token is
-    unknown, used, expired or of another kind. Audited as `user.email_verified`.
+async def verify_email(
+    body: EmailVerifyIn, principal: UserPrincipal, session: SessionDep, clock: ClockDep
+) -> EmailVerified:
+    """Verify the logged-in user's email with the `token` of a verification link (the
+    link's page asks the person to log in first). The token proves the mailbox, the login
+    proves the account: a token sent for another account is refused, so a stranger who
+    registered someone's address cannot get it verified by that person's click. Open
+    invitations to the email become memberships at once (`joined`), as when an OAuth
+    provider vouches for the address, and members added later join at once. 400
+    `invalid_verification_token` when the token is unknown, used, expired, of another
+    kind or of another account. Audited as `user.email_verified`.
     """
-    verified = await credential_service.verify_email(session, token=body.token, now=clock.now())
+    assert principal.user_id is not None
+    verified = await credential_service.verify_email(
+        session, token=body.token, user_id=principal.user_id, now=clock.now()
+    )
     return EmailVerified(
         user=UserOut.model_validate(verified.user),
         joined=[
