@@ -236,21 +236,20 @@ class AccountService:
     async def user_view(self, session: AsyncSession, user_id: str, *, now: datetime) -> UserView:
         """The user as callers see it, read at most once a second per process (a change
         made in this process is seen at once: every flushed update of a user drops it)."""
-        hit, view = self._users.get(user_id, now=now)
-        if hit and view is not None:
-            return view
-        user = await self.get_user(session, user_id)
-        view = UserView(
-            id=user.id,
-            email=user.email,
-            name=user.name,
-            email_verified=user.email_verified,
-            totp_enabled=user.totp_enabled,
-            is_platform_admin=user.is_platform_admin,
-            created_at=user.created_at,
-        )
-        self._users.put(user_id, view, now=now)
-        return view
+
+        async def load() -> UserView:
+            user = await self.get_user(session, user_id)
+            return UserView(
+                id=user.id,
+                email=user.email,
+                name=user.name,
+                email_verified=user.email_verified,
+                totp_enabled=user.totp_enabled,
+                is_platform_admin=user.is_platform_admin,
+                created_at=user.created_at,
+            )
+
+        return await self._users.get_or_load(user_id, now=now, load=load)
 
     def forget_user(self, user_id: str) -> None:
         self._users.discard(user_id)
@@ -279,19 +278,18 @@ class AccountService:
         self, session: AsyncSession, organization_id: str, *, now: datetime
     ) -> OrganizationView:
         """The organization as callers see it, read at most once a second per process."""
-        hit, view = self._organizations.get(organization_id, now=now)
-        if hit and view is not None:
-            return view
-        organization = await self.get_organization(session, organization_id)
-        view = OrganizationView(
-            id=organization.id,
-            name=organization.name,
-            billing_country=organization.billing_country,
-            billing_email=organization.billing_email,
-            created_at=organization.created_at,
-        )
-        self._organizations.put(organization_id, view, now=now)
-        return view
+
+        async def load() -> OrganizationView:
+            organization = await self.get_organization(session, organization_id)
+            return OrganizationView(
+                id=organization.id,
+                name=organization.name,
+                billing_country=organization.billing_country,
+                billing_email=organization.billing_email,
+                created_at=organization.created_at,
+            )
+
+        return await self._organizations.get_or_load(organization_id, now=now, load=load)
 
     async def billing_profile(self, session: AsyncSession, organization_id: str) -> BillingProfile:
         return _billing_profile(await self.get_organization(session, organization_id))

@@ -8,7 +8,7 @@ process that makes a change itself calls :meth:`TTLCache.discard` to see it at o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -34,6 +34,15 @@ class TTLCache(Generic[K, V]):
             return True, value
         del self._entries[key]
         return False, None
+
+    async def get_or_load(self, key: K, *, now: datetime, load: Callable[[], Awaitable[V]]) -> V:
+        """The cached value of ``key``, or ``await load()`` stored for the next ``ttl``."""
+        hit, value = self.get(key, now=now)
+        if hit and value is not None:
+            return value
+        loaded = await load()
+        self.put(key, loaded, now=now)
+        return loaded
 
     def put(self, key: K, value: V, *, now: datetime) -> None:
         if len(self._entries) >= self.max_entries:

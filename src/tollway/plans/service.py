@@ -496,12 +496,11 @@ class PlansService:
     async def plan_id(self, session: AsyncSession, organization_id: str, *, now: datetime) -> str:
         """The organization's plan id, read at most once a second per process (every
         process sees a change within a second, the one that made it at once)."""
-        hit, plan_id = self._plan_ids.get(organization_id, now=now)
-        if hit and plan_id is not None:
-            return plan_id
-        plan_id = (await self.plan_of(session, organization_id)).plan_id
-        self._plan_ids.put(organization_id, plan_id, now=now)
-        return plan_id
+
+        async def load() -> str:
+            return (await self.plan_of(session, organization_id)).plan_id
+
+        return await self._plan_ids.get_or_load(organization_id, now=now, load=load)
 
     async def plan_of(self, session: AsyncSession, organization_id: str) -> PlanAssignment:
         """The organization's plan and license state; the default plan when none is set."""
@@ -647,12 +646,12 @@ class PlansService:
         (``[plans.<id>.abuse]``) with its ``abuse`` override applied. Cached for a
         second, like the entitlements: every process sees a change within a second,
         the one that made it at once."""
-        hit, limits = self._abuse_limits.get(organization_id, now=now)
-        if hit and limits is not None:
-            return limits
-        _, effective = await self.effective_plan(session, organization_id)
-        self._abuse_limits.put(organization_id, effective.abuse, now=now)
-        return effective.abuse
+
+        async def load() -> AbuseLimits:
+            _, effective = await self.effective_plan(session, organization_id)
+            return effective.abuse
+
+        return await self._abuse_limits.get_or_load(organization_id, now=now, load=load)
 
 
 def _assignment(organization_id: str, plan_id: str, row: Any) -> PlanAssignment:
