@@ -160,6 +160,37 @@ class TestReservations:
         figures = await balance(client, account)
         assert (figures["balance"], figures["reserved"], figures["available"]) == (43, 0, 43)
 
+    async def test_holds_can_be_read_and_listed_by_state(
+        self, client: httpx.AsyncClient, admin: Account, account: Account, clock: ManualClock
+    ) -> None:
+        await funded(client, admin, account, 50)
+        first = (await reserve(client, account, clock, 4)).json()
+        second = (await reserve(client, account, clock, 6)).json()
+        assert (first["committed"], first["released"], first["settled_at"]) == (None, None, None)
+        committed = await client.post(
+            f"{RESERVATIONS}/{first['id']}/commit", json={"amount": 3}, headers=account.headers
+        )
+        assert committed.status_code == 200, committed.text
+
+        read = await client.get(f"{RESERVATIONS}/{first['id']}", headers=account.headers)
+        assert read.status_code == 200, read.text
+        body = read.json()
+        assert (body["status"], body["amount"], body["committed"], body["released"]) == (
+            "committed",
+            4,
+            3,
+            1,
+        )
+        assert body["settled_at"] is not None
+        held = await client.get(RESERVATIONS, params={"status": "held"}, headers=account.headers)
+        assert [hold["id"] for hold in held.json()["items"]] == [second["id"]]
+        every = await client.get(RESERVATIONS, headers=account.headers)
+        assert [hold["id"] for hold in every.json()["items"]] == [second["id"], first["id"]]
+        unknown_state = await client.get(
+            RESERVATIONS, params={"status": "lost"}, headers=account.headers
+        )
+        problem(unknown_state, 422, "validation_error")
+
     async def test_commit_without_a_body_spends_the_whole_hold(
         self, client: httpx.AsyncClient, admin: Account, account: Account, clock: ManualClock
     ) -> None:
@@ -279,6 +310,13 @@ class TestReservations:
                 f"{RESERVATIONS}/{held}/{action}", headers=stranger.headers
             )
             problem(response, 404, "hold_not_found")
+        problem(
+            await client.get(f"{RESERVATIONS}/{held}", headers=stranger.headers),
+            404,
+            "hold_not_found",
+        )
+        listed = await client.get(RESERVATIONS, headers=stranger.headers)
+        assert listed.json()["items"] == []
         assert (await balance(client, account))["reserved"] == 5
 
     async def test_a_hold_past_its_ttl_cannot_be_committed(

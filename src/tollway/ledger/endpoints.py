@@ -13,7 +13,7 @@ from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router, i
 from tollway.ledger import schemas
 from tollway.ledger.abuse import abuse_service
 from tollway.ledger.auth import spending_subject
-from tollway.ledger.models import CreditGrant, FraudFlag, Reservation
+from tollway.ledger.models import CreditGrant, FraudFlag, Reservation, ReservationStatus
 from tollway.ledger.service import ledger_service
 
 router = api_router(prefix="/api/v1", tags=["credits"])
@@ -41,6 +41,10 @@ def _reservation(reservation: Reservation) -> schemas.Reservation:
         status=reservation.status,
         expires_at=reservation.expires_at,
         feature=reservation.feature,
+        committed=reservation.committed,
+        released=reservation.released,
+        created_at=reservation.created_at,
+        settled_at=reservation.settled_at,
     )
 
 
@@ -99,6 +103,38 @@ async def get_ledger(
         ],
         next_cursor=page.next_cursor,
     )
+
+
+@router.get("/credits/reservations")
+async def list_reservations(
+    principal: CreditsReader,
+    session: SessionDep,
+    params: Annotated[PageParams, Depends(page_params)],
+    status: Annotated[
+        ReservationStatus | None, Query(description="only holds in this state")
+    ] = None,
+) -> Page[schemas.Reservation]:
+    """The organization's holds, newest first: `?status=held` lists the open ones (a
+    client that restarted finds what it still holds and commits or releases it)."""
+    page = await ledger_service.list_reservations(
+        session,
+        organization_id=principal.organization_id,
+        params=params,
+        status=status.value if status is not None else None,
+    )
+    return Page(items=[_reservation(row) for row in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/credits/reservations/{reservation_id}")
+async def get_reservation(
+    reservation_id: ReservationId, principal: CreditsReader, session: SessionDep
+) -> schemas.Reservation:
+    """One hold and how it ended (`committed`, `released`, `settled_at`); 404
+    `hold_not_found` for a hold of another organization."""
+    reservation = await ledger_service.get_reservation(
+        session, organization_id=principal.organization_id, reservation_id=reservation_id
+    )
+    return _reservation(reservation)
 
 
 @router.post("/credits/reservations", status_code=201)

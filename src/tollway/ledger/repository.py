@@ -465,6 +465,15 @@ async def list_open_reservations(
     return list((await session.execute(statement)).scalars())
 
 
+async def list_reservations(
+    session: AsyncSession, *, organization_id: str, params: PageParams, status: str | None
+) -> PageResult[Reservation]:
+    statement = select(Reservation).where(Reservation.organization_id == organization_id)
+    if status is not None:
+        statement = statement.where(Reservation.status == status)
+    return await paginate(session, statement, id_column=Reservation.id, params=params)
+
+
 async def list_due_reservation_ids(
     session: AsyncSession, *, now: datetime, limit: int
 ) -> list[tuple[str, str]]:

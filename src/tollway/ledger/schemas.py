@@ -46,9 +46,15 @@ class ReservationCreate(BaseModel):
 class Reservation(BaseModel):
     id: str
     amount: int
-    status: str
+    status: str = Field(description="held, committed, released or expired")
     expires_at: datetime
     feature: str | None = None
+    committed: int | None = Field(None, description="credits spent, once committed")
+    released: int | None = Field(None, description="credits given back, once settled")
+    created_at: datetime | None = None
+    settled_at: datetime | None = Field(
+        None, description="when it was committed, released or expired"
+    )
 
 
 class ReservationCommit(BaseModel):

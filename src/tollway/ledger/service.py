@@ -149,6 +149,19 @@ class LedgerService:
             raise HoldNotFound(f"no hold {reservation_id}")
         return reservation
 
+    async def list_reservations(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        params: PageParams,
+        status: str | None = None,
+    ) -> PageResult[Reservation]:
+        """The organization's holds, newest first; ``status`` keeps one kind."""
+        return await repository.list_reservations(
+            session, organization_id=organization_id, params=params, status=status
+        )
+
     # ----------------------------------------------------------------- grants
 
     async def grant(
