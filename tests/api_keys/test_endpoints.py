@@ -8,7 +8,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from tests.fixtures.identity import create_api_key, register
+from tests.fixtures.identity import create_api_key, login, register
 from tollway.api_keys.models import ApiKey
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
@@ -144,3 +144,67 @@ class TestApiKeys:
         response = await client.post(f"/api/v1/auth/keys/{alice_key}/revoke", headers=bob.headers)
         assert response.status_code == 404
         assert (await client.get("/api/v1/auth/keys", headers=bob.headers)).json()["items"] == []
+
+
+class TestRollingKeys:
+    async def roll(
+        self, client: httpx.AsyncClient, headers: dict[str, str], key_id: str, **body: int
+    ) -> httpx.Response:
+        return await client.post(
+            f"/api/v1/auth/keys/{key_id}/roll", json=body or None, headers=headers
+        )
+
+    async def test_a_rolled_key_keeps_working_for_its_grace_then_only_the_new_one_does(
+        self, client: httpx.AsyncClient, clock: ManualClock
+    ) -> None:
+        account = await register(client)
+        old_key = await create_api_key(client, account, scopes=["usage:read", "credits:read"])
+        [old] = (await client.get("/api/v1/auth/keys", headers=account.headers)).json()["items"]
+        rolled = await self.roll(client, account.headers, old["id"], grace_seconds=3600)
+        assert rolled.status_code == 201, rolled.text
+        body = rolled.json()
+        new_key = body["key"]
+        assert new_key != old_key
+        assert new_key.startswith("tw_live_")
+        assert (body["name"], body["scopes"]) == (old["name"], ["credits:read", "usage:read"])
+        assert body["replaced_key"]["id"] == old["id"]
+        assert body["replaced_key"]["expires_at"] is not None
+        for key in (old_key, new_key):
+            assert (await client.get("/api/v1/auth/me", headers=bearer(key))).status_code == 200
+        clock.advance(hours=1, seconds=1)
+        expired = await client.get("/api/v1/auth/me", headers=bearer(old_key))
+        assert (expired.status_code, expired.json()["code"]) == (401, "invalid_api_key")
+        assert (await client.get("/api/v1/auth/me", headers=bearer(new_key))).status_code == 200
+        again = await self.roll(client, (await login(client, account)).headers, old["id"])
+        assert (again.status_code, again.json()["code"]) == (409, "api_key_expired")
+
+    async def test_rolling_without_grace_revokes_the_old_key_at_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        account = await register(client)
+        old_key = await create_api_key(client, account)
+        [old] = (await client.get("/api/v1/auth/keys", headers=account.headers)).json()["items"]
+        assert (await client.get("/api/v1/auth/me", headers=bearer(old_key))).status_code == 200
+        rolled = await self.roll(client, account.headers, old["id"], grace_seconds=0)
+        assert rolled.status_code == 201, rolled.text
+        assert rolled.json()["replaced_key"]["revoked_at"] is not None
+        refused = await client.get("/api/v1/auth/me", headers=bearer(old_key))
+        assert refused.status_code == 401
+        new_key = rolled.json()["key"]
+        assert (await client.get("/api/v1/auth/me", headers=bearer(new_key))).status_code == 200
+        again = await self.roll(client, account.headers, old["id"])
+        assert (again.status_code, again.json()["code"]) == (409, "api_key_revoked")
+
+    async def test_only_the_keys_organization_may_roll_it_within_bounds(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice = await register(client)
+        bob = await register(client)
+        await create_api_key(client, alice)
+        [key] = (await client.get("/api/v1/auth/keys", headers=alice.headers)).json()["items"]
+        stranger = await self.roll(client, bob.headers, key["id"])
+        assert stranger.status_code == 404
+        too_long = await self.roll(client, alice.headers, key["id"], grace_seconds=31 * 86_400)
+        assert (too_long.status_code, too_long.json()["code"]) == (422, "validation_error")
+        listed = (await client.get("/api/v1/auth/keys", headers=alice.headers)).json()["items"]
+        assert [item["id"] for item in listed] == [key["id"]]

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tollway.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut
+from tollway.api_keys.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyOut,
+    ApiKeyRoll,
+    ApiKeyRolled,
+)
 from tollway.api_keys.service import api_key_service
 from tollway.auth.dependencies import require_scope
 from tollway.auth.principal import Principal
@@ -56,3 +64,37 @@ async def revoke_key(
     )
     request.app.state.authenticator.forget_api_key(record.id)
     return ApiKeyOut.model_validate(record)
+
+
+@router.post("/{key_id}/roll", status_code=201, response_model=ApiKeyRolled)
+async def roll_key(
+    key_id: str,
+    principal: KeyManager,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    body: ApiKeyRoll | None = None,
+) -> ApiKeyRolled:
+    """Replace a key without downtime: a new key (shown only in this answer) with the
+    same name, scopes, environment and expiry, while the old one keeps working for
+    `grace_seconds` (default one day; then it expires; `0` revokes it at once). Deploy
+    the new key, and the old one stops by itself. 409 `api_key_revoked` or
+    `api_key_expired` for a key that no longer works. Audited and published as
+    `api_key.rolled`."""
+    body = body or ApiKeyRoll()
+    rolled = await api_key_service.roll(
+        session,
+        principal=principal,
+        key_id=key_id,
+        grace=timedelta(seconds=body.grace_seconds),
+        pepper=settings.secret("api_key_pepper"),
+        now=clock.now(),
+    )
+    # This process sees the old key's new expiry (or revocation) at once.
+    request.app.state.authenticator.forget_api_key(rolled.replaced.id)
+    return ApiKeyRolled(
+        **ApiKeyOut.model_validate(rolled.created.record).model_dump(),
+        key=rolled.created.key,
+        replaced_key=ApiKeyOut.model_validate(rolled.replaced),
+    )

@@ -16,10 +16,15 @@ class ApiKeyRepository(Repository[ApiKey]):
         statement = select(ApiKey).where(ApiKey.key_hash == key_hash)
         return (await self.session.execute(statement)).scalar_one_or_none()
 
-    async def get_for_organization(self, key_id: str, organization_id: str) -> ApiKey | None:
+    async def get_for_organization(
+        self, key_id: str, organization_id: str, *, for_update: bool = False
+    ) -> ApiKey | None:
         statement = select(ApiKey).where(
             ApiKey.id == key_id, ApiKey.organization_id == organization_id
         )
+        if for_update:
+            # Two rolls of one key at once: the second waits and finds it rolled.
+            statement = statement.with_for_update()
         return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def list_for_organization(self, organization_id: str) -> list[ApiKey]:

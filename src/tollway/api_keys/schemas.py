@@ -33,5 +33,18 @@ class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="the key itself; shown only in this answer")
 
 
+class ApiKeyRoll(BaseModel):
+    grace_seconds: int = Field(
+        86_400,
+        ge=0,
+        le=30 * 86_400,
+        description="how long the old key keeps working (0: revoked at once; at most 30 days)",
+    )
+
+
+class ApiKeyRolled(ApiKeyCreated):
+    replaced_key: ApiKeyOut = Field(description="the old key, with its new expiry")
+
+
 class ApiKeyList(BaseModel):
     items: list[ApiKeyOut]

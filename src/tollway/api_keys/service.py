@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,12 @@ class InvalidApiKey(Unauthorized):
 class CreatedKey:
     record: ApiKey
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolledKey:
+    created: CreatedKey
+    replaced: ApiKey
 
 
 class ApiKeyService:
@@ -92,6 +98,67 @@ class ApiKeyService:
             raise Conflict("this key is already revoked", code="api_key_revoked")
         await self._revoke(session, record, now=now)
         return record
+
+    async def roll(
+        self,
+        session: AsyncSession,
+        *,
+        principal: Principal,
+        key_id: str,
+        grace: timedelta,
+        pepper: str,
+        now: datetime,
+    ) -> RolledKey:
+        """Replace a key without downtime: a new key with the same name, scopes,
+        environment and expiry, while the old one keeps working for ``grace`` (then it
+        expires; with no grace it is revoked at once). 409 ``api_key_revoked`` or
+        ``api_key_expired`` for a key that no longer works; 404 for another
+        organization's."""
+        old = await repository.api_keys(session).get_for_organization(
+            key_id, principal.organization_id, for_update=True
+        )
+        if old is None:
+            raise NotFound("no such API key")
+        if old.revoked_at is not None:
+            raise Conflict("this key is already revoked", code="api_key_revoked")
+        if old.expires_at is not None and old.expires_at <= now:
+            raise Conflict("this key has expired; create a new one", code="api_key_expired")
+        created = await self.create(
+            session,
+            principal=principal,
+            name=old.name,
+            scopes=list(old.scopes),
+            expires_at=old.expires_at,
+            environment=old.environment,
+            pepper=pepper,
+            now=now,
+        )
+        if grace <= timedelta(0):
+            await self._revoke(session, old, now=now, reason="rolled")
+        else:
+            ends = now + grace
+            old.expires_at = ends if old.expires_at is None else min(old.expires_at, ends)
+            await session.flush()
+        audit_service.record(
+            session,
+            action="api_key.rolled",
+            target=old.id,
+            organization_id=old.organization_id,
+            details={"new_key_id": created.record.id, "grace_seconds": int(grace.total_seconds())},
+            occurred_at=now,
+        )
+        await outbox.publish(
+            session,
+            "api_key.rolled",
+            {
+                "api_key_id": old.id,
+                "new_api_key_id": created.record.id,
+                "old_key_works_until": (old.revoked_at or old.expires_at or now).isoformat(),
+            },
+            organization_id=old.organization_id,
+            occurred_at=now,
+        )
+        return RolledKey(created=created, replaced=old)
 
     async def revoke_created_by(
         self, session: AsyncSession, *, user_id: str, reason: str, actor: str, now: datetime
