@@ -34,7 +34,7 @@ from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import UserToken
 from tollway.auth.principal import Principal
-from tollway.auth.revocation import RevokedLogins, revoke_every_login
+from tollway.auth.revocation import RevokedLogins, current_login, revoke_every_login
 from tollway.auth.service import InvalidCredentials, PasswordCheck, throttle_policy
 from tollway.auth.throttle import (
     ThrottlePolicy,
@@ -179,17 +179,9 @@ class CredentialService:
             raise InvalidCredentials("the current password is wrong")
         user.password_hash = new_password_hash or await hash_password_in_thread(new_password)
         await login_throttle_service.record_success(session, email=user.email)
-        keep_family = (
-            await repository.refresh_tokens(session).get_by_access_token(principal.token_id)
-            if principal.token_id is not None
-            else None
-        )
+        keep_family, keep_session = await current_login(session, principal)
         logins = await revoke_every_login(
-            session,
-            user_id=user.id,
-            now=now,
-            keep_family=keep_family,
-            keep_session=principal.extra.get("session_id"),
+            session, user_id=user.id, now=now, keep_family=keep_family, keep_session=keep_session
         )
         await _announce_new_password(
             session,

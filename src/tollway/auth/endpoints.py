@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -10,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from tollway.accounts.passwords import hash_password_in_thread
 from tollway.accounts.schemas import OrganizationOut, RegistrationIn, UserOut
 from tollway.accounts.service import account_service
+from tollway.auth import revocation
 from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.auth.credentials import credential_service
 from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
@@ -23,6 +25,9 @@ from tollway.auth.schemas import (
     EmailVerifyIn,
     JoinedOrganization,
     LoginIn,
+    LoginList,
+    LoginOut,
+    LoginsEnded,
     Me,
     PasswordChangeIn,
     PasswordResetConfirmIn,
@@ -354,6 +359,48 @@ async def logout(
         authenticator.forget_session(session_id)
         _clear_session_cookies(response, settings)
     return response
+
+
+@router.get("/logins", response_model=LoginList)
+async def list_logins(principal: UserPrincipal, session: SessionDep, clock: ClockDep) -> LoginList:
+    """Where the logged-in person is logged in: token logins (from `/auth/login` or OAuth,
+    with their latest refresh) and dashboard sessions, in every organization; `current`
+    marks the one making this request. API keys get 403 `user_required`."""
+    logins = await revocation.list_logins(session, principal=principal, now=clock.now())
+    return LoginList(items=[LoginOut(**asdict(login)) for login in logins])
+
+
+@router.delete("/logins/{login_id}", status_code=204)
+async def end_login(
+    login_id: str,
+    principal: UserPrincipal,
+    request: Request,
+    session: SessionDep,
+    clock: ClockDep,
+) -> Response:
+    """End one login (a lost laptop, a leaked refresh token): its refresh and access tokens
+    stop working, or the dashboard session closes; this process refuses them at once and
+    every other within a second. 404 `login_not_found` for a login that is not the
+    caller's or has ended. Ending the current one logs the caller out."""
+    ended = await revocation.end_login(
+        session, principal=principal, login_id=login_id, now=clock.now()
+    )
+    authenticator: TollwayAuthenticator = request.app.state.authenticator
+    for token_id in ended.access_tokens:
+        authenticator.note_revoked_token(token_id)
+    if ended.login.kind == "dashboard":
+        authenticator.forget_session(ended.login.id)
+    return Response(status_code=204)
+
+
+@router.post("/logins/end-others", response_model=LoginsEnded)
+async def end_other_logins(
+    principal: UserPrincipal, session: SessionDep, clock: ClockDep
+) -> LoginsEnded:
+    """Log out everywhere else: every other token login and dashboard session of the
+    person ends (refused everywhere within a second); this one stays."""
+    ended = await revocation.end_other_logins(session, principal=principal, now=clock.now())
+    return LoginsEnded(logins=ended.families, sessions=ended.sessions)
 
 
 @router.post("/password", status_code=204)

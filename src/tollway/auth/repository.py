@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,6 +53,24 @@ class RefreshTokenRepository(Repository[RefreshToken]):
             .order_by(RefreshToken.family_id)
         )
         return list((await self.session.execute(statement)).scalars())
+
+    async def list_live_logins(self, user_id: str, *, now: datetime) -> list[Row[Any]]:
+        """The user's live logins, one row per family: ``family_id``, ``organization_id``,
+        ``started_at``, ``last_active_at`` (the latest refresh), ``expires_at``."""
+        statement = (
+            select(
+                RefreshToken.family_id,
+                func.min(RefreshToken.organization_id).label("organization_id"),
+                func.min(RefreshToken.created_at).label("started_at"),
+                func.max(RefreshToken.created_at).label("last_active_at"),
+                func.max(RefreshToken.expires_at).label("expires_at"),
+            )
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .group_by(RefreshToken.family_id)
+            .having(func.max(RefreshToken.expires_at) > now)
+            .order_by(RefreshToken.family_id)
+        )
+        return list(await self.session.execute(statement))
 
     async def revoke_family(self, family_id: str, *, at: datetime) -> None:
         await self.session.execute(
@@ -194,6 +213,18 @@ class DashboardSessionRepository(Repository[DashboardSession]):
     async def get_by_hash(self, token_hash: str) -> DashboardSession | None:
         statement = select(DashboardSession).where(DashboardSession.token_hash == token_hash)
         return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def list_open(self, user_id: str, *, now: datetime) -> list[DashboardSession]:
+        statement = (
+            select(DashboardSession)
+            .where(
+                DashboardSession.user_id == user_id,
+                DashboardSession.revoked_at.is_(None),
+                DashboardSession.expires_at > now,
+            )
+            .order_by(DashboardSession.id)
+        )
+        return list((await self.session.execute(statement)).scalars())
 
     async def revoke_for_user(
         self, user_id: str, *, at: datetime, keep_id: str | None = None

@@ -149,3 +149,24 @@ class EmailVerified(BaseModel):
     joined: list[JoinedOrganization] = Field(
         description="organizations joined through open invitations to the verified email"
     )
+
+
+class LoginOut(BaseModel):
+    """One way the person is logged in (see ``GET /api/v1/auth/logins``)."""
+
+    id: str = Field(description="fam_... for a token login, ses_... for a dashboard session")
+    kind: Literal["token", "dashboard"]
+    organization_id: str
+    started_at: datetime
+    last_active_at: datetime = Field(description="a token login's latest refresh")
+    expires_at: datetime
+    current: bool = Field(description="the login making this request")
+
+
+class LoginList(BaseModel):
+    items: list[LoginOut]
+
+
+class LoginsEnded(BaseModel):
+    logins: int = Field(description="token logins ended")
+    sessions: int = Field(description="dashboard sessions closed")
