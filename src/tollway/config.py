@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     base_url: str = Field(
         "http://127.0.0.1:8000", description="public URL, used in links Tollway sends"
     )
+    pages_url: str | None = Field(
+        None,
+        description=(
+            "where the links in Tollway's mails lead (password reset, email verification, "
+            "invitations): pages of your own product that call Tollway's API; "
+            "default {TOLLWAY_BASE_URL}/dashboard"
+        ),
+    )
     host: str = Field("127.0.0.1", description="address `tollway serve` binds")
     port: int = Field(8000, ge=1, le=65535, description="port `tollway serve` binds")
     workers: int = Field(1, ge=1, description="uvicorn worker processes for `tollway serve`")
@@ -265,6 +273,11 @@ class Settings(BaseSettings):
         if self.run_worker_in_process is None:
             return self.is_sqlite
         return self.run_worker_in_process
+
+    @property
+    def pages_base_url(self) -> str:
+        """Where the links people open from Tollway's mails lead, without a trailing slash."""
+        return (self.pages_url or f"{self.base_url.rstrip('/')}/dashboard").rstrip("/")
 
     @property
     def secure_cookies(self) -> bool:

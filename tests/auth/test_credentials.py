@@ -247,6 +247,25 @@ class TestPasswordReset:
         assert event["reset_url"] == f"http://127.0.0.1:8000/dashboard/password-reset?token={token}"
         assert event["expires_at"] == START.replace(hour=13).isoformat()
 
+    async def test_links_lead_to_the_operators_own_pages_when_configured(
+        self, app_factory: Callable[..., FastAPI]
+    ) -> None:
+        application = app_factory(pages_url="https://app.example.com/account/")
+        async with LifespanManager(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                account = await register(http)
+                reset = await reset_token(application, http, account.email)
+                verification = await verification_token(application, http, account)
+            [reset_event] = await events(application, "user.password_reset_requested")
+            [verify_event] = await events(application, "user.email_verification_requested")
+        assert reset_event["reset_url"] == (
+            f"https://app.example.com/account/password-reset?token={reset}"
+        )
+        assert verify_event["verify_url"] == (
+            f"https://app.example.com/account/verify-email?token={verification}"
+        )
+
     async def test_unknown_email_gets_the_same_answer(
         self, app: FastAPI, client: httpx.AsyncClient
     ) -> None:

@@ -105,7 +105,7 @@ async def add_member(
         actor_user_id=principal.user_id,
         email=str(body.email),
         role=body.role,
-        base_url=settings.base_url,
+        pages_url=settings.pages_base_url,
         now=clock.now(),
     )
     if added.member is not None:

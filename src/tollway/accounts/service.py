@@ -32,7 +32,7 @@ class EmailTaken(Conflict):
 INVITATION_TTL = timedelta(days=14)
 INVITATION_TOKEN_PREFIX = "twi_"  # noqa: S105 - a visible prefix, not a secret
 #: The dashboard page an invitation link opens; it accepts through the API.
-INVITATION_ACCEPT_PATH = "/dashboard/invitations/accept"
+INVITATION_ACCEPT_PAGE = "invitations/accept"
 #: Roles that manage members; only owners make, unmake or remove owners.
 MANAGER_ROLES = frozenset({"owner", "admin"})
 
@@ -447,12 +447,12 @@ class AccountService:
         actor_user_id: str | None,
         email: str,
         role: str,
-        base_url: str,
+        pages_url: str,
         now: datetime,
     ) -> AddedMember:
         """Add the account with ``email`` at once when its email is verified (an OAuth
         provider vouched for the mailbox); otherwise invite the email with an accept token
-        (link starting with ``base_url``), whether or not an account has it.
+        (link starting with ``pages_url``), whether or not an account has it.
 
         A password registration proves no mailbox: anyone may register a colleague's
         address before it is added. Such an account joins only by accepting the token,
@@ -480,7 +480,7 @@ class AccountService:
                     actor_user_id=actor_user_id,
                     email=email,
                     role=role,
-                    base_url=base_url,
+                    pages_url=pages_url,
                     now=now,
                 ),
             )
@@ -525,7 +525,7 @@ class AccountService:
         actor_user_id: str | None,
         email: str,
         role: str,
-        base_url: str,
+        pages_url: str,
         now: datetime,
     ) -> IssuedInvitation:
         invitations = repository.invitations(session)
@@ -535,7 +535,7 @@ class AccountService:
         if existing is not None:
             await invitations.delete(existing)
         token = INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        accept_url = f"{base_url.rstrip('/')}{INVITATION_ACCEPT_PATH}?{urlencode({'token': token})}"
+        accept_url = f"{pages_url}/{INVITATION_ACCEPT_PAGE}?{urlencode({'token': token})}"
         invitation = Invitation(
             id=new_id("invite"),
             organization_id=organization_id,

@@ -57,8 +57,8 @@ VERIFICATION_TOKEN_PREFIX = "twv_"  # noqa: S105 - a visible prefix, not a secre
 RESET_TOKEN_TTL = timedelta(hours=1)
 VERIFICATION_TOKEN_TTL = timedelta(hours=24)
 #: The dashboard pages the links open; they complete the step through the API.
-PASSWORD_RESET_PATH = "/dashboard/password-reset"  # noqa: S105 - a page, not a secret
-EMAIL_VERIFICATION_PATH = "/dashboard/verify-email"
+PASSWORD_RESET_PAGE = "password-reset"  # noqa: S105 - a page, not a secret
+EMAIL_VERIFICATION_PAGE = "verify-email"
 #: Used and expired tokens stay this long after their expiry (for support), then the
 #: sweep ``auth.purge_expired`` deletes them.
 TOKEN_RETENTION = timedelta(days=7)
@@ -246,7 +246,7 @@ class CredentialService:
             ttl=RESET_TOKEN_TTL,
             event_type="user.password_reset_requested",
             url_field="reset_url",
-            url=_link(settings.base_url, PASSWORD_RESET_PATH, token),
+            url=_link(settings.pages_base_url, PASSWORD_RESET_PAGE, token),
             now=now,
         )
 
@@ -333,7 +333,7 @@ class CredentialService:
             ttl=VERIFICATION_TOKEN_TTL,
             event_type="user.email_verification_requested",
             url_field="verify_url",
-            url=_link(settings.base_url, EMAIL_VERIFICATION_PATH, token),
+            url=_link(settings.pages_base_url, EMAIL_VERIFICATION_PAGE, token),
             now=now,
         )
 
@@ -426,8 +426,8 @@ class CredentialService:
         )
 
 
-def _link(base_url: str, path: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}{path}?{urlencode({'token': token})}"
+def _link(pages_url: str, page: str, token: str) -> str:
+    return f"{pages_url}/{page}?{urlencode({'token': token})}"
 
 
 credential_service = CredentialService()
