@@ -2,17 +2,16 @@
 verifying the email address."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from tests.conftest import START
+from tests.fixtures.apps import client_from, started
 from tests.fixtures.identity import (
     PASSWORD,
     Account,
@@ -30,21 +29,6 @@ from tollway.kit.outbox import outbox
 from tollway.kit.sweeps import SweepContext
 
 NEW_PASSWORD = "a brand new passphrase 7"
-
-
-@asynccontextmanager
-async def browser(app: FastAPI, address: str = "127.0.0.1") -> AsyncIterator[httpx.AsyncClient]:
-    """Another client of the app (its own cookies), from ``address``."""
-    transport = httpx.ASGITransport(app=app, client=(address, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
-
-
-@asynccontextmanager
-async def started(factory: Callable[..., FastAPI], **overrides: object) -> AsyncIterator[FastAPI]:
-    application = factory(**overrides)
-    async with LifespanManager(application):
-        yield application
 
 
 async def open_dashboard(http: httpx.AsyncClient, email: str, password: str = PASSWORD) -> str:
@@ -131,7 +115,7 @@ class TestChangingPassword:
     ) -> None:
         account = await register(client)
         elsewhere = (await login(client, account.email, PASSWORD)).json()
-        async with browser(app) as other_browser:
+        async with client_from(app) as other_browser:
             await open_dashboard(other_browser, account.email)
 
             changed = await change_password(client, account)
@@ -166,7 +150,7 @@ class TestChangingPassword:
         self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
     ) -> None:
         account = await register(client)
-        async with browser(app) as dashboard:
+        async with client_from(app) as dashboard:
             csrf = await open_dashboard(dashboard, account.email)
             body = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
             forged = await dashboard.post("/api/v1/auth/password", json=body)
@@ -250,13 +234,13 @@ class TestPasswordReset:
     async def test_links_lead_to_the_operators_own_pages_when_configured(
         self, app_factory: Callable[..., FastAPI]
     ) -> None:
-        application = app_factory(pages_url="https://app.example.com/account/")
-        async with LifespanManager(application):
-            transport = httpx.ASGITransport(app=application)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-                account = await register(http)
-                reset = await reset_token(application, http, account.email)
-                verification = await verification_token(application, http, account)
+        async with (
+            started(app_factory, pages_url="https://app.example.com/account/") as application,
+            client_from(application) as http,
+        ):
+            account = await register(http)
+            reset = await reset_token(application, http, account.email)
+            verification = await verification_token(application, http, account)
             [reset_event] = await events(application, "user.password_reset_requested")
             [verify_event] = await events(application, "user.email_verification_requested")
         assert reset_event["reset_url"] == (
@@ -281,7 +265,7 @@ class TestPasswordReset:
         self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
     ) -> None:
         account = await register(client)
-        async with browser(app) as dashboard:
+        async with client_from(app) as dashboard:
             await open_dashboard(dashboard, account.email)
             token = await reset_token(app, client, account.email)
             done = await confirm_reset(client, token)
@@ -377,7 +361,7 @@ class TestPasswordReset:
     ) -> None:
         account = await register(client)
         for number in range(5):
-            async with browser(app, f"10.9.0.{number + 1}") as guesser:
+            async with client_from(app, f"10.9.0.{number + 1}") as guesser:
                 assert (await login(guesser, account.email, "guess number 1")).status_code == 401
         assert (await login(client, account.email, PASSWORD)).status_code == 429
         token = await reset_token(app, client, account.email)
@@ -401,9 +385,9 @@ class TestPasswordReset:
         account = await register(client)
         for email in (account.email, "nobody@example.com"):
             for number in range(5):
-                async with browser(app, f"10.7.{number}.1") as http:
+                async with client_from(app, f"10.7.{number}.1") as http:
                     assert (await request_reset(http, email)).status_code == 202
-            async with browser(app, "10.7.9.1") as http:
+            async with client_from(app, "10.7.9.1") as http:
                 limited = await request_reset(http, email)
             assert limited.status_code == 429
             assert limited.json()["code"] == "email_token_throttled"
@@ -417,7 +401,7 @@ class TestPasswordReset:
     ) -> None:
         async with (
             started(app_factory, email_token_max_requests_per_address=3) as application,
-            browser(application, "10.8.0.1") as http,
+            client_from(application, "10.8.0.1") as http,
         ):
             for number in range(3):
                 assert (
@@ -426,7 +410,7 @@ class TestPasswordReset:
             limited = await request_reset(http, "someone9@example.com")
             assert limited.status_code == 429
             assert limited.json()["code"] == "email_token_throttled"
-            async with browser(application, "10.8.0.2") as elsewhere:
+            async with client_from(application, "10.8.0.2") as elsewhere:
                 assert (await request_reset(elsewhere, "someone9@example.com")).status_code == 202
 
     async def test_bad_input_is_a_validation_error(self, client: httpx.AsyncClient) -> None:

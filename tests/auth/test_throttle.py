@@ -1,34 +1,18 @@
 """Login throttling: 5 failures per account or per client address within 15 minutes."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import httpx
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from tests.fixtures.apps import client_from, started
 from tests.fixtures.identity import PASSWORD, register
 from tollway.audit.models import AuditEntry
 from tollway.auth.throttle import account_key, address_key, login_throttle_service
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
-
-
-@asynccontextmanager
-async def client_from(app: FastAPI, address: str) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=(address, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        yield http
-
-
-@asynccontextmanager
-async def started(factory: Callable[..., FastAPI], **overrides: object) -> AsyncIterator[FastAPI]:
-    """Another app instance on the test database, with settings overridden."""
-    application = factory(**overrides)
-    async with LifespanManager(application):
-        yield application
 
 
 async def attempt(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
