@@ -14,6 +14,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlencode
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -365,3 +366,9 @@ def ensure_secrets(settings: Settings) -> Settings:
             json.dump(stored, handle, indent=2, sort_keys=True)
         tmp.replace(settings.secrets_file)
     return settings.model_copy(update=updates)
+
+
+def page_link(pages_url: str, page: str, *, token: str) -> str:
+    """The link to ``page`` (``password-reset``, ``invitations/accept``...) under
+    :attr:`Settings.pages_base_url`, carrying ``token``."""
+    return f"{pages_url}/{page}?{urlencode({'token': token})}"

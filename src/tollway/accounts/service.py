@@ -6,7 +6,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
 
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +16,7 @@ from tollway.accounts.models import Invitation, Membership, Organization, User
 from tollway.accounts.passwords import check_policy, hash_password_in_thread
 from tollway.audit.service import audit_service
 from tollway.auth.scopes import ROLES
+from tollway.config import page_link
 from tollway.errors import Conflict, Forbidden, NotFound, Unprocessable
 from tollway.kit.cache import TTLCache
 from tollway.kit.countries import normalize_country
@@ -535,7 +535,7 @@ class AccountService:
         if existing is not None:
             await invitations.delete(existing)
         token = INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        accept_url = f"{pages_url}/{INVITATION_ACCEPT_PAGE}?{urlencode({'token': token})}"
+        accept_url = page_link(pages_url, INVITATION_ACCEPT_PAGE, token=token)
         invitation = Invitation(
             id=new_id("invite"),
             organization_id=organization_id,

@@ -19,7 +19,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +43,7 @@ from tollway.auth.throttle import (
     scoped_key,
     throttle_keys,
 )
-from tollway.config import Settings
+from tollway.config import Settings, page_link
 from tollway.errors import BadRequest, Conflict, RateLimited
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
@@ -246,7 +245,7 @@ class CredentialService:
             ttl=RESET_TOKEN_TTL,
             event_type="user.password_reset_requested",
             url_field="reset_url",
-            url=_link(settings.pages_base_url, PASSWORD_RESET_PAGE, token),
+            url=page_link(settings.pages_base_url, PASSWORD_RESET_PAGE, token=token),
             now=now,
         )
 
@@ -333,7 +332,7 @@ class CredentialService:
             ttl=VERIFICATION_TOKEN_TTL,
             event_type="user.email_verification_requested",
             url_field="verify_url",
-            url=_link(settings.pages_base_url, EMAIL_VERIFICATION_PAGE, token),
+            url=page_link(settings.pages_base_url, EMAIL_VERIFICATION_PAGE, token=token),
             now=now,
         )
 
@@ -424,10 +423,6 @@ class CredentialService:
             },
             occurred_at=now,
         )
-
-
-def _link(pages_url: str, page: str, token: str) -> str:
-    return f"{pages_url}/{page}?{urlencode({'token': token})}"
 
 
 credential_service = CredentialService()
