@@ -333,6 +333,16 @@ class TestBadInput:
             ({"feature": "sync", "quantity": -3}, 422, "invalid_quantity"),
             ({"feature": "sync", "credits": -1}, 422, "invalid_credits"),
             ({"feature": "sync", "surprise": 1}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": 2**63}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": 2**63 - 1}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": 10**12 + 1}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": True}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": "5"}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": 2**63}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": 2**63 - 1}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": True}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": "5"}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": 2.0}, 422, "validation_error"),
         ],
     )
     async def test_bad_requests_are_problems_with_codes(

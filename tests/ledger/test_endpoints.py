@@ -103,13 +103,25 @@ class TestAdminGrant:
     ) -> None:
         problem(await grant(client, account, account.organization_id, 5), 403, "admin_only")
 
-    @pytest.mark.parametrize("amount", [0, -1])
-    async def test_a_grant_needs_a_positive_amount(
-        self, client: httpx.AsyncClient, admin: Account, account: Account, amount: int
+    @pytest.mark.parametrize("amount", [0, -1, 2**63, 2**63 - 1, 10**12 + 1, True, "5", 5.0])
+    async def test_a_grant_needs_a_bounded_positive_whole_amount(
+        self, client: httpx.AsyncClient, admin: Account, account: Account, amount: Any
     ) -> None:
         problem(
             await grant(client, admin, account.organization_id, amount), 422, "validation_error"
         )
+
+    async def test_a_grant_past_the_balance_bound_is_refused_and_the_wallet_still_works(
+        self, client: httpx.AsyncClient, admin: Account, account: Account
+    ) -> None:
+        for _ in range(10):
+            await funded(client, admin, account, 10**12)
+        over = await grant(client, admin, account.organization_id, 1)
+        problem(over, 409, "balance_limit_exceeded")
+        assert (await balance(client, account))["balance"] == 10**13
+        other = await register(client)
+        await funded(client, admin, other, 10**12)
+        assert (await balance(client, other))["balance"] == 10**12
 
     async def test_a_grant_to_an_unknown_organization_is_a_404(
         self, client: httpx.AsyncClient, admin: Account
@@ -238,6 +250,11 @@ class TestReservations:
             ({"amount": 0}, "validation_error"),
             ({"amount": -3}, "validation_error"),
             ({"amount": "many"}, "validation_error"),
+            ({"amount": "5"}, "validation_error"),
+            ({"amount": True}, "validation_error"),
+            ({"amount": 2**63}, "validation_error"),
+            ({"amount": 2**63 - 1}, "validation_error"),
+            ({"amount": 1, "ttl_seconds": 2**63}, "validation_error"),
             ({"amount": 1, "ttl_seconds": 3601}, "invalid_ttl"),
             ({"amount": 1, "ttl_seconds": 0}, "validation_error"),
             ({"amount": 1, "surprise": True}, "validation_error"),

@@ -139,6 +139,11 @@ class TestBadInput:
             (event("a", meter="templates"), "missing_property"),
             ({"events": [event(f"k{i}") for i in range(1001)]}, "batch_too_large"),
             ({"events": []}, "invalid_quantity"),
+            (event("a", quantity=2**63), "validation_error"),
+            (event("a", quantity=2**63 - 1), "validation_error"),
+            (event("a", quantity=True), "validation_error"),
+            (event("a", quantity="5"), "validation_error"),
+            ({"events": [event("a", quantity=2**63)]}, "validation_error"),
         ],
     )
     async def test_bad_events_are_422_with_a_code(
@@ -155,6 +160,24 @@ class TestBadInput:
         batch = {"events": [event("ok"), event("bad", quantity=0)]}
         response = await client.post("/api/v1/billing/usage", json=batch, headers=headers)
         assert response.json()["index"] == 1
+
+    async def test_a_period_counter_stops_at_its_bound_instead_of_overflowing(
+        self, app: FastAPI, client: httpx.AsyncClient, account: Account, headers: dict[str, str]
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "enterprise")  # no quota on sync
+        full = {"events": [event(f"k{i}", quantity=10**12) for i in range(1000)]}
+        response = await client.post("/api/v1/billing/usage", json=full, headers=headers)
+        assert response.status_code == 200, response.text
+        one_more = await client.post("/api/v1/billing/usage", json=event("x"), headers=headers)
+        assert one_more.status_code == 422, one_more.text
+        assert one_more.json()["code"] == "usage_limit_exceeded"
+        assert await used(client, account, "sync_runs") == 10**15
+        decision = await client.post(
+            "/api/v1/authorize", json={"feature": "sync", "quantity": 1}, headers=headers
+        )
+        assert decision.status_code == 422, decision.text
+        assert decision.json()["code"] == "usage_limit_exceeded"
+        assert await used(client, account, "sync_runs") == 10**15
 
     async def test_a_key_without_usage_write_is_403(
         self, client: httpx.AsyncClient, account: Account

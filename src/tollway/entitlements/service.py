@@ -40,6 +40,7 @@ from tollway.entitlements.writer import GroupCommitter
 from tollway.errors import Unprocessable
 from tollway.kit.clock import Clock
 from tollway.kit.ids import new_id
+from tollway.kit.numbers import MAX_CREDITS, MAX_QUANTITY, is_whole
 from tollway.metering.service import (
     ConsumeRequest,
     Consumption,
@@ -155,10 +156,16 @@ class EntitlementsService:
         feature_def = catalog_service.catalog.features.get(feature)
         if feature_def is None:
             raise UnknownFeature(f"there is no feature {feature!r}", feature=feature)
-        if isinstance(quantity, bool) or quantity < 1:
-            raise Unprocessable("quantity must be a positive integer", code="invalid_quantity")
-        if isinstance(credits, bool) or credits < 0:
-            raise Unprocessable("credits must be zero or more", code="invalid_credits")
+        if not is_whole(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+            raise Unprocessable(
+                f"quantity must be a whole number from 1 to {MAX_QUANTITY:,}",
+                code="invalid_quantity",
+            )
+        if not is_whole(credits) or not 0 <= credits <= MAX_CREDITS:
+            raise Unprocessable(
+                f"credits must be a whole number from 0 to {MAX_CREDITS:,}",
+                code="invalid_credits",
+            )
         now = runtime.clock.now()
         org: OrganizationEntitlements = await runtime.cache.get(organization_id)
 

@@ -41,18 +41,21 @@ from tollway.audit.service import audit_service
 from tollway.db import TollwaySession
 from tollway.errors import Unprocessable
 from tollway.kit.ids import new_id
+from tollway.kit.numbers import MAX_BALANCE, MAX_CREDITS, is_whole
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
 from tollway.ledger import repository
 from tollway.ledger.abuse import AbusePolicy, abuse_service
 from tollway.ledger.errors import (
     AmountExceedsHold,
+    BalanceLimitExceeded,
     GrantNotFound,
     HoldNotActive,
     HoldNotFound,
     IdempotencyKeyReused,
     InsufficientCredits,
     InvalidAmount,
+    InvalidExpiry,
     InvalidGrantSource,
     InvalidTtl,
     OutputTooLarge,
@@ -108,8 +111,11 @@ class CommitResult:
 
 
 def _require_positive(amount: int, what: str = "amount") -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise InvalidAmount(f"{what} must be a positive whole number of credits")
+    if not is_whole(amount) or not 0 < amount <= MAX_CREDITS:
+        raise InvalidAmount(
+            f"{what} must be a whole number of credits from 1 to {MAX_CREDITS:,}",
+            maximum=MAX_CREDITS,
+        )
 
 
 class LedgerService:
@@ -196,7 +202,7 @@ class LedgerService:
                 f"source must be one of {', '.join(item.value for item in GrantSource)}"
             ) from None
         if expires_at is not None and expires_at <= now:
-            raise InvalidAmount("expires_at must be in the future", code="invalid_expiry")
+            raise InvalidExpiry("expires_at must be in the future")
         if reference is not None and not 1 <= len(reference) <= 200:
             raise Unprocessable("reference must be 1-200 characters")
         if rollover_cap is not None and rollover_cap < 0:
@@ -211,6 +217,15 @@ class LedgerService:
             )
             if existing is not None:
                 return existing
+        balance = accounts[AccountKind.WALLET].balance + accounts[AccountKind.HOLDS].balance
+        if balance + amount > MAX_BALANCE:
+            # Checked before anything is stored: a wallet never grows past what its sums
+            # (and every later grant) can hold.
+            raise BalanceLimitExceeded(
+                f"a balance holds at most {MAX_BALANCE:,} credits; this one has {balance:,}",
+                balance=balance,
+                maximum=MAX_BALANCE,
+            )
         grant = CreditGrant(
             id=new_id("grt"),
             organization_id=organization_id,
@@ -571,8 +586,8 @@ class LedgerService:
         Committing a committed hold again with the same amount (or none) answers the
         first result: retries spend once.
         """
-        if amount is not None and (isinstance(amount, bool) or amount < 0):
-            raise InvalidAmount("amount must not be negative")
+        if amount is not None and (not is_whole(amount) or not 0 <= amount <= MAX_CREDITS):
+            raise InvalidAmount(f"amount must be a whole number from 0 to {MAX_CREDITS:,}")
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         reservation = await self.get_reservation(
             session, organization_id=organization_id, reservation_id=reservation_id

@@ -5,12 +5,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tollway.kit.numbers import Quantity
+
 
 class UsageEventIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     meter: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(1, description="a positive integer (422 invalid_quantity otherwise)")
+    quantity: Quantity = Field(
+        1, description="a positive integer (422 invalid_quantity otherwise), at most 10^12"
+    )
     idempotency_key: str = Field(min_length=1, max_length=255)
     timestamp: str | None = Field(
         None,

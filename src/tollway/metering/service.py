@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.errors import Conflict, Unprocessable
 from tollway.kit.ids import new_id, new_ids
+from tollway.kit.numbers import MAX_QUANTITY, MAX_USAGE_PER_PERIOD, is_whole
 from tollway.kit.outbox import outbox
 from tollway.metering.repository import MeteringRepository
 from tollway.plans.catalog import Meter, Period
@@ -66,6 +67,19 @@ class MissingProperty(Unprocessable):
 class BatchTooLarge(Unprocessable):
     code = "batch_too_large"
     title = "Batch too large"
+
+
+class UsageLimitExceeded(Unprocessable):
+    code = "usage_limit_exceeded"
+    title = "Usage limit exceeded"
+
+    def __init__(self, meter: str) -> None:
+        super().__init__(
+            f"a meter counts at most {MAX_USAGE_PER_PERIOD:,} units a period; "
+            f"this event would take {meter} past it",
+            meter=meter,
+            maximum=MAX_USAGE_PER_PERIOD,
+        )
 
 
 class IdempotencyKeyReused(Conflict):
@@ -223,8 +237,10 @@ class MeteringService:
                 meter=record.meter,
                 **where,
             )
-        if isinstance(record.quantity, bool) or record.quantity <= 0:
-            raise InvalidQuantity("quantity must be a positive integer", **where)
+        if not is_whole(record.quantity) or not 0 < record.quantity <= MAX_QUANTITY:
+            raise InvalidQuantity(
+                f"quantity must be a whole number from 1 to {MAX_QUANTITY:,}", **where
+            )
         occurred_at = parse_timestamp(record.timestamp) or now
         if occurred_at > now + FUTURE_TOLERANCE:
             raise TimestampInFuture(
@@ -362,8 +378,10 @@ class MeteringService:
                     amount=amount,
                     keep_max=meters[meter_id].aggregation == "max",
                     now=now,
+                    limit=MAX_USAGE_PER_PERIOD,
                 )
-                assert value is not None  # no limit: the bump always happens
+                if value is None:
+                    raise UsageLimitExceeded(meter_id)
                 await self._announce_thresholds(
                     session,
                     organization_id=organization_id,
@@ -458,6 +476,8 @@ class MeteringService:
             amount = len(new_values)
             if not new_values:
                 unique_value = None  # already counted this period: nothing to take back
+        # A hard quota bounds the counter; every counter stops at MAX_USAGE_PER_PERIOD.
+        by_quota = hard and limit is not None and limit < MAX_USAGE_PER_PERIOD
         value = await repository.bump_counter(
             organization_id=organization_id,
             meter=meter.id,
@@ -466,8 +486,10 @@ class MeteringService:
             amount=amount,
             keep_max=meter.aggregation == "max",
             now=now,
-            limit=limit if hard else None,
+            limit=limit if by_quota and limit is not None else MAX_USAGE_PER_PERIOD,
         )
+        if value is None and not by_quota:
+            raise UsageLimitExceeded(meter.id)
         if value is None:
             # Over the hard limit: take the event back; nothing of this decision stays.
             await repository.delete_event(organization_id, idempotency_key)
@@ -605,6 +627,8 @@ class MeteringService:
                     proposed = current + request.quantity
                     over = request.limit is not None and proposed > request.limit
                 allowed = not (over and request.hard)
+                if allowed and proposed > MAX_USAGE_PER_PERIOD:
+                    raise UsageLimitExceeded(meter.id)
                 duplicate = False
                 if allowed:
                     values[slot] = current = proposed
