@@ -81,6 +81,18 @@ class FakeCredits:
         self.balance -= amount
         return CreditsHold(reservation_id="res_fake")
 
+    async def find(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        idempotency_key: str,
+        amount: int,
+        feature: str,
+        now: datetime,
+    ) -> CreditsHold | None:
+        return None
+
 
 def runtime(app: FastAPI) -> EntitlementsRuntime:
     value: EntitlementsRuntime = app.state.entitlements
@@ -508,3 +520,140 @@ class TestDecidingInsideAnotherTransaction:
                 raise RuntimeError("the purchase failed")
         assert await used(client, account, "templates") == 1
         assert await used(client, account, "sync_runs") == 0
+
+
+async def fund(app: FastAPI, organization_id: str, clock: ManualClock, amount: int) -> None:
+    database: Database = app.state.database
+    async with database.transaction() as session:
+        await ledger_service.grant(
+            session,
+            organization_id=organization_id,
+            amount=amount,
+            source="admin",
+            now=clock.now(),
+            reason="test credits",
+        )
+
+
+class TestIdempotentCredits:
+    async def test_a_retry_answers_the_same_reservation_without_a_second_hold(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        first = (
+            await authorize(client, headers, feature="ai.generate", credits=3, idempotency_key="k")
+        ).json()
+        # At once: a retry is no new credit-spending request, so the minimum gap is no reason.
+        again = (
+            await authorize(client, headers, feature="ai.generate", credits=3, idempotency_key="k")
+        ).json()
+        assert first["allowed"] is True
+        assert (again["allowed"], again["code"]) == (True, None)
+        assert again["reservation_id"] == first["reservation_id"] is not None
+        assert again["duplicate"] is True
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert (balance["reserved"], balance["available"]) == (3, 7)
+        assert await used(client, account, "ai_requests") == 1
+
+    async def test_the_same_key_with_other_credits_is_a_conflict(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        await authorize(client, headers, feature="ai.generate", credits=3, idempotency_key="k")
+        clock.advance(seconds=4)
+        other = await authorize(
+            client, headers, feature="ai.generate", credits=5, idempotency_key="k"
+        )
+        assert other.status_code == 409, other.text
+        assert other.json()["code"] == "idempotency_key_reused"
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert balance["reserved"] == 3
+
+    async def test_a_hold_lives_as_long_as_the_configured_hold_ttl(
+        self,
+        app_factory: Callable[..., FastAPI],
+        clock: ManualClock,
+    ) -> None:
+        application = app_factory(credits_hold_ttl_seconds=120)
+        async with (
+            LifespanManager(application),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application), base_url="http://testserver"
+            ) as http,
+        ):
+            owner = await register(http)
+            headers = key_headers(await create_api_key(http, owner))
+            await put_on_plan(application, owner.organization_id, "pro")
+            await fund(application, owner.organization_id, clock, 10)
+            held = (await authorize(http, headers, feature="ai.generate", credits=3)).json()
+            hold = await http.get(
+                f"/api/v1/credits/reservations/{held['reservation_id']}", headers=owner.headers
+            )
+        expires_at = datetime.fromisoformat(hold.json()["expires_at"])
+        assert expires_at == clock.now() + timedelta(seconds=120)
+
+
+class TestOneAbuseSubject:
+    async def test_one_api_key_is_one_subject_on_authorize_and_on_reservations(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        held = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+        assert held["allowed"] is True
+        reserved = await client.post(
+            "/api/v1/credits/reservations", json={"amount": 1}, headers=headers
+        )
+        assert reserved.status_code == 429, reserved.text
+        assert reserved.json()["code"] == "too_frequent"
+
+    async def test_keys_of_one_user_share_one_subject_on_both_paths(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        other_key = key_headers(await create_api_key(client, account))
+        held = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+        second = (await authorize(client, other_key, feature="ai.generate", credits=1)).json()
+        assert held["allowed"] is True
+        assert (second["allowed"], second["code"]) == (False, "too_frequent")
+
+    async def test_a_denial_for_lack_of_credits_is_not_a_failure(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        for _ in range(6):
+            clock.advance(seconds=4)
+            denied = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+            assert (denied["allowed"], denied["code"]) == (False, "insufficient_credits")
+        await fund(app, account.organization_id, clock, 10)
+        clock.advance(seconds=4)
+        topped_up = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+        assert (topped_up["allowed"], topped_up["code"]) == (True, None)

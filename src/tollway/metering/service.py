@@ -127,6 +127,9 @@ class UsageRecord:
     idempotency_key: str
     timestamp: str | datetime | None = None
     properties: dict[str, Any] | None = None
+    #: Credits an authorize decision reserved with the event: part of what a retry
+    #: with the same key must repeat.
+    credits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +211,11 @@ def _fingerprint(record: UsageRecord) -> str:
     timestamp = (
         record.timestamp.isoformat() if isinstance(record.timestamp, datetime) else record.timestamp
     )
-    canonical = orjson.dumps(
-        [record.meter, record.quantity, timestamp, record.properties or {}],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    fields: list[Any] = [record.meter, record.quantity, timestamp, record.properties or {}]
+    if record.credits:
+        # Only then: the fingerprints of events without credits stay what they were.
+        fields.append(record.credits)
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -410,19 +414,21 @@ class MeteringService:
         now: datetime,
         properties: dict[str, Any] | None = None,
         source: str = "authorize",
+        credits: int = 0,
     ) -> Consumption:
         """Record one usage event if it fits the quota (the authorize decision's steps 5 and 7).
 
         With a hard ``limit`` the counter moves only if it stays within the limit, in one
         atomic statement; otherwise the event is taken back and ``allowed`` is False. A
-        known ``idempotency_key`` with the same request answers as the first time did
-        (allowed, not counted again).
+        known ``idempotency_key`` with the same request (``credits`` included) answers as
+        the first time did (allowed, not counted again).
         """
         record = UsageRecord(
             meter=meter_id,
             quantity=quantity,
             idempotency_key=idempotency_key,
             properties=properties,
+            credits=credits,
         )
         meter, occurred_at, period_start, period_end, unique_value = self.check_record(
             record, now=now
@@ -447,24 +453,16 @@ class MeteringService:
             ]
         )
         if not inserted:
-            stored = await repository.get_fingerprints(organization_id, [idempotency_key])
-            if stored.get(idempotency_key) != fingerprint:
-                raise IdempotencyKeyReused(
-                    "this idempotency_key was used for a different request",
-                    idempotency_key=idempotency_key,
-                )
-            used = await repository.get_counter_value(
-                organization_id=organization_id, meter=meter.id, period_start=period_start
-            )
-            return Consumption(
-                allowed=True,
-                duplicate=True,
+            replayed = await self._replayed(
+                repository,
+                organization_id=organization_id,
+                record=record,
                 meter=meter.id,
-                used=used,
                 limit=limit,
-                period_start=period_start,
-                period_end=period_end,
+                period=(period_start, period_end),
             )
+            assert replayed is not None  # the insert found the key
+            return replayed
         amount = quantity
         if unique_value is not None:
             new_values = await repository.insert_unique_values(
@@ -533,6 +531,70 @@ class MeteringService:
             amount=0 if meter.aggregation == "max" else amount,
             idempotency_key=idempotency_key,
             unique_value=unique_value,
+        )
+
+    async def replay(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        meter_id: str,
+        quantity: int,
+        idempotency_key: str,
+        limit: int | None,
+        now: datetime,
+        properties: dict[str, Any] | None = None,
+        credits: int = 0,
+    ) -> Consumption | None:
+        """What :meth:`consume` would answer a retry of an earlier request with this
+        ``idempotency_key`` (a duplicate, nothing counted), without writing: None when
+        the key is new, 409 ``idempotency_key_reused`` when it was another request."""
+        record = UsageRecord(
+            meter=meter_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            properties=properties,
+            credits=credits,
+        )
+        meter, _occurred_at, period_start, period_end, _unique = self.check_record(record, now=now)
+        return await self._replayed(
+            MeteringRepository(session),
+            organization_id=organization_id,
+            record=record,
+            meter=meter.id,
+            limit=limit,
+            period=(period_start, period_end),
+        )
+
+    async def _replayed(
+        self,
+        repository: MeteringRepository,
+        *,
+        organization_id: str,
+        record: UsageRecord,
+        meter: str,
+        limit: int | None,
+        period: tuple[datetime, datetime],
+    ) -> Consumption | None:
+        key = record.idempotency_key
+        stored = (await repository.get_fingerprints(organization_id, [key])).get(key)
+        if stored is None:
+            return None
+        if stored != _fingerprint(record):
+            raise IdempotencyKeyReused(
+                "this idempotency_key was used for a different request", idempotency_key=key
+            )
+        used = await repository.get_counter_value(
+            organization_id=organization_id, meter=meter, period_start=period[0]
+        )
+        return Consumption(
+            allowed=True,
+            duplicate=True,
+            meter=meter,
+            used=used,
+            limit=limit,
+            period_start=period[0],
+            period_end=period[1],
         )
 
     async def consume_many(
