@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import ON_POSTGRES
+from tests.fixtures.apps import client_from
 from tests.fixtures.entitlements import key_headers, override, put_on_plan
 from tests.fixtures.identity import Account, create_api_key, register
 from tollway.db import Database
@@ -409,6 +410,62 @@ class TestConcurrency:
                 )
         assert [a.json()["allowed"] for a in answers].count(True) == quota
         assert await used(client, account, "sync_runs") == quota
+
+
+class TestLockOrder:
+    @pytest.mark.postgres_only
+    async def test_authorize_with_credits_and_releases_mixed_never_deadlock(
+        self,
+        app: FastAPI,
+        app_factory: Callable[..., FastAPI],
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        assert ON_POSTGRES
+        await put_on_plan(app, account.organization_id, "pro")
+        generous = {"min_interval_seconds": 0, "requests_per_minute": 10**6, "max_failures": 10**6}
+        await override(
+            app,
+            account.organization_id,
+            {"abuse": generous, "features": {"ai.generate": {"rate_limit_per_minute": 10**6}}},
+        )
+        await fund(app, account.organization_id, clock, 10**6)
+        clock.advance(seconds=2)  # past the entitlements cache's second
+        holds = []
+        for _ in range(40):
+            held = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+            holds.append(held["reservation_id"])
+        second = app_factory()
+        async with LifespanManager(second), client_from(second) as other:
+
+            async def spend(http: httpx.AsyncClient, times: int) -> list[httpx.Response]:
+                return [
+                    await authorize(http, headers, feature="ai.generate", credits=1)
+                    for _ in range(times)
+                ]
+
+            async def release(http: httpx.AsyncClient, ids: list[str]) -> list[httpx.Response]:
+                return [
+                    await http.post(
+                        f"/api/v1/credits/reservations/{reservation_id}/release",
+                        headers=account.headers,
+                    )
+                    for reservation_id in ids
+                ]
+
+            # Two processes, each spending and releasing in interleaved streams.
+            streams = await asyncio.gather(
+                *(spend(client if n % 2 else other, 10) for n in range(4)),
+                *(release(other if n % 2 else client, holds[n::4]) for n in range(4)),
+            )
+        answers = [answer for stream in streams for answer in stream]
+        assert [a.text for a in answers if a.status_code >= 500] == []
+        decisions = [a.json() for stream in streams[:4] for a in stream]
+        assert all(decision["allowed"] for decision in decisions), decisions
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert balance["reserved"] == len(holds)
 
 
 class TestFreshness:
