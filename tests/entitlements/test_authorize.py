@@ -538,8 +538,12 @@ class TestUniqueMeters:
             assert (await acquire(template))["allowed"] is True
         sixth = await acquire("f")
         assert (sixth["allowed"], sixth["code"]) == (False, "quota_exceeded")
-        assert (await acquire("c"))["allowed"] is True
+        again = await acquire("c")
+        assert again["allowed"] is True
         assert await used(client, account, "templates") == 5
+        # A lifetime meter never resets, and its quota is not one "for this period".
+        assert (sixth["reset_at"], again["reset_at"]) == (None, None)
+        assert sixth["detail"] == "the templates quota of 5 is used up"
 
     async def test_a_unique_meter_without_its_property_is_422(
         self, client: httpx.AsyncClient, headers: dict[str, str]

@@ -135,7 +135,7 @@ class TestAdminGrant:
         response = await grant(
             client, admin, account.organization_id, 5, expires_at="2020-01-01T00:00:00Z"
         )
-        problem(response, 422, "invalid_expiry")
+        assert problem(response, 422, "invalid_expiry")["title"] == "Invalid expiry"
 
 
 class TestReservations:

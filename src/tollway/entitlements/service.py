@@ -328,7 +328,7 @@ class EntitlementsService:
         remaining: dict[str, int | None] = (
             {consumption.meter: consumption.remaining} if consumption is not None else {}
         )
-        reset_at = consumption.period_end if consumption is not None else None
+        reset_at = consumption.reset_at if consumption is not None else None
         # 6. credits
         reservation_id: str | None = None
         if credits > 0 and not (consumption is not None and consumption.duplicate):
@@ -410,7 +410,7 @@ class EntitlementsService:
             allowed=True,
             reservation_id=hold.reservation_id if hold is not None else None,
             remaining={consumption.meter: consumption.remaining} if consumption else {},
-            reset_at=consumption.period_end if consumption else None,
+            reset_at=consumption.reset_at if consumption else None,
             rate_limit=rate_limit,
             duplicate=True,
         )
@@ -459,16 +459,16 @@ def _decision_for(consumption: Consumption, *, rate_limit: RateLimitStatus | Non
         return Decision(
             allowed=False,
             code="quota_exceeded",
-            detail=f"the {consumption.meter} quota of {consumption.limit} for this period "
-            "is used up",
+            detail=f"the {consumption.meter} quota of {consumption.limit} "
+            + ("is used up" if consumption.lifetime else "for this period is used up"),
             remaining=remaining,
-            reset_at=consumption.period_end,
+            reset_at=consumption.reset_at,
             rate_limit=rate_limit,
         )
     return Decision(
         allowed=True,
         remaining=remaining,
-        reset_at=consumption.period_end,
+        reset_at=consumption.reset_at,
         rate_limit=rate_limit,
         duplicate=consumption.duplicate,
     )

@@ -159,6 +159,16 @@ class Consumption:
     def remaining(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.used)
 
+    @property
+    def lifetime(self) -> bool:
+        """Whether the meter counts for ever (``period = "lifetime"``): it never resets."""
+        return self.period_end >= _LIFETIME_END
+
+    @property
+    def reset_at(self) -> datetime | None:
+        """When the counter starts again: the period's end, None for a lifetime meter."""
+        return None if self.lifetime else self.period_end
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumeRequest:
