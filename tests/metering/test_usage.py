@@ -154,6 +154,17 @@ class TestBadInput:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == code
 
+    async def test_a_single_event_without_its_key_gets_one_error_about_the_key(
+        self, client: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        body = {"meter": "sync_runs", "quantity": 1}
+        response = await client.post("/api/v1/billing/usage", json=body, headers=headers)
+        assert response.status_code == 422, response.text
+        errors = response.json()["errors"]
+        assert [(error["loc"][-1], error["type"]) for error in errors] == [
+            ("idempotency_key", "missing")
+        ]
+
     async def test_the_failing_event_of_a_batch_is_named_by_its_index(
         self, client: httpx.AsyncClient, headers: dict[str, str]
     ) -> None:
