@@ -127,7 +127,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.idempotency_scope = authenticator.idempotency_scope
     app.state.redis = create_redis(settings.redis_url) if settings.redis_url else None
     app.state.entitlements = build_runtime(
-        database=database, clock=clock, redis_url=settings.redis_url
+        database=database,
+        clock=clock,
+        redis_url=settings.redis_url,
+        hold_ttl_seconds=settings.credits_hold_ttl_seconds,
     )
     app.state.shared_commit = app.state.entitlements.committer
 

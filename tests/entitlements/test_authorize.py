@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import ON_POSTGRES
+from tests.fixtures.apps import client_from
 from tests.fixtures.entitlements import key_headers, override, put_on_plan
 from tests.fixtures.identity import Account, create_api_key, register
 from tollway.db import Database
@@ -80,6 +81,18 @@ class FakeCredits:
             return CreditsHold(None, allowed=False, code="insufficient_credits")
         self.balance -= amount
         return CreditsHold(reservation_id="res_fake")
+
+    async def find(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        idempotency_key: str,
+        amount: int,
+        feature: str,
+        now: datetime,
+    ) -> CreditsHold | None:
+        return None
 
 
 def runtime(app: FastAPI) -> EntitlementsRuntime:
@@ -333,6 +346,16 @@ class TestBadInput:
             ({"feature": "sync", "quantity": -3}, 422, "invalid_quantity"),
             ({"feature": "sync", "credits": -1}, 422, "invalid_credits"),
             ({"feature": "sync", "surprise": 1}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": 2**63}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": 2**63 - 1}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": 10**12 + 1}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": True}, 422, "validation_error"),
+            ({"feature": "sync", "quantity": "5"}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": 2**63}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": 2**63 - 1}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": True}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": "5"}, 422, "validation_error"),
+            ({"feature": "ai.generate", "credits": 2.0}, 422, "validation_error"),
         ],
     )
     async def test_bad_requests_are_problems_with_codes(
@@ -387,6 +410,62 @@ class TestConcurrency:
                 )
         assert [a.json()["allowed"] for a in answers].count(True) == quota
         assert await used(client, account, "sync_runs") == quota
+
+
+class TestLockOrder:
+    @pytest.mark.postgres_only
+    async def test_authorize_with_credits_and_releases_mixed_never_deadlock(
+        self,
+        app: FastAPI,
+        app_factory: Callable[..., FastAPI],
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        assert ON_POSTGRES
+        await put_on_plan(app, account.organization_id, "pro")
+        generous = {"min_interval_seconds": 0, "requests_per_minute": 10**6, "max_failures": 10**6}
+        await override(
+            app,
+            account.organization_id,
+            {"abuse": generous, "features": {"ai.generate": {"rate_limit_per_minute": 10**6}}},
+        )
+        await fund(app, account.organization_id, clock, 10**6)
+        clock.advance(seconds=2)  # past the entitlements cache's second
+        holds = []
+        for _ in range(40):
+            held = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+            holds.append(held["reservation_id"])
+        second = app_factory()
+        async with LifespanManager(second), client_from(second) as other:
+
+            async def spend(http: httpx.AsyncClient, times: int) -> list[httpx.Response]:
+                return [
+                    await authorize(http, headers, feature="ai.generate", credits=1)
+                    for _ in range(times)
+                ]
+
+            async def release(http: httpx.AsyncClient, ids: list[str]) -> list[httpx.Response]:
+                return [
+                    await http.post(
+                        f"/api/v1/credits/reservations/{reservation_id}/release",
+                        headers=account.headers,
+                    )
+                    for reservation_id in ids
+                ]
+
+            # Two processes, each spending and releasing in interleaved streams.
+            streams = await asyncio.gather(
+                *(spend(client if n % 2 else other, 10) for n in range(4)),
+                *(release(other if n % 2 else client, holds[n::4]) for n in range(4)),
+            )
+        answers = [answer for stream in streams for answer in stream]
+        assert [a.text for a in answers if a.status_code >= 500] == []
+        decisions = [a.json() for stream in streams[:4] for a in stream]
+        assert all(decision["allowed"] for decision in decisions), decisions
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert balance["reserved"] == len(holds)
 
 
 class TestFreshness:
@@ -459,8 +538,12 @@ class TestUniqueMeters:
             assert (await acquire(template))["allowed"] is True
         sixth = await acquire("f")
         assert (sixth["allowed"], sixth["code"]) == (False, "quota_exceeded")
-        assert (await acquire("c"))["allowed"] is True
+        again = await acquire("c")
+        assert again["allowed"] is True
         assert await used(client, account, "templates") == 5
+        # A lifetime meter never resets, and its quota is not one "for this period".
+        assert (sixth["reset_at"], again["reset_at"]) == (None, None)
+        assert sixth["detail"] == "the templates quota of 5 is used up"
 
     async def test_a_unique_meter_without_its_property_is_422(
         self, client: httpx.AsyncClient, headers: dict[str, str]
@@ -498,3 +581,140 @@ class TestDecidingInsideAnotherTransaction:
                 raise RuntimeError("the purchase failed")
         assert await used(client, account, "templates") == 1
         assert await used(client, account, "sync_runs") == 0
+
+
+async def fund(app: FastAPI, organization_id: str, clock: ManualClock, amount: int) -> None:
+    database: Database = app.state.database
+    async with database.transaction() as session:
+        await ledger_service.grant(
+            session,
+            organization_id=organization_id,
+            amount=amount,
+            source="admin",
+            now=clock.now(),
+            reason="test credits",
+        )
+
+
+class TestIdempotentCredits:
+    async def test_a_retry_answers_the_same_reservation_without_a_second_hold(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        first = (
+            await authorize(client, headers, feature="ai.generate", credits=3, idempotency_key="k")
+        ).json()
+        # At once: a retry is no new credit-spending request, so the minimum gap is no reason.
+        again = (
+            await authorize(client, headers, feature="ai.generate", credits=3, idempotency_key="k")
+        ).json()
+        assert first["allowed"] is True
+        assert (again["allowed"], again["code"]) == (True, None)
+        assert again["reservation_id"] == first["reservation_id"] is not None
+        assert again["duplicate"] is True
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert (balance["reserved"], balance["available"]) == (3, 7)
+        assert await used(client, account, "ai_requests") == 1
+
+    async def test_the_same_key_with_other_credits_is_a_conflict(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        await authorize(client, headers, feature="ai.generate", credits=3, idempotency_key="k")
+        clock.advance(seconds=4)
+        other = await authorize(
+            client, headers, feature="ai.generate", credits=5, idempotency_key="k"
+        )
+        assert other.status_code == 409, other.text
+        assert other.json()["code"] == "idempotency_key_reused"
+        balance = (await client.get("/api/v1/credits/balance", headers=account.headers)).json()
+        assert balance["reserved"] == 3
+
+    async def test_a_hold_lives_as_long_as_the_configured_hold_ttl(
+        self,
+        app_factory: Callable[..., FastAPI],
+        clock: ManualClock,
+    ) -> None:
+        application = app_factory(credits_hold_ttl_seconds=120)
+        async with (
+            LifespanManager(application),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application), base_url="http://testserver"
+            ) as http,
+        ):
+            owner = await register(http)
+            headers = key_headers(await create_api_key(http, owner))
+            await put_on_plan(application, owner.organization_id, "pro")
+            await fund(application, owner.organization_id, clock, 10)
+            held = (await authorize(http, headers, feature="ai.generate", credits=3)).json()
+            hold = await http.get(
+                f"/api/v1/credits/reservations/{held['reservation_id']}", headers=owner.headers
+            )
+        expires_at = datetime.fromisoformat(hold.json()["expires_at"])
+        assert expires_at == clock.now() + timedelta(seconds=120)
+
+
+class TestOneAbuseSubject:
+    async def test_one_api_key_is_one_subject_on_authorize_and_on_reservations(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        held = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+        assert held["allowed"] is True
+        reserved = await client.post(
+            "/api/v1/credits/reservations", json={"amount": 1}, headers=headers
+        )
+        assert reserved.status_code == 429, reserved.text
+        assert reserved.json()["code"] == "too_frequent"
+
+    async def test_keys_of_one_user_share_one_subject_on_both_paths(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        await fund(app, account.organization_id, clock, 10)
+        other_key = key_headers(await create_api_key(client, account))
+        held = (await authorize(client, headers, feature="ai.generate", credits=1)).json()
+        second = (await authorize(client, other_key, feature="ai.generate", credits=1)).json()
+        assert held["allowed"] is True
+        assert (second["allowed"], second["code"]) == (False, "too_frequent")
+
+    async def test_a_denial_for_lack_of_credits_is_not_a_failure(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        account: Account,
+        headers: dict[str, str],
+        clock: ManualClock,
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "pro")
+        for _ in range(6):
+            clock.advance(seconds=4)
+            denied = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+            assert (denied["allowed"], denied["code"]) == (False, "insufficient_credits")
+        await fund(app, account.organization_id, clock, 10)
+        clock.advance(seconds=4)
+        topped_up = (await authorize(client, headers, feature="ai.generate", credits=3)).json()
+        assert (topped_up["allowed"], topped_up["code"]) == (True, None)

@@ -148,7 +148,7 @@ class TestAbuseBattery:
             flags = await abuse_service.list_fraud_flags(session, params=PageParams())
         assert len(flags.items) == 2
 
-    async def test_a_failed_reserve_and_a_release_count_as_failures(
+    async def test_releases_count_as_failures_and_a_refusal_for_lack_of_credits_does_not(
         self, database: Database, clock: ManualClock, organization_id: str
     ) -> None:
         policy = AbusePolicy(max_failures=2, min_interval_seconds=0)
@@ -168,15 +168,28 @@ class TestAbuseBattery:
                 session, organization_id=organization_id, reservation_id=held.id, now=clock.now()
             )
         # Like the request edge: an error with commit_transaction keeps its writes.
-        transaction = database.transaction()
-        session = await transaction.begin()
-        with pytest.raises(TollwayError) as raised:
-            await ledger_service.reserve(
-                session, organization_id=organization_id, amount=9, now=clock.now(), subject=SUBJECT
+        for _ in range(3):
+            transaction = database.transaction()
+            session = await transaction.begin()
+            with pytest.raises(TollwayError) as raised:
+                await ledger_service.reserve(
+                    session,
+                    organization_id=organization_id,
+                    amount=9,
+                    now=clock.now(),
+                    subject=SUBJECT,
+                )
+            assert raised.value.code == "insufficient_credits"
+            await transaction.commit()
+        clock.advance(1)
+        assert (await evaluate(database, clock, organization_id, policy=policy)).allowed
+        async with database.transaction() as session:
+            held = await ledger_service.reserve(
+                session, organization_id=organization_id, amount=1, now=clock.now(), subject=SUBJECT
             )
-        assert raised.value.code == "insufficient_credits"
-        assert raised.value.commit_transaction
-        await transaction.commit()
+            await ledger_service.release(
+                session, organization_id=organization_id, reservation_id=held.id, now=clock.now()
+            )
         clock.advance(1)
         denied = await evaluate(database, clock, organization_id, policy=policy)
         assert denied.code == "temporarily_blocked"

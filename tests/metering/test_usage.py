@@ -139,6 +139,11 @@ class TestBadInput:
             (event("a", meter="templates"), "missing_property"),
             ({"events": [event(f"k{i}") for i in range(1001)]}, "batch_too_large"),
             ({"events": []}, "invalid_quantity"),
+            (event("a", quantity=2**63), "validation_error"),
+            (event("a", quantity=2**63 - 1), "validation_error"),
+            (event("a", quantity=True), "validation_error"),
+            (event("a", quantity="5"), "validation_error"),
+            ({"events": [event("a", quantity=2**63)]}, "validation_error"),
         ],
     )
     async def test_bad_events_are_422_with_a_code(
@@ -149,12 +154,41 @@ class TestBadInput:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == code
 
+    async def test_a_single_event_without_its_key_gets_one_error_about_the_key(
+        self, client: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
+        body = {"meter": "sync_runs", "quantity": 1}
+        response = await client.post("/api/v1/billing/usage", json=body, headers=headers)
+        assert response.status_code == 422, response.text
+        errors = response.json()["errors"]
+        assert [(error["loc"][-1], error["type"]) for error in errors] == [
+            ("idempotency_key", "missing")
+        ]
+
     async def test_the_failing_event_of_a_batch_is_named_by_its_index(
         self, client: httpx.AsyncClient, headers: dict[str, str]
     ) -> None:
         batch = {"events": [event("ok"), event("bad", quantity=0)]}
         response = await client.post("/api/v1/billing/usage", json=batch, headers=headers)
         assert response.json()["index"] == 1
+
+    async def test_a_period_counter_stops_at_its_bound_instead_of_overflowing(
+        self, app: FastAPI, client: httpx.AsyncClient, account: Account, headers: dict[str, str]
+    ) -> None:
+        await put_on_plan(app, account.organization_id, "enterprise")  # no quota on sync
+        full = {"events": [event(f"k{i}", quantity=10**12) for i in range(1000)]}
+        response = await client.post("/api/v1/billing/usage", json=full, headers=headers)
+        assert response.status_code == 200, response.text
+        one_more = await client.post("/api/v1/billing/usage", json=event("x"), headers=headers)
+        assert one_more.status_code == 422, one_more.text
+        assert one_more.json()["code"] == "usage_limit_exceeded"
+        assert await used(client, account, "sync_runs") == 10**15
+        decision = await client.post(
+            "/api/v1/authorize", json={"feature": "sync", "quantity": 1}, headers=headers
+        )
+        assert decision.status_code == 422, decision.text
+        assert decision.json()["code"] == "usage_limit_exceeded"
+        assert await used(client, account, "sync_runs") == 10**15
 
     async def test_a_key_without_usage_write_is_403(
         self, client: httpx.AsyncClient, account: Account

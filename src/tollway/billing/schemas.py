@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from tollway.billing.models import CreditNote, Invoice, InvoiceLine, Subscription
+from tollway.kit.numbers import AmountMinor
 
 
 class SubscriptionChange(BaseModel):
@@ -133,7 +134,7 @@ class InvoiceDetail(InvoiceSummary):
 
 
 class RefundCreate(BaseModel):
-    amount: int | None = Field(
+    amount: AmountMinor | None = Field(
         None, gt=0, description="minor units; the whole refundable rest if omitted"
     )
     reason: str = Field("requested_by_customer", min_length=1, max_length=300)

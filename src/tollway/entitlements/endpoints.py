@@ -12,6 +12,7 @@ from tollway.entitlements.auth import AuthorizeKey
 from tollway.entitlements.schemas import AuthorizeIn, AuthorizeOut, EntitlementsOut, FeatureOut
 from tollway.entitlements.service import EntitlementsRuntime, entitlements_service
 from tollway.kit.routing import api_router
+from tollway.ledger.auth import spending_subject
 
 router = api_router(tags=["entitlements"])
 
@@ -38,7 +39,7 @@ async def authorize(body: AuthorizeIn, principal: AuthorizeKey, request: Request
     decision = await entitlements_service.decide(
         get_runtime(request),
         organization_id=principal.organization_id,
-        subject=principal.api_key_id or principal.actor,
+        subject=spending_subject(principal),
         feature=body.feature,
         quantity=body.quantity,
         credits=body.credits,

@@ -19,6 +19,7 @@ from tollway.auth.dependencies import optional_principal
 from tollway.entitlements.service import API_FEATURE, EntitlementsRuntime, entitlements_service
 from tollway.errors import Forbidden, PaymentRequired, RateLimited, TollwayError, Unauthorized
 from tollway.kit.http import problem_response
+from tollway.ledger.auth import spending_subject
 
 #: Routes never metered as API calls: (method or None for any, path).
 EXEMPT: frozenset[tuple[str | None, str]] = frozenset(
@@ -73,7 +74,7 @@ class ApiUsageMiddleware:
             decision = await entitlements_service.decide(
                 runtime,
                 organization_id=principal.organization_id,
-                subject=principal.api_key_id or principal.actor,
+                subject=spending_subject(principal),
                 feature=API_FEATURE,
                 tier_rate_limit=True,
                 source="middleware",

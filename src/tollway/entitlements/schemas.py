@@ -5,13 +5,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tollway.kit.numbers import Credits, Quantity
+
 
 class AuthorizeIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     feature: str = Field(min_length=1, max_length=64, examples=["ai.generate"])
-    quantity: int = Field(1, description="units of the feature's meter (default 1)")
-    credits: int = Field(0, description="credits to reserve (0: none)")
+    quantity: Quantity = Field(1, description="units of the feature's meter (default 1)")
+    credits: Credits = Field(0, description="credits to reserve (0: none)")
     idempotency_key: str | None = Field(
         None,
         min_length=1,

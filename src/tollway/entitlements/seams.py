@@ -14,9 +14,10 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.errors import Conflict
 from tollway.ledger.abuse import AbusePolicy, abuse_service
 from tollway.ledger.errors import IdempotencyKeyReused, InsufficientCredits
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service import DEFAULT_HOLD_TTL_SECONDS, ledger_service
 from tollway.plans.catalog import AbuseLimits
 
 
@@ -58,7 +59,24 @@ class AbuseBattery(Protocol):
 
 
 class CreditsReserver(Protocol):
-    """Step 6: hold ``amount`` credits (``insufficient_credits`` when they are not there)."""
+    """Step 6: hold ``amount`` credits (``insufficient_credits`` when they are not there).
+
+    ``find`` answers a retry: the hold an earlier decision made with the same
+    ``idempotency_key`` (None when there is none), and 409 ``idempotency_key_reused``
+    when that decision asked for other credits. It runs before the abuse battery and
+    takes the same locks first as a hold would (the ledger's lock order).
+    """
+
+    async def find(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        idempotency_key: str,
+        amount: int,
+        feature: str,
+        now: datetime,
+    ) -> CreditsHold | None: ...
 
     async def reserve(
         self,
@@ -107,8 +125,41 @@ class LedgerAbuseBattery:
         )
 
 
+class IdempotencyKeyConflict(Conflict):
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+
+
 class LedgerCredits:
-    """Step 6: a hold in the credit ledger, released by its TTL unless committed."""
+    """Step 6: a hold in the credit ledger, released after ``hold_ttl_seconds``
+    (``TOLLWAY_CREDITS_HOLD_TTL_SECONDS``) unless committed."""
+
+    def __init__(self, hold_ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS) -> None:
+        self.hold_ttl_seconds = hold_ttl_seconds
+
+    async def find(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        idempotency_key: str,
+        amount: int,
+        feature: str,
+        now: datetime,
+    ) -> CreditsHold | None:
+        try:
+            reservation = await ledger_service.held_for_key(
+                session,
+                organization_id=organization_id,
+                idempotency_key=idempotency_key,
+                amount=amount,
+                feature=feature,
+                now=now,
+            )
+        except IdempotencyKeyReused as refusal:
+            # The code /authorize answers for any other reuse of its idempotency_key.
+            raise IdempotencyKeyConflict(refusal.detail, idempotency_key=idempotency_key) from None
+        return CreditsHold(reservation.id) if reservation is not None else None
 
     async def reserve(
         self,
@@ -127,13 +178,13 @@ class LedgerCredits:
                 organization_id=organization_id,
                 amount=amount,
                 now=now,
+                ttl_seconds=self.hold_ttl_seconds,
                 feature=feature,
                 idempotency_key=idempotency_key,
                 subject=subject,
             )
         except (InsufficientCredits, IdempotencyKeyReused) as refusal:
-            # The ledger kept what it counts (a failure for the abuse battery); the
-            # decision answers ``allowed: false`` with the ledger's code.
+            # The decision answers ``allowed: false`` with the ledger's code.
             return CreditsHold(
                 reservation_id=None, allowed=False, code=refusal.code, detail=refusal.detail
             )

@@ -40,6 +40,8 @@ from tollway.entitlements.writer import GroupCommitter
 from tollway.errors import Unprocessable
 from tollway.kit.clock import Clock
 from tollway.kit.ids import new_id
+from tollway.kit.numbers import MAX_CREDITS, MAX_QUANTITY, is_whole
+from tollway.ledger.service import DEFAULT_HOLD_TTL_SECONDS
 from tollway.metering.service import (
     ConsumeRequest,
     Consumption,
@@ -155,10 +157,16 @@ class EntitlementsService:
         feature_def = catalog_service.catalog.features.get(feature)
         if feature_def is None:
             raise UnknownFeature(f"there is no feature {feature!r}", feature=feature)
-        if isinstance(quantity, bool) or quantity < 1:
-            raise Unprocessable("quantity must be a positive integer", code="invalid_quantity")
-        if isinstance(credits, bool) or credits < 0:
-            raise Unprocessable("credits must be zero or more", code="invalid_credits")
+        if not is_whole(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+            raise Unprocessable(
+                f"quantity must be a whole number from 1 to {MAX_QUANTITY:,}",
+                code="invalid_quantity",
+            )
+        if not is_whole(credits) or not 0 <= credits <= MAX_CREDITS:
+            raise Unprocessable(
+                f"credits must be a whole number from 0 to {MAX_CREDITS:,}",
+                code="invalid_credits",
+            )
         now = runtime.clock.now()
         org: OrganizationEntitlements = await runtime.cache.get(organization_id)
 
@@ -262,6 +270,25 @@ class EntitlementsService:
         now: datetime,
         source: str,
     ) -> Decision:
+        if credits > 0 and idempotency_key is not None:
+            # A retry is answered as the first time, before the battery could count it
+            # as a new request (a retry at once would be ``too_frequent``).
+            replayed = await self._replay(
+                session,
+                runtime,
+                organization_id=organization_id,
+                feature=feature,
+                meter=meter,
+                quantity=quantity,
+                credits=credits,
+                idempotency_key=idempotency_key,
+                properties=properties,
+                quota=quota,
+                rate_limit=rate_limit,
+                now=now,
+            )
+            if replayed is not None:
+                return replayed
         # 4. the abuse battery (only for decisions that spend credits)
         if credits > 0:
             verdict = await runtime.abuse.evaluate(
@@ -294,13 +321,14 @@ class EntitlementsService:
                 now=now,
                 properties=properties,
                 source=source,
+                credits=credits,
             )
             if not consumption.allowed:
                 return _decision_for(consumption, rate_limit=rate_limit)
         remaining: dict[str, int | None] = (
             {consumption.meter: consumption.remaining} if consumption is not None else {}
         )
-        reset_at = consumption.period_end if consumption is not None else None
+        reset_at = consumption.reset_at if consumption is not None else None
         # 6. credits
         reservation_id: str | None = None
         if credits > 0 and not (consumption is not None and consumption.duplicate):
@@ -334,6 +362,57 @@ class EntitlementsService:
             reset_at=reset_at,
             rate_limit=rate_limit,
             duplicate=consumption.duplicate if consumption is not None else False,
+        )
+
+    async def _replay(
+        self,
+        session: AsyncSession,
+        runtime: EntitlementsRuntime,
+        *,
+        organization_id: str,
+        feature: str,
+        meter: str | None,
+        quantity: int,
+        credits: int,
+        idempotency_key: str,
+        properties: dict[str, Any] | None,
+        quota: int | None,
+        rate_limit: RateLimitStatus | None,
+        now: datetime,
+    ) -> Decision | None:
+        """The answer to a retry of an allowed decision that spent credits: its
+        reservation and the meter as it is now, nothing counted or held again. None when
+        the key is new (a denied decision kept nothing, so its retry is decided anew)."""
+        hold = await runtime.credits.find(
+            session,
+            organization_id=organization_id,
+            idempotency_key=idempotency_key,
+            amount=credits,
+            feature=feature,
+            now=now,
+        )
+        consumption: Consumption | None = None
+        if meter is not None:
+            consumption = await metering_service.replay(
+                session,
+                organization_id=organization_id,
+                meter_id=meter,
+                quantity=quantity,
+                idempotency_key=idempotency_key,
+                limit=quota,
+                now=now,
+                properties=properties,
+                credits=credits,
+            )
+        if hold is None and consumption is None:
+            return None
+        return Decision(
+            allowed=True,
+            reservation_id=hold.reservation_id if hold is not None else None,
+            remaining={consumption.meter: consumption.remaining} if consumption else {},
+            reset_at=consumption.reset_at if consumption else None,
+            rate_limit=rate_limit,
+            duplicate=True,
         )
 
     async def describe(
@@ -380,16 +459,16 @@ def _decision_for(consumption: Consumption, *, rate_limit: RateLimitStatus | Non
         return Decision(
             allowed=False,
             code="quota_exceeded",
-            detail=f"the {consumption.meter} quota of {consumption.limit} for this period "
-            "is used up",
+            detail=f"the {consumption.meter} quota of {consumption.limit} "
+            + ("is used up" if consumption.lifetime else "for this period is used up"),
             remaining=remaining,
-            reset_at=consumption.period_end,
+            reset_at=consumption.reset_at,
             rate_limit=rate_limit,
         )
     return Decision(
         allowed=True,
         remaining=remaining,
-        reset_at=consumption.period_end,
+        reset_at=consumption.reset_at,
         rate_limit=rate_limit,
         duplicate=consumption.duplicate,
     )
@@ -404,7 +483,11 @@ entitlements_service = EntitlementsService()
 
 
 def build_runtime(
-    *, database: Database, clock: Clock, redis_url: str | None = None
+    *,
+    database: Database,
+    clock: Clock,
+    redis_url: str | None = None,
+    hold_ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS,
 ) -> EntitlementsRuntime:
     return EntitlementsRuntime(
         database=database,
@@ -412,4 +495,5 @@ def build_runtime(
         limiter=RateLimiter(redis_url),
         cache=EntitlementsCache(database, clock),
         committer=GroupCommitter(database),
+        credits=LedgerCredits(hold_ttl_seconds),
     )

@@ -9,11 +9,14 @@ all times come from the caller's clock.
 Checks, first failure wins:
 
 1. ``temporarily_blocked`` (429): ``max_failures`` failed or released operations within
-   ``failure_window_seconds`` block the subject for ``block_seconds``;
+   ``failure_window_seconds`` block the subject for ``block_seconds`` (released or
+   expired holds and refused outputs; a refusal for lack of credits is no failure);
 2. ``request_too_large`` (422): more than ``max_credits_per_request`` credits at once;
 3. ``rate_limited`` (429): more than ``requests_per_minute`` credit-spending requests in
    the current minute;
 4. ``too_frequent`` (429): less than ``min_interval_seconds`` since the previous one.
+
+Subjects are named by :func:`tollway.ledger.auth.spending_subject` on every path.
 
 Spending more than ``fraud_credits_per_hour`` credits within an hour raises a fraud flag
 (a ``credits.fraud_flagged`` event and a row in ``GET /api/v1/admin/fraud-flags``) once

@@ -1,4 +1,12 @@
-"""Who spends: the abuse battery counts per user, or per API key when no user is known."""
+"""Who spends: the one subject the rate limits and the abuse battery count.
+
+``POST /api/v1/authorize``, Tollway's own API and ``POST /api/v1/credits/reservations``
+all name the caller this way, so one caller has one set of limits on every path:
+
+- a person (access token or dashboard session), and every API key a person created:
+  ``user:<user id>`` (making more keys does not multiply the limits);
+- an API key no person created: ``api_key:<key id>``.
+"""
 
 from __future__ import annotations
 

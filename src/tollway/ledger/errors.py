@@ -10,6 +10,16 @@ class InvalidAmount(Unprocessable):
     title = "Invalid amount"
 
 
+class InvalidExpiry(Unprocessable):
+    code = "invalid_expiry"
+    title = "Invalid expiry"
+
+
+class BalanceLimitExceeded(Conflict):
+    code = "balance_limit_exceeded"
+    title = "Balance limit exceeded"
+
+
 class InvalidTtl(Unprocessable):
     code = "invalid_ttl"
     title = "Invalid hold TTL"
@@ -23,7 +33,8 @@ class InvalidGrantSource(Unprocessable):
 class InsufficientCredits(PaymentRequired):
     code = "insufficient_credits"
     title = "Insufficient credits"
-    #: The failed attempt counts towards the abuse battery's temporary block.
+    #: The refused request still counts in the abuse battery's windows (a request was
+    #: made); it is not a failure towards the temporary block, so a top-up helps at once.
     commit_transaction = True
 
 

@@ -1,9 +1,8 @@
 """Every query of the ledger domain.
 
-Lock order (PostgreSQL): the organization's wallet account row first, then grants,
-reservations and abuse state. Every write path of the ledger takes the wallet lock
-before it reads what it will change, so two transactions of one organization never
-interleave and never deadlock; different organizations never wait for each other.
+Lock order (PostgreSQL): see :mod:`tollway.ledger.service`. The organization's wallet
+row comes first; :func:`get_abuse_state` takes it itself before the abuse row, so no
+caller can take them the other way round.
 """
 
 from __future__ import annotations
@@ -529,7 +528,9 @@ async def get_abuse_state(
     session: AsyncSession, *, organization_id: str, subject: str, now: datetime
 ) -> AbuseState:
     """The subject's abuse state, created at first use and locked on PostgreSQL; read
-    once per transaction."""
+    once per transaction. The organization's wallet is locked first (the lock order
+    of the module docstring), whoever asks."""
+    await lock_accounts(session, organization_id=organization_id, now=now)
     memo = _memo(session, "abuse")
     known: AbuseState | None = memo.get((organization_id, subject))
     if known is not None and _is_live([known]):

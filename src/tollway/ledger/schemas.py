@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from tollway.kit.numbers import Count, Credits, Quantity
+
 
 class Grant(BaseModel):
     id: str
@@ -36,9 +38,9 @@ class LedgerEntry(BaseModel):
 class ReservationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount: int = Field(gt=0, description="credits to hold")
+    amount: Credits = Field(gt=0, description="credits to hold")
     feature: str | None = Field(None, min_length=1, max_length=100)
-    ttl_seconds: int | None = Field(
+    ttl_seconds: Count | None = Field(
         None, ge=1, description="hold lifetime (default 30 s, at most the configured maximum)"
     )
 
@@ -60,8 +62,8 @@ class Reservation(BaseModel):
 class ReservationCommit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount: int | None = Field(None, ge=0, description="credits spent (<= held; default all)")
-    output_units: int | None = Field(
+    amount: Credits | None = Field(None, ge=0, description="credits spent (<= held; default all)")
+    output_units: Quantity | None = Field(
         None, ge=0, description="size of the output produced, checked against the abuse policy"
     )
 
@@ -83,7 +85,7 @@ class AdminGrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     organization_id: str = Field(min_length=1, max_length=40)
-    amount: int = Field(gt=0)
+    amount: Credits = Field(gt=0)
     reason: str = Field(min_length=1, max_length=500)
     expires_at: AwareDatetime | None = None
     source: Literal["admin", "promo"] = "admin"

@@ -22,7 +22,23 @@ uncommitted, to expiry or refunds instead of back to the wallet.
 Concurrency: every write takes the organization's wallet row lock first
 (:func:`repository.lock_accounts`; on SQLite write transactions are serialised by the
 database's writer lock), then checks and changes. ``available`` therefore never goes
-below zero however many reserves run at once. Services only flush; the caller's edge
+below zero however many reserves run at once.
+
+Lock order, one for every path that touches an organization's credits (PostgreSQL row
+locks; breaking it deadlocks, which PostgreSQL resolves after a second by failing one
+transaction):
+
+1. the organization's wallet account row (``credit_accounts``, kind ``wallet``);
+2. its abuse state row of the subject (``credit_abuse_states``);
+3. its usage counter rows (``usage_counters``, the metering of an authorize decision);
+4. grants and reservations, changed only while the wallet is held.
+
+Reserve, commit, release, the hold and grant expiry sweeps, grants and the abuse
+battery all start at 1: :func:`repository.get_abuse_state` locks the wallet before the
+abuse row whoever calls it, so ``POST /api/v1/authorize`` with credits (abuse battery,
+then quota, then the hold) takes wallet -> abuse -> counter and a release or an expiry
+takes wallet -> abuse, never the other way round. Organizations never wait for each
+other's rows. Services only flush; the caller's edge
 commits (and flushes what is pending: the hot paths leave it to that single flush).
 Every transfer writes an audit entry in the same transaction.
 """
@@ -41,18 +57,21 @@ from tollway.audit.service import audit_service
 from tollway.db import TollwaySession
 from tollway.errors import Unprocessable
 from tollway.kit.ids import new_id
+from tollway.kit.numbers import MAX_BALANCE, MAX_CREDITS, is_whole
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
 from tollway.ledger import repository
 from tollway.ledger.abuse import AbusePolicy, abuse_service
 from tollway.ledger.errors import (
     AmountExceedsHold,
+    BalanceLimitExceeded,
     GrantNotFound,
     HoldNotActive,
     HoldNotFound,
     IdempotencyKeyReused,
     InsufficientCredits,
     InvalidAmount,
+    InvalidExpiry,
     InvalidGrantSource,
     InvalidTtl,
     OutputTooLarge,
@@ -108,8 +127,11 @@ class CommitResult:
 
 
 def _require_positive(amount: int, what: str = "amount") -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise InvalidAmount(f"{what} must be a positive whole number of credits")
+    if not is_whole(amount) or not 0 < amount <= MAX_CREDITS:
+        raise InvalidAmount(
+            f"{what} must be a whole number of credits from 1 to {MAX_CREDITS:,}",
+            maximum=MAX_CREDITS,
+        )
 
 
 class LedgerService:
@@ -196,7 +218,7 @@ class LedgerService:
                 f"source must be one of {', '.join(item.value for item in GrantSource)}"
             ) from None
         if expires_at is not None and expires_at <= now:
-            raise InvalidAmount("expires_at must be in the future", code="invalid_expiry")
+            raise InvalidExpiry("expires_at must be in the future")
         if reference is not None and not 1 <= len(reference) <= 200:
             raise Unprocessable("reference must be 1-200 characters")
         if rollover_cap is not None and rollover_cap < 0:
@@ -211,6 +233,15 @@ class LedgerService:
             )
             if existing is not None:
                 return existing
+        balance = accounts[AccountKind.WALLET].balance + accounts[AccountKind.HOLDS].balance
+        if balance + amount > MAX_BALANCE:
+            # Checked before anything is stored: a wallet never grows past what its sums
+            # (and every later grant) can hold.
+            raise BalanceLimitExceeded(
+                f"a balance holds at most {MAX_BALANCE:,} credits; this one has {balance:,}",
+                balance=balance,
+                maximum=MAX_BALANCE,
+            )
         grant = CreditGrant(
             id=new_id("grt"),
             organization_id=organization_id,
@@ -458,8 +489,8 @@ class LedgerService:
     ) -> Reservation:
         """Hold ``amount`` credits for ``ttl_seconds`` (wallet -> holds).
 
-        Raises 402 ``insufficient_credits`` when fewer are available (and counts the
-        failure for ``subject`` in the abuse battery). With ``idempotency_key`` a retry
+        Raises 402 ``insufficient_credits`` when fewer are available (not a failure
+        for the abuse battery's block). With ``idempotency_key`` a retry
         returns the first hold instead of reserving again (same key, other amount or
         feature: 409 ``idempotency_conflict``). With ``check_abuse`` the abuse battery
         runs first with the organization's limits (its plan's ``[plans.<id>.abuse]``,
@@ -484,14 +515,15 @@ class LedgerService:
         )
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         if idempotency_key is not None:
-            existing = await repository.get_reservation_by_key(
-                session, organization_id=organization_id, idempotency_key=idempotency_key
+            existing = await self.held_for_key(
+                session,
+                organization_id=organization_id,
+                idempotency_key=idempotency_key,
+                amount=amount,
+                feature=feature,
+                now=now,
             )
             if existing is not None:
-                if existing.amount != amount or existing.feature != feature:
-                    raise IdempotencyKeyReused(
-                        "this idempotency key was used for another reservation"
-                    )
                 return existing
         # Read the lots before the battery changes its state: one flush, at commit.
         grants = await repository.spendable_grants_locked(
@@ -508,9 +540,7 @@ class LedgerService:
             )
         available = sum(grant.remaining for grant in grants)
         if available < amount:
-            await abuse_service.record_failure(
-                session, organization_id=organization_id, subject=subject, now=now
-            )
+            # Not a failure for the battery's block: a customer who tops up spends at once.
             raise InsufficientCredits(
                 f"{amount} credits requested, {available} available",
                 requested=amount,
@@ -551,6 +581,27 @@ class LedgerService:
         )
         return reservation
 
+    async def held_for_key(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        idempotency_key: str,
+        amount: int,
+        feature: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """The hold an earlier :meth:`reserve` made with ``idempotency_key`` (None: none),
+        read with the wallet locked, as a write that follows it would (409
+        ``idempotency_conflict`` when it was for another amount or feature)."""
+        await repository.lock_accounts(session, organization_id=organization_id, now=now)
+        existing = await repository.get_reservation_by_key(
+            session, organization_id=organization_id, idempotency_key=idempotency_key
+        )
+        if existing is not None and (existing.amount != amount or existing.feature != feature):
+            raise IdempotencyKeyReused("this idempotency key was used for another reservation")
+        return existing
+
     async def commit(
         self,
         session: AsyncSession,
@@ -571,8 +622,8 @@ class LedgerService:
         Committing a committed hold again with the same amount (or none) answers the
         first result: retries spend once.
         """
-        if amount is not None and (isinstance(amount, bool) or amount < 0):
-            raise InvalidAmount("amount must not be negative")
+        if amount is not None and (not is_whole(amount) or not 0 <= amount <= MAX_CREDITS):
+            raise InvalidAmount(f"amount must be a whole number from 0 to {MAX_CREDITS:,}")
         accounts = await repository.lock_accounts(session, organization_id=organization_id, now=now)
         reservation = await self.get_reservation(
             session, organization_id=organization_id, reservation_id=reservation_id

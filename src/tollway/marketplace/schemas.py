@@ -5,11 +5,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tollway.kit.numbers import AmountMinor
 from tollway.marketplace.models import Earning, Package, PackageVersion, Purchase
 
 
 class Price(BaseModel):
-    amount: int = Field(ge=0, le=100_000_000, description="minor units (cents)")
+    amount: AmountMinor = Field(ge=0, le=100_000_000, description="minor units (cents)")
     currency: str = Field(min_length=3, max_length=3, examples=["usd"])
 
 
@@ -261,6 +262,6 @@ class SigningKeyOut(BaseModel):
 
 
 class OrderRefundCreate(BaseModel):
-    amount: int | None = Field(
+    amount: AmountMinor | None = Field(
         None, description="minor units; all that is left to refund if omitted"
     )

@@ -11,7 +11,7 @@ from tollway.metering.schemas import (
     IngestOut,
     MeterUsageOut,
     UsageBatchIn,
-    UsageEventIn,
+    UsageIn,
     UsageOut,
 )
 from tollway.metering.service import UsageRecord, metering_service
@@ -21,7 +21,7 @@ router = api_router(tags=["usage"])
 
 @router.post("/api/v1/billing/usage", response_model=IngestOut)
 async def record_usage(
-    body: Annotated[UsageBatchIn | UsageEventIn, Body()],
+    body: Annotated[UsageIn, Body()],
     principal: Annotated[Principal, Depends(require_scope("usage:write"))],
     session: SessionDep,
     clock: ClockDep,

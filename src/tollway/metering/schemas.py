@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
+
+from tollway.kit.numbers import Quantity
 
 
 class UsageEventIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     meter: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(1, description="a positive integer (422 invalid_quantity otherwise)")
+    quantity: Quantity = Field(
+        1, description="a positive integer (422 invalid_quantity otherwise), at most 10^12"
+    )
     idempotency_key: str = Field(min_length=1, max_length=255)
     timestamp: str | None = Field(
         None,
@@ -25,6 +29,18 @@ class UsageBatchIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     events: list[UsageEventIn] = Field(description="up to 1,000 events")
+
+
+def _body_form(value: Any) -> str:
+    return "batch" if isinstance(value, dict) and "events" in value else "event"
+
+
+#: ``POST /api/v1/billing/usage`` takes a batch (``{"events": [...]}``) or one event; the
+#: presence of ``events`` says which, so a bad body is reported against its own form only.
+UsageIn = Annotated[
+    Annotated[UsageBatchIn, Tag("batch")] | Annotated[UsageEventIn, Tag("event")],
+    Discriminator(_body_form),
+]
 
 
 class IngestOut(BaseModel):

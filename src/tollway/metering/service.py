@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.errors import Conflict, Unprocessable
 from tollway.kit.ids import new_id, new_ids
+from tollway.kit.numbers import MAX_QUANTITY, MAX_USAGE_PER_PERIOD, is_whole
 from tollway.kit.outbox import outbox
 from tollway.metering.repository import MeteringRepository
 from tollway.plans.catalog import Meter, Period
@@ -66,6 +67,19 @@ class MissingProperty(Unprocessable):
 class BatchTooLarge(Unprocessable):
     code = "batch_too_large"
     title = "Batch too large"
+
+
+class UsageLimitExceeded(Unprocessable):
+    code = "usage_limit_exceeded"
+    title = "Usage limit exceeded"
+
+    def __init__(self, meter: str) -> None:
+        super().__init__(
+            f"a meter counts at most {MAX_USAGE_PER_PERIOD:,} units a period; "
+            f"this event would take {meter} past it",
+            meter=meter,
+            maximum=MAX_USAGE_PER_PERIOD,
+        )
 
 
 class IdempotencyKeyReused(Conflict):
@@ -113,6 +127,9 @@ class UsageRecord:
     idempotency_key: str
     timestamp: str | datetime | None = None
     properties: dict[str, Any] | None = None
+    #: Credits an authorize decision reserved with the event: part of what a retry
+    #: with the same key must repeat.
+    credits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +158,16 @@ class Consumption:
     @property
     def remaining(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.used)
+
+    @property
+    def lifetime(self) -> bool:
+        """Whether the meter counts for ever (``period = "lifetime"``): it never resets."""
+        return self.period_end >= _LIFETIME_END
+
+    @property
+    def reset_at(self) -> datetime | None:
+        """When the counter starts again: the period's end, None for a lifetime meter."""
+        return None if self.lifetime else self.period_end
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +221,11 @@ def _fingerprint(record: UsageRecord) -> str:
     timestamp = (
         record.timestamp.isoformat() if isinstance(record.timestamp, datetime) else record.timestamp
     )
-    canonical = orjson.dumps(
-        [record.meter, record.quantity, timestamp, record.properties or {}],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    fields: list[Any] = [record.meter, record.quantity, timestamp, record.properties or {}]
+    if record.credits:
+        # Only then: the fingerprints of events without credits stay what they were.
+        fields.append(record.credits)
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -223,8 +251,10 @@ class MeteringService:
                 meter=record.meter,
                 **where,
             )
-        if isinstance(record.quantity, bool) or record.quantity <= 0:
-            raise InvalidQuantity("quantity must be a positive integer", **where)
+        if not is_whole(record.quantity) or not 0 < record.quantity <= MAX_QUANTITY:
+            raise InvalidQuantity(
+                f"quantity must be a whole number from 1 to {MAX_QUANTITY:,}", **where
+            )
         occurred_at = parse_timestamp(record.timestamp) or now
         if occurred_at > now + FUTURE_TOLERANCE:
             raise TimestampInFuture(
@@ -362,8 +392,10 @@ class MeteringService:
                     amount=amount,
                     keep_max=meters[meter_id].aggregation == "max",
                     now=now,
+                    limit=MAX_USAGE_PER_PERIOD,
                 )
-                assert value is not None  # no limit: the bump always happens
+                if value is None:
+                    raise UsageLimitExceeded(meter_id)
                 await self._announce_thresholds(
                     session,
                     organization_id=organization_id,
@@ -392,19 +424,21 @@ class MeteringService:
         now: datetime,
         properties: dict[str, Any] | None = None,
         source: str = "authorize",
+        credits: int = 0,
     ) -> Consumption:
         """Record one usage event if it fits the quota (the authorize decision's steps 5 and 7).
 
         With a hard ``limit`` the counter moves only if it stays within the limit, in one
         atomic statement; otherwise the event is taken back and ``allowed`` is False. A
-        known ``idempotency_key`` with the same request answers as the first time did
-        (allowed, not counted again).
+        known ``idempotency_key`` with the same request (``credits`` included) answers as
+        the first time did (allowed, not counted again).
         """
         record = UsageRecord(
             meter=meter_id,
             quantity=quantity,
             idempotency_key=idempotency_key,
             properties=properties,
+            credits=credits,
         )
         meter, occurred_at, period_start, period_end, unique_value = self.check_record(
             record, now=now
@@ -429,24 +463,16 @@ class MeteringService:
             ]
         )
         if not inserted:
-            stored = await repository.get_fingerprints(organization_id, [idempotency_key])
-            if stored.get(idempotency_key) != fingerprint:
-                raise IdempotencyKeyReused(
-                    "this idempotency_key was used for a different request",
-                    idempotency_key=idempotency_key,
-                )
-            used = await repository.get_counter_value(
-                organization_id=organization_id, meter=meter.id, period_start=period_start
-            )
-            return Consumption(
-                allowed=True,
-                duplicate=True,
+            replayed = await self._replayed(
+                repository,
+                organization_id=organization_id,
+                record=record,
                 meter=meter.id,
-                used=used,
                 limit=limit,
-                period_start=period_start,
-                period_end=period_end,
+                period=(period_start, period_end),
             )
+            assert replayed is not None  # the insert found the key
+            return replayed
         amount = quantity
         if unique_value is not None:
             new_values = await repository.insert_unique_values(
@@ -458,6 +484,8 @@ class MeteringService:
             amount = len(new_values)
             if not new_values:
                 unique_value = None  # already counted this period: nothing to take back
+        # A hard quota bounds the counter; every counter stops at MAX_USAGE_PER_PERIOD.
+        by_quota = hard and limit is not None and limit < MAX_USAGE_PER_PERIOD
         value = await repository.bump_counter(
             organization_id=organization_id,
             meter=meter.id,
@@ -466,8 +494,10 @@ class MeteringService:
             amount=amount,
             keep_max=meter.aggregation == "max",
             now=now,
-            limit=limit if hard else None,
+            limit=limit if by_quota and limit is not None else MAX_USAGE_PER_PERIOD,
         )
+        if value is None and not by_quota:
+            raise UsageLimitExceeded(meter.id)
         if value is None:
             # Over the hard limit: take the event back; nothing of this decision stays.
             await repository.delete_event(organization_id, idempotency_key)
@@ -511,6 +541,70 @@ class MeteringService:
             amount=0 if meter.aggregation == "max" else amount,
             idempotency_key=idempotency_key,
             unique_value=unique_value,
+        )
+
+    async def replay(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        meter_id: str,
+        quantity: int,
+        idempotency_key: str,
+        limit: int | None,
+        now: datetime,
+        properties: dict[str, Any] | None = None,
+        credits: int = 0,
+    ) -> Consumption | None:
+        """What :meth:`consume` would answer a retry of an earlier request with this
+        ``idempotency_key`` (a duplicate, nothing counted), without writing: None when
+        the key is new, 409 ``idempotency_key_reused`` when it was another request."""
+        record = UsageRecord(
+            meter=meter_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            properties=properties,
+            credits=credits,
+        )
+        meter, _occurred_at, period_start, period_end, _unique = self.check_record(record, now=now)
+        return await self._replayed(
+            MeteringRepository(session),
+            organization_id=organization_id,
+            record=record,
+            meter=meter.id,
+            limit=limit,
+            period=(period_start, period_end),
+        )
+
+    async def _replayed(
+        self,
+        repository: MeteringRepository,
+        *,
+        organization_id: str,
+        record: UsageRecord,
+        meter: str,
+        limit: int | None,
+        period: tuple[datetime, datetime],
+    ) -> Consumption | None:
+        key = record.idempotency_key
+        stored = (await repository.get_fingerprints(organization_id, [key])).get(key)
+        if stored is None:
+            return None
+        if stored != _fingerprint(record):
+            raise IdempotencyKeyReused(
+                "this idempotency_key was used for a different request", idempotency_key=key
+            )
+        used = await repository.get_counter_value(
+            organization_id=organization_id, meter=meter, period_start=period[0]
+        )
+        return Consumption(
+            allowed=True,
+            duplicate=True,
+            meter=meter,
+            used=used,
+            limit=limit,
+            period_start=period[0],
+            period_end=period[1],
         )
 
     async def consume_many(
@@ -605,6 +699,8 @@ class MeteringService:
                     proposed = current + request.quantity
                     over = request.limit is not None and proposed > request.limit
                 allowed = not (over and request.hard)
+                if allowed and proposed > MAX_USAGE_PER_PERIOD:
+                    raise UsageLimitExceeded(meter.id)
                 duplicate = False
                 if allowed:
                     values[slot] = current = proposed

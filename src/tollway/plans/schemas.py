@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tollway.kit.numbers import Count, Credits, Quantity, UsageTotal
+
 
 class MoneyOut(BaseModel):
     amount: int = Field(description="minor units (cents)")
@@ -66,9 +68,9 @@ class FeatureOverride(BaseModel):
     model_config = {"extra": "forbid"}
 
     enabled: bool | None = None
-    quota: int | None = Field(None, ge=0)
+    quota: UsageTotal | None = Field(None, ge=0)
     enforcement: Literal["hard", "soft"] | None = None
-    rate_limit_per_minute: int | None = Field(None, ge=1)
+    rate_limit_per_minute: Count | None = Field(None, ge=1)
 
 
 class AbuseOverride(BaseModel):
@@ -76,14 +78,14 @@ class AbuseOverride(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    requests_per_minute: int | None = Field(None, ge=0)
-    min_interval_seconds: int | None = Field(None, ge=0)
-    max_credits_per_request: int | None = Field(None, ge=0)
-    max_output_units: int | None = Field(None, ge=0)
-    fraud_credits_per_hour: int | None = Field(None, ge=0)
-    max_failures: int | None = Field(None, ge=0)
-    failure_window_seconds: int | None = Field(None, ge=0)
-    block_seconds: int | None = Field(None, ge=0)
+    requests_per_minute: Count | None = Field(None, ge=0)
+    min_interval_seconds: Count | None = Field(None, ge=0)
+    max_credits_per_request: Credits | None = Field(None, ge=0)
+    max_output_units: Quantity | None = Field(None, ge=0)
+    fraud_credits_per_hour: Credits | None = Field(None, ge=0)
+    max_failures: Count | None = Field(None, ge=0)
+    failure_window_seconds: Count | None = Field(None, ge=0)
+    block_seconds: Count | None = Field(None, ge=0)
 
 
 class OverridesIn(BaseModel):
@@ -93,7 +95,7 @@ class OverridesIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     features: dict[str, FeatureOverride] = Field(default_factory=dict)
-    rate_limit_per_minute: int | None = Field(None, ge=1)
+    rate_limit_per_minute: Count | None = Field(None, ge=1)
     abuse: AbuseOverride | None = None
 
     def document(self) -> dict[str, Any]:

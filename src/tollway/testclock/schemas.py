@@ -4,9 +4,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from tollway.kit.numbers import Count
+
 
 class ClockAdvance(BaseModel):
-    seconds: int = Field(ge=0, description="how far to move business time forward")
+    seconds: Count = Field(ge=0, description="how far to move business time forward")
 
 
 class ClockState(BaseModel):
