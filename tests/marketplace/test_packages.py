@@ -60,6 +60,8 @@ class TestCreatingPackages:
             ({"name": "ok", "license": "LicenseRef-Acme"}, "invalid_license"),
             ({"name": "ok", "category": "Web Apps!"}, "invalid_category"),
             ({"name": "ok", "price": {"amount": 500, "currency": "$$$"}}, "invalid_currency"),
+            ({"name": "ok", "price": {"amount": 500, "currency": "zzz"}}, "invalid_currency"),
+            ({"name": "ok", "price": {"amount": 500, "currency": "usdx"}}, "invalid_currency"),
             ({"name": "ok", "keywords": ["<script>"]}, "invalid_keywords"),
         ]
         for overrides, code in cases:
