@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from tollway.auth.dependencies import optional_principal, require_scope
-from tollway.auth.principal import Principal
+from tollway.auth.principal import Principal, spending_refusal
 from tollway.db import Database
 from tollway.entitlements.service import EntitlementsRuntime
 from tollway.kit.pagination import PageParams, page_params
@@ -284,7 +284,8 @@ async def purchase(
     runtime: RuntimeDep,
 ) -> PurchaseOut:
     """Acquire a package (scope `marketplace:purchase`); counts against the plan's
-    `templates` limit (402 `quota_exceeded` above it).
+    `templates` limit (402 `quota_exceeded` above it). A paid package charges the saved
+    card: it also needs the role `owner` or `billing`, or a key with `billing:purchase`.
 
     Free: `status: "completed"` at once. Paid: with a default payment method the card
     is charged and the answer is `pending` until the payment succeeds; without one the
@@ -297,6 +298,7 @@ async def purchase(
         organization_id=principal.organization_id,
         subject=principal.actor,
         package_ref=package_id,
+        spending_refusal=spending_refusal(principal),
     )
     return PurchaseOut.of(row)
 

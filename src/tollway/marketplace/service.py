@@ -45,6 +45,7 @@ from tollway.errors import (
     NotFound,
     PaymentRequired,
     RateLimited,
+    TollwayError,
     Unprocessable,
 )
 from tollway.kit.clock import Clock
@@ -714,9 +715,11 @@ class MarketplaceService:
         organization_id: str,
         subject: str,
         package_ref: str,
+        spending_refusal: TollwayError | None = None,
     ) -> Purchase:
         """Acquire a package: free at once, paid through payments. Buying what you own
-        answers the existing purchase."""
+        answers the existing purchase. ``spending_refusal`` is why the caller may not
+        charge the saved card (raised for a paid package only)."""
         view = await self._visible(session, package_ref, organization_id=organization_id)
         package = view.package
         if package.organization_id == organization_id:
@@ -728,6 +731,8 @@ class MarketplaceService:
         )
         if existing is not None:
             return existing
+        if spending_refusal is not None and not package.is_free:
+            raise spending_refusal
         await self._count_acquisition(
             session, runtime, organization_id=organization_id, subject=subject, package=package
         )
