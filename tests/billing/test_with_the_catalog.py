@@ -60,3 +60,33 @@ class TestWithTheShippedCatalog:
         assert view["license_state"] == "grace"
         assert view["features"]["ai.generate"]["enabled"] is False
         assert view["features"]["sync"]["enabled"] is True
+
+
+class TestReadingTheSubscription:
+    async def test_reading_it_keeps_the_plan_an_operator_assigned(
+        self, app: FastAPI, client: httpx.AsyncClient, account: BillingAccount
+    ) -> None:
+        ports.use_catalog(None)
+        assigned = await client.put(
+            f"/api/v1/admin/organizations/{account.organization_id}/plan",
+            json={"plan": "pro"},
+            headers=account.admin_headers,
+        )
+        assert assigned.status_code == 200, assigned.text
+        for _ in range(2):
+            read = await client.get("/api/v1/billing/subscription", headers=account.headers)
+            assert read.status_code == 200, read.text
+            assert (read.json()["plan"], read.json()["license_state"]) == ("pro", "active")
+        assert (await entitlements(client, account))["plan"] == "pro"
+
+    async def test_a_first_read_writes_nothing_and_answers_the_free_plan(
+        self, app: FastAPI, client: httpx.AsyncClient, account: BillingAccount
+    ) -> None:
+        ports.use_catalog(None)
+        read = await client.get("/api/v1/billing/subscription", headers=account.headers)
+        assert read.status_code == 200, read.text
+        body = read.json()
+        assert (body["id"], body["plan"], body["status"]) == (None, "free", "active")
+        assert body["current_period_start"] <= body["current_period_end"]
+        again = await client.get("/api/v1/billing/subscription", headers=account.headers)
+        assert again.json() == body

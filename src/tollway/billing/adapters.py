@@ -122,6 +122,12 @@ class PlansCatalog:
             grace_ends_at=grace_ends_at,
         )
 
+    async def assignment(
+        self, session: AsyncSession, organization_id: str
+    ) -> tuple[str, LicenseState, datetime | None]:
+        found = await self._plans_service.plan_of(session, organization_id)
+        return found.plan_id, found.license_state, found.grace_ends_at
+
     async def features(self, session: AsyncSession, organization_id: str) -> dict[str, bool]:
         assignment, effective = await self._plans_service.effective_plan(session, organization_id)
         catalog = self._catalog_service.catalog

@@ -114,6 +114,13 @@ class Catalog(Protocol):
         """Which features the organization may use now (plan x license state)."""
         ...
 
+    async def assignment(
+        self, session: AsyncSession, organization_id: str
+    ) -> tuple[str, LicenseState, datetime | None]:
+        """The plan, license state and grace end entitlements enforce for the organization
+        (the default plan when nothing was assigned); a read, never a write."""
+        ...
+
     async def usage(
         self,
         session: AsyncSession,

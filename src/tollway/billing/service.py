@@ -162,7 +162,52 @@ class BillingService:
     async def current(
         self, session: AsyncSession, env: PaymentEnv, *, organization_id: str
     ) -> Subscription:
-        """The organization's subscription; a first-time organization starts on Free."""
+        """The organization's subscription, read only: reads never write.
+
+        An organization that never subscribed has no row; it is answered with an unsaved
+        view (``id`` None, status ``active``) of what entitlements enforce for it: the
+        plan and license state of its assignment - the default plan, or one an operator
+        assigned (``PUT /api/v1/admin/organizations/{id}/plan``) - in monthly periods
+        counted from the organization's creation.
+        """
+        sub = await repository.get_current_subscription(session, organization_id=organization_id)
+        if sub is not None:
+            return sub
+        plan_id, license_state, grace_ends_at = await catalog().assignment(session, organization_id)
+        plan = await catalog().get_plan(session, plan_id)
+        interval = plan.interval if plan is not None else "month"
+        now = env.clock.now()
+        organization = await account_service.get_organization(session, organization_id)
+        anchor = min(organization.created_at, now)
+        index = 0
+        period_start, period_end = period_bounds(anchor, index, interval)
+        while period_end <= now:
+            index += 1
+            period_start, period_end = period_bounds(anchor, index, interval)
+        return Subscription(
+            id=None,
+            organization_id=organization_id,
+            is_current=True,
+            plan_id=plan_id,
+            catalog_version=plan.catalog_version if plan is not None else None,
+            status="active",
+            currency=plan.currency if plan is not None else "usd",
+            billing_anchor=anchor,
+            period_index=index,
+            current_period_start=period_start,
+            current_period_end=period_end,
+            cancel_at_period_end=False,
+            license_state=license_state,
+            grace_ends_at=grace_ends_at,
+            created_at=anchor,
+            updated_at=now,
+        )
+
+    async def _current_for_update(
+        self, session: AsyncSession, env: PaymentEnv, *, organization_id: str
+    ) -> Subscription:
+        """The subscription a write changes, locked; a first-time organization's Free
+        subscription is booked here (in the write, never in a read)."""
         sub = await repository.get_current_subscription(
             session, organization_id=organization_id, for_update=True
         )
@@ -213,7 +258,7 @@ class BillingService:
             raise UnknownPlan(
                 f"there is no plan {plan_id!r}; GET /api/v1/billing/pricing lists them"
             )
-        sub = await self.current(session, env, organization_id=organization_id)
+        sub = await self._current_for_update(session, env, organization_id=organization_id)
         now = env.clock.now()
         if target.id == sub.plan_id:
             if sub.pending_plan_id is not None or sub.cancel_at_period_end:
@@ -405,7 +450,7 @@ class BillingService:
         self, session: AsyncSession, env: PaymentEnv, *, organization_id: str, at_period_end: bool
     ) -> Subscription:
         """Cancel at the period end (default) or now; the organization then returns to Free."""
-        sub = await self.current(session, env, organization_id=organization_id)
+        sub = await self._current_for_update(session, env, organization_id=organization_id)
         plan = await self._sub_plan(session, sub)
         if plan.is_free:
             raise NotCancelable("the free plan has nothing to cancel")
