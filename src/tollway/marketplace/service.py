@@ -69,6 +69,8 @@ log = structlog.get_logger("tollway.marketplace")
 
 PURCHASE_PURPOSE = "marketplace_purchase"
 TEMPLATES_FEATURE = "templates.install"
+#: How deep the free dependencies of a purchase are followed (resolution has its own limits).
+MAX_DEPENDENCY_DEPTH = 20
 MAX_DEPENDENCIES = 100
 MAX_KEYWORDS = 20
 #: What an artifact signature covers (documented in docs/marketplace.md).
@@ -827,8 +829,66 @@ class MarketplaceService:
             raise Forbidden(detail, code=decision.code)
         raise PaymentRequired(detail, code=decision.code or "quota_exceeded")
 
-    async def _complete(
+    async def _acquire_dependencies(
         self, session: AsyncSession, env: PaymentEnv, purchase: Purchase, *, package: Package
+    ) -> None:
+        """The free packages the chosen one needs come with its purchase, uncounted.
+
+        Walks the dependencies of the newest release of each package, breadth first
+        (a cycle ends where a name was seen). A free dependency the organization neither
+        wrote nor owns gets a completed purchase of its own, recorded as acquired with
+        ``purchase``; the ``templates`` limit counts only what the customer chose. A paid
+        dependency is not bought on the customer's behalf: it needs its own purchase
+        (and then counts); the free packages below it still come along now.
+        """
+        organization_id = purchase.organization_id
+        seen = {package.name}
+        frontier = [package]
+        for _ in range(MAX_DEPENDENCY_DEPTH):
+            names: set[str] = set()
+            for current in frontier:
+                if current.latest_version is None:
+                    continue
+                row = await repository.get_version(
+                    session, package_id=current.id, version=current.latest_version
+                )
+                if row is not None:
+                    names.update(dep["name"] for dep in row.dependencies)
+            names -= seen
+            if not names:
+                return
+            seen |= names
+            frontier = await repository.list_packages_by_names(session, names)
+            for dependency in frontier:
+                if not dependency.is_free or dependency.organization_id == organization_id:
+                    continue
+                if await repository.get_live_purchase(
+                    session, package_id=dependency.id, organization_id=organization_id
+                ):
+                    continue
+                acquired = Purchase(
+                    id=new_id("mpp"),
+                    package_id=dependency.id,
+                    organization_id=organization_id,
+                    status="pending",
+                    open_key=f"{dependency.id}:{organization_id}",
+                    price_minor=0,
+                    currency=None,
+                    created_at=env.clock.now(),
+                )
+                await repository.add(session, acquired)
+                await self._complete(
+                    session, env, acquired, package=dependency, acquired_with=purchase
+                )
+
+    async def _complete(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        purchase: Purchase,
+        *,
+        package: Package,
+        acquired_with: Purchase | None = None,
     ) -> None:
         now = env.clock.now()
         purchase.status = "completed"
@@ -842,7 +902,11 @@ class MarketplaceService:
             action="marketplace_purchase.completed",
             target=purchase.id,
             organization_id=purchase.organization_id,
-            details={"package": package.name, "price": purchase.price_minor},
+            details={
+                "package": package.name,
+                "price": purchase.price_minor,
+                "acquired_with": acquired_with.id if acquired_with else None,
+            },
         )
         await outbox.publish(
             session,
@@ -853,10 +917,13 @@ class MarketplaceService:
                 "package": package.name,
                 "price": purchase.price_minor,
                 "currency": purchase.currency,
+                "acquired_with": acquired_with.id if acquired_with else None,
             },
             organization_id=purchase.organization_id,
             occurred_at=now,
         )
+        if acquired_with is None:
+            await self._acquire_dependencies(session, env, purchase, package=package)
 
     async def _book_earning(
         self, session: AsyncSession, env: PaymentEnv, purchase: Purchase, *, package: Package
