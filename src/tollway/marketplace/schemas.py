@@ -30,6 +30,17 @@ class PackageCreate(BaseModel):
     price: PriceIn | None = Field(None, description="absent or amount 0: a free package")
 
 
+class PackageUpdate(BaseModel):
+    """The fields to change; those left out stay. ``price: null`` (or amount 0) makes the
+    package free."""
+
+    description: str | None = Field(None, min_length=1, max_length=5000)
+    category: str | None = Field(None, min_length=1, max_length=40, examples=["web"])
+    keywords: list[str] | None = Field(None, max_length=20)
+    license: str | None = Field(None, min_length=1, max_length=200, examples=["MIT"])
+    price: PriceIn | None = None
+
+
 class Author(BaseModel):
     organization_id: str
     name: str

@@ -111,6 +111,11 @@ class InvalidTransition(Conflict):
     title = "Not possible in this state"
 
 
+class PackagePublished(Conflict):
+    code = "package_published"
+    title = "Package has published versions"
+
+
 class NotPackageOwner(Forbidden):
     code = "not_package_owner"
     title = "Not the package's author"
@@ -259,6 +264,17 @@ def _keywords(raw: list[str]) -> list[str]:
     return keywords[:MAX_KEYWORDS]
 
 
+def _description(raw: str) -> str:
+    """The same rule at creation and edit as at publish: a description worth listing."""
+    description = raw.strip()
+    if len(description) < MIN_DESCRIPTION_LENGTH:
+        raise _invalid(
+            "invalid_description",
+            f"the description needs at least {MIN_DESCRIPTION_LENGTH} characters",
+        )
+    return description
+
+
 def _price(amount: int | None, currency: str | None) -> tuple[int, str | None]:
     if not amount:
         return 0, None
@@ -322,7 +338,7 @@ class MarketplaceService:
         package = Package(
             id=new_id("pkg"),
             name=normalized,
-            description=description.strip(),
+            description=_description(description),
             category=_category(category),
             keywords=_keywords(keywords),
             license=expression,
@@ -347,6 +363,98 @@ class MarketplaceService:
             details={"name": package.name, "price": amount, "currency": currency},
         )
         return package
+
+    async def update_package(
+        self,
+        session: AsyncSession,
+        env: MarketEnv,
+        *,
+        organization_id: str,
+        package_ref: str,
+        changes: dict[str, Any],
+    ) -> PackageView:
+        """Change a package's description, category, keywords, license or price (its
+        author organization only), validated as at creation. ``changes`` holds the fields
+        sent; ``price`` None makes the package free. The license is checked against the
+        resulting price (``LicenseRef-...`` stays for paid packages only)."""
+        package = await self._owned(session, package_ref, organization_id=organization_id)
+        before = {
+            "description": package.description,
+            "category": package.category,
+            "keywords": list(package.keywords),
+            "license": package.license,
+            "price": package.price_minor,
+            "currency": package.currency,
+        }
+        if "description" in changes:
+            package.description = _description(changes["description"] or "")
+        if "category" in changes:
+            package.category = _category(changes["category"] or "")
+        if "keywords" in changes:
+            package.keywords = _keywords(changes["keywords"] or [])
+        if "price" in changes:
+            price = changes["price"] or {}
+            package.price_minor, package.currency = _price(
+                price.get("amount"), price.get("currency")
+            )
+        package.license = canonical_license(
+            changes.get("license") or package.license, paid=package.price_minor > 0
+        )
+        after = {
+            "description": package.description,
+            "category": package.category,
+            "keywords": list(package.keywords),
+            "license": package.license,
+            "price": package.price_minor,
+            "currency": package.currency,
+        }
+        changed = {key: after[key] for key in after if after[key] != before[key]}
+        if changed:
+            await self._refresh_listing(session, env, package)
+            audit_service.record(
+                session,
+                action="marketplace_package.updated",
+                target=package.id,
+                organization_id=organization_id,
+                details={"name": package.name, "changes": changed},
+            )
+            await outbox.publish(
+                session,
+                "marketplace_package.updated",
+                {"package_id": package.id, "package": package.name, "changes": changed},
+                organization_id=organization_id,
+                occurred_at=env.clock.now(),
+            )
+        return await self._visible(session, package.id, organization_id=organization_id)
+
+    async def delete_package(
+        self, session: AsyncSession, env: MarketEnv, *, organization_id: str, package_ref: str
+    ) -> None:
+        """Delete a package none of whose versions was ever published (its drafts go
+        with it) and free its name; a package that was published stays (409
+        ``package_published``): buyers and dependents rely on its name@versions."""
+        package = await self._owned(session, package_ref, organization_id=organization_id)
+        versions = await repository.list_versions(session, package_id=package.id)
+        if any(version.published_at is not None for version in versions):
+            raise PackagePublished(
+                f"{package.name} has published versions: deprecate or yank them instead"
+            )
+        await search_backend(session).remove(session, package.id)
+        await repository.delete_package(session, package_id=package.id)
+        audit_service.record(
+            session,
+            action="marketplace_package.deleted",
+            target=package.id,
+            organization_id=organization_id,
+            details={"name": package.name, "drafts": [version.version for version in versions]},
+        )
+        await outbox.publish(
+            session,
+            "marketplace_package.deleted",
+            {"package_id": package.id, "package": package.name},
+            organization_id=organization_id,
+            occurred_at=env.clock.now(),
+        )
 
     async def _find(self, session: AsyncSession, id_or_name: str) -> Package:
         package = await repository.find_package(session, id_or_name=id_or_name.strip())
