@@ -70,6 +70,7 @@ class PlansCatalog:
             ),
             rollover_cap=plan.token_rollover_cap if plan is not None else 0,
             catalog_version=priced.catalog_version,
+            trial_credits=plan.trial_credits if plan is not None else True,
         )
 
     async def tax_rate(self, session: AsyncSession, country: str | None) -> TaxRate | None:
@@ -226,6 +227,25 @@ class LedgerCredits:
     ) -> int:
         return await self._ledger.release_open_holds(
             session, organization_id=organization_id, now=now
+        )
+
+    async def reverse_allotments(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        granted_from: datetime,
+        expiring_by: datetime,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        return await self._ledger.reverse_allotments(
+            session,
+            organization_id=organization_id,
+            granted_from=granted_from,
+            expiring_by=expiring_by,
+            now=now,
+            reason=reason,
         )
 
     async def reverse_unspent(

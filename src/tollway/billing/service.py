@@ -487,6 +487,7 @@ class BillingService:
         uncollectible: bool = False,
     ) -> Subscription:
         """End ``sub`` and start the organization's Free subscription at ``at``."""
+        await self._take_back_trial_credits(session, env, sub, why="canceled")
         for invoice in await repository.list_open_invoices(session, subscription_id=sub.id):
             if uncollectible:
                 invoice.status = "uncollectible"
@@ -523,6 +524,8 @@ class BillingService:
         ):
             return False
         ended_start, ended_end = sub.current_period_start, sub.current_period_end
+        if not sub.cancel_at_period_end:
+            await self._take_back_trial_credits(session, env, sub, why="ended")
         if sub.cancel_at_period_end:
             await self._end(session, env, sub, at=ended_end, void_open=False)
             return True
@@ -1232,7 +1235,8 @@ class BillingService:
         ):
             return
         sub.allotment_granted_for = sub.current_period_start
-        if plan.monthly_tokens <= 0:
+        trial = sub.status == "trialing"
+        if plan.monthly_tokens <= 0 or (trial and not plan.trial_credits):
             return
         if await repository.allotment_period_taken(
             session,
@@ -1259,7 +1263,8 @@ class BillingService:
             amount=plan.monthly_tokens,
             period_start=sub.current_period_start,
             period_end=sub.current_period_end,
-            rollover_cap=plan.rollover_cap or None,
+            # A trial's tokens are the trial's: none roll over into the first paid period.
+            rollover_cap=None if trial else plan.rollover_cap or None,
         )
 
     async def _grant_upgrade_tokens(
@@ -1270,7 +1275,13 @@ class BillingService:
         old: PlanTerms,
         new: PlanTerms,
     ) -> None:
-        extra = new.monthly_tokens - old.monthly_tokens
+        if sub.status == "trialing":
+            if not new.trial_credits:
+                return
+            # At most the difference to what the trial already granted, for its rest.
+            extra = new.monthly_tokens - (old.monthly_tokens if old.trial_credits else 0)
+        else:
+            extra = new.monthly_tokens - old.monthly_tokens
         if extra <= 0 or sub.allotment_granted_for != sub.current_period_start:
             return
         await credits().grant(
@@ -1283,6 +1294,31 @@ class BillingService:
             now=env.clock.now(),
             reason=f"upgrade to {new.name}: the difference for this period",
         )
+
+    async def _take_back_trial_credits(
+        self, session: AsyncSession, env: PaymentEnv, sub: Subscription, *, why: str
+    ) -> None:
+        """A trial's allotments are the trial's: when it ends (converted or not) or is
+        cancelled, their unspent rest is reversed (ledger ``reverse`` transfers, audited
+        and published), so no trial credit outlives the trial."""
+        if sub.status != "trialing" or sub.trial_end is None:
+            return
+        taken = await credits().reverse_allotments(
+            session,
+            sub.organization_id,
+            granted_from=sub.current_period_start,
+            expiring_by=sub.trial_end,
+            now=env.clock.now(),
+            reason=f"trial {why}: its unspent allotment taken back",
+        )
+        if taken:
+            audit_service.record(
+                session,
+                action="subscription.trial_credits_reversed",
+                target=sub.id,
+                organization_id=sub.organization_id,
+                details={"credits": taken, "why": why},
+            )
 
     async def _sync_license(self, session: AsyncSession, sub: Subscription) -> None:
         if sub.status == "incomplete":
