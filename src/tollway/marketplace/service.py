@@ -264,6 +264,18 @@ def _keywords(raw: list[str]) -> list[str]:
     return keywords[:MAX_KEYWORDS]
 
 
+def _editable(package: Package) -> dict[str, Any]:
+    """What ``PATCH`` may change, to tell which fields an edit changed."""
+    return {
+        "description": package.description,
+        "category": package.category,
+        "keywords": list(package.keywords),
+        "license": package.license,
+        "price": package.price_minor,
+        "currency": package.currency,
+    }
+
+
 def _description(raw: str) -> str:
     """The same rule at creation and edit as at publish: a description worth listing."""
     description = raw.strip()
@@ -378,14 +390,7 @@ class MarketplaceService:
         sent; ``price`` None makes the package free. The license is checked against the
         resulting price (``LicenseRef-...`` stays for paid packages only)."""
         package = await self._owned(session, package_ref, organization_id=organization_id)
-        before = {
-            "description": package.description,
-            "category": package.category,
-            "keywords": list(package.keywords),
-            "license": package.license,
-            "price": package.price_minor,
-            "currency": package.currency,
-        }
+        before = _editable(package)
         if "description" in changes:
             package.description = _description(changes["description"] or "")
         if "category" in changes:
@@ -400,14 +405,7 @@ class MarketplaceService:
         package.license = canonical_license(
             changes.get("license") or package.license, paid=package.price_minor > 0
         )
-        after = {
-            "description": package.description,
-            "category": package.category,
-            "keywords": list(package.keywords),
-            "license": package.license,
-            "price": package.price_minor,
-            "currency": package.currency,
-        }
+        after = _editable(package)
         changed = {key: after[key] for key in after if after[key] != before[key]}
         if changed:
             await self._refresh_listing(session, env, package)
