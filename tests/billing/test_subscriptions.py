@@ -51,6 +51,18 @@ async def event_types(database: Database, organization_id: str) -> list[str]:
         return list(rows.scalars())
 
 
+class TestTrialCredits:
+    async def test_a_plan_without_trial_credits_grants_none_in_its_trial_nor_on_upgrade(
+        self, client: httpx.AsyncClient, account: BillingAccount, ledger: MemoryCredits
+    ) -> None:
+        await add_card(client, account, "4242424242424242")
+        assert (await put_plan(client, account, "lite")).json()["status"] == "trialing"
+        assert ledger.granted(account.organization_id)[-1] == (100, "allotment")  # Free's
+        # Pro allows trial credits: the upgrade grants its tokens, Lite's were none.
+        assert (await put_plan(client, account, "pro")).json()["status"] == "trialing"
+        assert ledger.granted(account.organization_id)[-1] == (1000, "allotment")
+
+
 class TestPlanChanges:
     async def test_a_second_paid_plan_after_a_trial_is_invoiced_at_once_without_a_new_trial(
         self, client: httpx.AsyncClient, account: BillingAccount, ledger: MemoryCredits

@@ -1,8 +1,10 @@
 from decimal import Decimal
 
 import pytest
+from pydantic import BaseModel
 
-from tollway.kit.money import Money, currency_exponent
+from tollway.errors import TollwayError
+from tollway.kit.money import Currency, Money, currency_exponent
 
 
 class TestMoney:
@@ -45,3 +47,24 @@ class TestMoney:
     def test_invalid_currency_codes_are_refused(self) -> None:
         with pytest.raises(ValueError, match="ISO 4217"):
             Money(1, "dollars")
+
+    def test_three_letters_are_not_enough_to_be_a_currency(self) -> None:
+        for code in ("zzz", "xts", "xxx", "xau"):
+            with pytest.raises(ValueError, match="ISO 4217"):
+                Money(1, code)
+        assert Money(1, " GBP ").currency == "gbp"
+
+
+class PriceIn(BaseModel):
+    currency: Currency
+
+
+class TestCurrencyField:
+    def test_a_known_code_in_any_case_is_stored_lowercase(self) -> None:
+        assert PriceIn(currency="EUR").currency == "eur"
+
+    def test_an_unknown_code_answers_invalid_currency(self) -> None:
+        for value in ("zzz", "$$$", "dollars", 840):
+            with pytest.raises(TollwayError) as refused:
+                PriceIn(currency=value)  # type: ignore[arg-type]
+            assert (refused.value.status, refused.value.code) == (422, "invalid_currency")

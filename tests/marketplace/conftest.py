@@ -34,7 +34,12 @@ async def make_org(client: httpx.AsyncClient, *, name: str) -> Org:
     key = await create_api_key(
         client,
         account,
-        scopes=["marketplace:read", "marketplace:purchase", "marketplace:publish"],
+        scopes=[
+            "marketplace:read",
+            "marketplace:purchase",
+            "marketplace:publish",
+            "billing:purchase",
+        ],
     )
     return Org(account=account, key=key)
 

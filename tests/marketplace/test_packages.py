@@ -60,6 +60,8 @@ class TestCreatingPackages:
             ({"name": "ok", "license": "LicenseRef-Acme"}, "invalid_license"),
             ({"name": "ok", "category": "Web Apps!"}, "invalid_category"),
             ({"name": "ok", "price": {"amount": 500, "currency": "$$$"}}, "invalid_currency"),
+            ({"name": "ok", "price": {"amount": 500, "currency": "zzz"}}, "invalid_currency"),
+            ({"name": "ok", "price": {"amount": 500, "currency": "usdx"}}, "invalid_currency"),
             ({"name": "ok", "keywords": ["<script>"]}, "invalid_keywords"),
         ]
         for overrides, code in cases:
@@ -191,11 +193,10 @@ class TestVersionLifecycle:
     async def test_publishing_is_blocked_by_validation_errors(
         self, client: httpx.AsyncClient, author: Org
     ) -> None:
-        await create_package(client, author, "tiny", description="too short")
+        await create_package(client, author, "tiny")
         await upload(client, author, "tiny", "1.0.0", dependencies=[{"name": "ghost", "spec": "*"}])
         refused = await act(client, author, "tiny", "1.0.0", "publish", expect=422)
         assert refused["code"] == "package_invalid"
-        assert any("description" in error for error in refused["errors"])
         assert "the dependency ghost does not exist" in refused["errors"]
 
     async def test_empty_and_oversized_artifacts_are_refused(
@@ -286,3 +287,93 @@ class TestOtherOrganizations:
             "/api/v1/marketplace/packages/starter/9.9.9/download", headers=author.headers
         )
         assert download.json()["code"] == "version_not_found"
+
+
+class TestEditingPackages:
+    async def test_a_description_publishing_would_refuse_is_refused_at_creation(
+        self, client: httpx.AsyncClient, author: Org
+    ) -> None:
+        refused = await create_package(client, author, "tiny", description="x", expect=422)
+        assert refused["code"] == "invalid_description"
+        assert (await package(client, "tiny", author)).status_code == 404  # the name is free
+        await create_package(client, author, "tiny")
+
+    async def test_the_author_changes_description_keywords_category_price_and_license(
+        self, client: httpx.AsyncClient, author: Org
+    ) -> None:
+        await publish(client, author, "starter")
+        changed = await client.patch(
+            "/api/v1/marketplace/packages/starter",
+            json={
+                "description": "A better starter with tests, CI and documentation included.",
+                "keywords": ["Django"],
+                "category": "api",
+                "price": {"amount": 900, "currency": "EUR"},
+                "license": "LicenseRef-Acme",
+            },
+            headers=author.headers,
+        )
+        assert changed.status_code == 200, changed.text
+        body = changed.json()
+        assert (body["keywords"], body["category"], body["license"]) == (
+            ["django"],
+            "api",
+            "LicenseRef-Acme",
+        )
+        assert body["price"] == {"amount": 900, "currency": "eur"}
+        free_again = await client.patch(
+            "/api/v1/marketplace/packages/starter", json={"price": None}, headers=author.headers
+        )
+        assert (free_again.status_code, free_again.json()["code"]) == (422, "invalid_license")
+        both = await client.patch(
+            "/api/v1/marketplace/packages/starter",
+            json={"price": None, "license": "MIT"},
+            headers=author.headers,
+        )
+        assert (both.json()["free"], both.json()["license"]) == (True, "MIT")
+
+    async def test_bad_values_and_other_organizations_are_refused(
+        self, client: httpx.AsyncClient, author: Org, buyer: Org
+    ) -> None:
+        await publish(client, author, "starter")
+        for body, code in [
+            ({"description": "short"}, "invalid_description"),
+            ({"category": "Web Apps!"}, "invalid_category"),
+            ({"price": {"amount": 100, "currency": "zzz"}}, "invalid_currency"),
+        ]:
+            refused = await client.patch(
+                "/api/v1/marketplace/packages/starter", json=body, headers=author.headers
+            )
+            assert (refused.status_code, refused.json()["code"]) == (422, code)
+        stranger = await client.patch(
+            "/api/v1/marketplace/packages/starter",
+            json={"category": "api"},
+            headers=buyer.headers,
+        )
+        assert (stranger.status_code, stranger.json()["code"]) == (403, "not_package_owner")
+
+
+class TestDeletingPackages:
+    async def test_a_package_never_published_is_deleted_and_its_name_freed(
+        self, client: httpx.AsyncClient, author: Org
+    ) -> None:
+        await create_package(client, author, "draft-only")
+        await upload(client, author, "draft-only", "1.0.0")
+        deleted = await client.delete(
+            "/api/v1/marketplace/packages/draft-only", headers=author.headers
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert (await package(client, "draft-only", author)).status_code == 404
+        await create_package(client, author, "draft-only")
+
+    async def test_a_published_package_stays(
+        self, client: httpx.AsyncClient, author: Org, buyer: Org
+    ) -> None:
+        await publish(client, author, "starter")
+        await act(client, author, "starter", "1.0.0", "yank", reason="broken")
+        kept = await client.delete("/api/v1/marketplace/packages/starter", headers=author.headers)
+        assert (kept.status_code, kept.json()["code"]) == (409, "package_published")
+        stranger = await client.delete(
+            "/api/v1/marketplace/packages/starter", headers=buyer.headers
+        )
+        assert stranger.status_code == 403

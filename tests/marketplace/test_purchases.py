@@ -96,6 +96,47 @@ class TestFreePackages:
         assert (await download(client, buyer, "tpl-5")).status_code == 402
 
 
+class TestDependencies:
+    async def publish_kit(self, client: httpx.AsyncClient, author: Org, **package: Any) -> None:
+        """A kit needing six free packages (two levels deep), like the demo's flagship."""
+        for index in range(5):
+            await publish(client, author, f"lib-{index}")
+        await publish(
+            client,
+            author,
+            "base",
+            dependencies=[{"name": f"lib-{index}", "spec": "^1"} for index in range(5)],
+        )
+        await publish(
+            client, author, "kit", dependencies=[{"name": "base", "spec": "^1"}], **package
+        )
+
+    async def test_free_dependencies_come_with_the_purchase_and_count_as_nothing(
+        self, client: httpx.AsyncClient, author: Org, buyer: Org
+    ) -> None:
+        await self.publish_kit(client, author)
+        assert (await buy(client, buyer, "kit"))["status"] == "completed"
+        for name in ["kit", "base", *(f"lib-{index}" for index in range(5))]:
+            assert (await download(client, buyer, name)).status_code == 200, name
+        # One template chosen of the Free plan's five: four more can be acquired.
+        for index in range(4):
+            await publish(client, author, f"tpl-{index}")
+            await buy(client, buyer, f"tpl-{index}")
+        await publish(client, author, "tpl-4")
+        assert (await buy(client, buyer, "tpl-4", expect=402))["code"] == "quota_exceeded"
+
+    async def test_a_free_customer_buys_a_paid_kit_with_seven_packages(
+        self, app: FastAPI, client: httpx.AsyncClient, author: Org, buyer: Org
+    ) -> None:
+        await self.publish_kit(client, author, price=PRICE)
+        await add_card(client, buyer, "4242424242424242")
+        assert (await buy(client, buyer, "kit"))["status"] == "pending"
+        assert (await download(client, buyer, "lib-0")).status_code == 402  # not yet paid
+        assert await process_events(app) > 0
+        for name in ["kit", "base", *(f"lib-{index}" for index in range(5))]:
+            assert (await download(client, buyer, name)).status_code == 200, name
+
+
 class TestPaidPackages:
     async def test_a_card_payment_grants_the_package_when_it_succeeds(
         self, app: FastAPI, client: httpx.AsyncClient, author: Org, buyer: Org

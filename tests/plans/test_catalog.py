@@ -106,6 +106,17 @@ class TestInvalidCatalogs:
         with pytest.raises(CatalogError, match=r"plans\.pro\.price\.amount"):
             parse_catalog(document)
 
+    def test_a_plan_or_pack_priced_in_a_made_up_currency_is_refused(
+        self, document: dict[str, Any]
+    ) -> None:
+        plan = copy.deepcopy(document)
+        plan["plans"]["pro"]["price"]["currency"] = "zzz"
+        with pytest.raises(CatalogError, match=r"plans\.pro\.price\.currency.*ISO 4217"):
+            parse_catalog(plan)
+        document["token_packs"]["tokens_500"]["price"]["currency"] = "xts"
+        with pytest.raises(CatalogError, match="ISO 4217"):
+            parse_catalog(document)
+
     def test_a_float_tax_rate_is_refused(self, document: dict[str, Any]) -> None:
         document["tax_rates"]["DE"]["percent"] = 19.0
         with pytest.raises(CatalogError, match="percent"):

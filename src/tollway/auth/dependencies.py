@@ -18,7 +18,7 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 
-from tollway.auth.principal import Authenticator, Principal
+from tollway.auth.principal import Authenticator, Principal, spending_refusal
 from tollway.errors import Forbidden, Unauthorized
 
 _CACHE = "principal"
@@ -78,6 +78,16 @@ def require_role(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+async def require_spending(request: Request) -> Principal:
+    """The caller may charge the saved card off-session: a user with the ``owner`` or
+    ``billing`` role, or an API key with ``billing:purchase`` (403 otherwise)."""
+    principal = await current_principal(request)
+    refusal = spending_refusal(principal)
+    if refusal is not None:
+        raise refusal
+    return principal
+
+
 async def require_api_key(request: Request) -> Principal:
     """Only API keys may call (the product-facing endpoints such as /authorize)."""
     principal = await current_principal(request)
@@ -108,4 +118,5 @@ async def require_platform_admin(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 AdminPrincipal = Annotated[Principal, Depends(require_platform_admin)]
 ApiKeyPrincipal = Annotated[Principal, Depends(require_api_key)]
+SpendingPrincipal = Annotated[Principal, Depends(require_spending)]
 UserPrincipal = Annotated[Principal, Depends(require_user)]

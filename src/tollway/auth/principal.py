@@ -7,6 +7,9 @@ from typing import Literal, Protocol
 
 from starlette.requests import Request
 
+from tollway.auth.scopes import PURCHASE_SCOPE, SPENDING_ROLES
+from tollway.errors import Forbidden
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -32,6 +35,28 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+def spending_refusal(principal: Principal) -> Forbidden | None:
+    """Why ``principal`` may not charge the saved card off-session, or None when it may.
+
+    A user needs the ``owner`` or ``billing`` role (their current role: the principal
+    carries it); an API key needs the ``billing:purchase`` scope, which no key has
+    unless its creator asked for it by name.
+    """
+    if principal.kind == "api_key":
+        if principal.has_scope(PURCHASE_SCOPE):
+            return None
+        return Forbidden(
+            f"spending the saved card needs a key with the scope {PURCHASE_SCOPE}",
+            code="insufficient_scope",
+            required_scopes=[PURCHASE_SCOPE],
+        )
+    if principal.role in SPENDING_ROLES:
+        return None
+    return Forbidden(
+        f"this action needs the role {' or '.join(SPENDING_ROLES)}", code="insufficient_role"
+    )
 
 
 class Authenticator(Protocol):

@@ -70,6 +70,7 @@ class PlansCatalog:
             ),
             rollover_cap=plan.token_rollover_cap if plan is not None else 0,
             catalog_version=priced.catalog_version,
+            trial_credits=plan.trial_credits if plan is not None else True,
         )
 
     async def tax_rate(self, session: AsyncSession, country: str | None) -> TaxRate | None:
@@ -121,6 +122,12 @@ class PlansCatalog:
             license_state=license_state,
             grace_ends_at=grace_ends_at,
         )
+
+    async def assignment(
+        self, session: AsyncSession, organization_id: str
+    ) -> tuple[str, LicenseState, datetime | None]:
+        found = await self._plans_service.plan_of(session, organization_id)
+        return found.plan_id, found.license_state, found.grace_ends_at
 
     async def features(self, session: AsyncSession, organization_id: str) -> dict[str, bool]:
         assignment, effective = await self._plans_service.effective_plan(session, organization_id)
@@ -220,6 +227,25 @@ class LedgerCredits:
     ) -> int:
         return await self._ledger.release_open_holds(
             session, organization_id=organization_id, now=now
+        )
+
+    async def reverse_allotments(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        granted_from: datetime,
+        expiring_by: datetime,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        return await self._ledger.reverse_allotments(
+            session,
+            organization_id=organization_id,
+            granted_from=granted_from,
+            expiring_by=expiring_by,
+            now=now,
+            reason=reason,
         )
 
     async def reverse_unspent(

@@ -8,7 +8,12 @@ from fastapi import Depends, Query
 from starlette.responses import Response
 
 from tollway.accounts.service import BillingProfile, account_service
-from tollway.auth.dependencies import AdminPrincipal, require_role, require_scope
+from tollway.auth.dependencies import (
+    AdminPrincipal,
+    SpendingPrincipal,
+    require_role,
+    require_scope,
+)
 from tollway.auth.principal import Principal
 from tollway.billing.pdf import render_invoice_pdf
 from tollway.billing.schemas import (
@@ -32,7 +37,6 @@ router = api_router(prefix="/api/v1", tags=["billing"])
 
 BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
 BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
-CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
 BillingManager = Annotated[Principal, Depends(require_role("owner", "admin", "billing"))]
 
 
@@ -101,13 +105,16 @@ async def get_subscription(
 async def change_subscription(
     body: SubscriptionChange,
     principal: BillingWriter,
+    _spender: SpendingPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> SubscriptionOut:
     """Change plan: an upgrade takes effect now with a proration invoice (credit for the
     unused time of the old plan, charge for the rest of the period on the new one); a
-    downgrade waits for the period end. A paid plan needs a default payment method
+    downgrade waits for the period end. It may charge the saved card: scope
+    `billing:write` and the right to spend (role `owner` or `billing`, or a key with
+    `billing:purchase`). A paid plan needs a default payment method
     (402 `payment_method_required`); an unknown plan is 422 `unknown_plan`, the current
     plan 409 `plan_unchanged`."""
     sub = await billing_service.change_plan(
@@ -208,13 +215,15 @@ async def refund_invoice(
 @router.post("/credits/packs/{pack_id}/purchase")
 async def purchase_pack(
     pack_id: str,
-    principal: CreditsWriter,
+    principal: SpendingPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> PackPurchaseOut:
     """Buy a token pack: with a default payment method the charge runs at once and the
-    credits land when it succeeds; otherwise the answer carries a `checkout_url`."""
+    credits land when it succeeds; otherwise the answer carries a `checkout_url`. Needs
+    the role `owner` or `billing`, or a key with the scope `billing:purchase` (not in a
+    key's default scopes)."""
     order = await billing_service.purchase_pack(
         session,
         PaymentEnv(settings, clock),

@@ -45,6 +45,8 @@ class PlanTerms:
     rollover_cap: int = 0
     #: the catalog version these prices come from (the subscription keeps it)
     catalog_version: int | None = None
+    #: a trial of this plan grants its monthly tokens (for the trial only)
+    trial_credits: bool = True
 
     @property
     def is_free(self) -> bool:
@@ -114,6 +116,13 @@ class Catalog(Protocol):
         """Which features the organization may use now (plan x license state)."""
         ...
 
+    async def assignment(
+        self, session: AsyncSession, organization_id: str
+    ) -> tuple[str, LicenseState, datetime | None]:
+        """The plan, license state and grace end entitlements enforce for the organization
+        (the default plan when nothing was assigned); a read, never a write."""
+        ...
+
     async def usage(
         self,
         session: AsyncSession,
@@ -175,6 +184,20 @@ class Credits(Protocol):
     async def release_open_holds(
         self, session: AsyncSession, organization_id: str, *, now: datetime
     ) -> int: ...
+
+    async def reverse_allotments(
+        self,
+        session: AsyncSession,
+        organization_id: str,
+        *,
+        granted_from: datetime,
+        expiring_by: datetime,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        """Take back the unspent allotments granted since ``granted_from`` that expire by
+        ``expiring_by`` (a trial's); returns how many credits."""
+        ...
 
     async def reverse_unspent(
         self,

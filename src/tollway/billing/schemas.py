@@ -14,7 +14,9 @@ class SubscriptionChange(BaseModel):
 
 
 class SubscriptionOut(BaseModel):
-    id: str
+    id: str | None = Field(
+        description="null for an organization that never subscribed: a view of its plan"
+    )
     plan: str
     status: str
     current_period_start: datetime

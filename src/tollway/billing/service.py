@@ -162,7 +162,52 @@ class BillingService:
     async def current(
         self, session: AsyncSession, env: PaymentEnv, *, organization_id: str
     ) -> Subscription:
-        """The organization's subscription; a first-time organization starts on Free."""
+        """The organization's subscription, read only: reads never write.
+
+        An organization that never subscribed has no row; it is answered with an unsaved
+        view (``id`` None, status ``active``) of what entitlements enforce for it: the
+        plan and license state of its assignment - the default plan, or one an operator
+        assigned (``PUT /api/v1/admin/organizations/{id}/plan``) - in monthly periods
+        counted from the organization's creation.
+        """
+        sub = await repository.get_current_subscription(session, organization_id=organization_id)
+        if sub is not None:
+            return sub
+        plan_id, license_state, grace_ends_at = await catalog().assignment(session, organization_id)
+        plan = await catalog().get_plan(session, plan_id)
+        interval = plan.interval if plan is not None else "month"
+        now = env.clock.now()
+        organization = await account_service.get_organization(session, organization_id)
+        anchor = min(organization.created_at, now)
+        index = 0
+        period_start, period_end = period_bounds(anchor, index, interval)
+        while period_end <= now:
+            index += 1
+            period_start, period_end = period_bounds(anchor, index, interval)
+        return Subscription(
+            id=None,
+            organization_id=organization_id,
+            is_current=True,
+            plan_id=plan_id,
+            catalog_version=plan.catalog_version if plan is not None else None,
+            status="active",
+            currency=plan.currency if plan is not None else "usd",
+            billing_anchor=anchor,
+            period_index=index,
+            current_period_start=period_start,
+            current_period_end=period_end,
+            cancel_at_period_end=False,
+            license_state=license_state,
+            grace_ends_at=grace_ends_at,
+            created_at=anchor,
+            updated_at=now,
+        )
+
+    async def _current_for_update(
+        self, session: AsyncSession, env: PaymentEnv, *, organization_id: str
+    ) -> Subscription:
+        """The subscription a write changes, locked; a first-time organization's Free
+        subscription is booked here (in the write, never in a read)."""
         sub = await repository.get_current_subscription(
             session, organization_id=organization_id, for_update=True
         )
@@ -213,7 +258,7 @@ class BillingService:
             raise UnknownPlan(
                 f"there is no plan {plan_id!r}; GET /api/v1/billing/pricing lists them"
             )
-        sub = await self.current(session, env, organization_id=organization_id)
+        sub = await self._current_for_update(session, env, organization_id=organization_id)
         now = env.clock.now()
         if target.id == sub.plan_id:
             if sub.pending_plan_id is not None or sub.cancel_at_period_end:
@@ -405,7 +450,7 @@ class BillingService:
         self, session: AsyncSession, env: PaymentEnv, *, organization_id: str, at_period_end: bool
     ) -> Subscription:
         """Cancel at the period end (default) or now; the organization then returns to Free."""
-        sub = await self.current(session, env, organization_id=organization_id)
+        sub = await self._current_for_update(session, env, organization_id=organization_id)
         plan = await self._sub_plan(session, sub)
         if plan.is_free:
             raise NotCancelable("the free plan has nothing to cancel")
@@ -442,6 +487,7 @@ class BillingService:
         uncollectible: bool = False,
     ) -> Subscription:
         """End ``sub`` and start the organization's Free subscription at ``at``."""
+        await self._take_back_trial_credits(session, env, sub, why="canceled")
         for invoice in await repository.list_open_invoices(session, subscription_id=sub.id):
             if uncollectible:
                 invoice.status = "uncollectible"
@@ -478,6 +524,8 @@ class BillingService:
         ):
             return False
         ended_start, ended_end = sub.current_period_start, sub.current_period_end
+        if not sub.cancel_at_period_end:
+            await self._take_back_trial_credits(session, env, sub, why="ended")
         if sub.cancel_at_period_end:
             await self._end(session, env, sub, at=ended_end, void_open=False)
             return True
@@ -1187,7 +1235,8 @@ class BillingService:
         ):
             return
         sub.allotment_granted_for = sub.current_period_start
-        if plan.monthly_tokens <= 0:
+        trial = sub.status == "trialing"
+        if plan.monthly_tokens <= 0 or (trial and not plan.trial_credits):
             return
         if await repository.allotment_period_taken(
             session,
@@ -1214,7 +1263,8 @@ class BillingService:
             amount=plan.monthly_tokens,
             period_start=sub.current_period_start,
             period_end=sub.current_period_end,
-            rollover_cap=plan.rollover_cap or None,
+            # A trial's tokens are the trial's: none roll over into the first paid period.
+            rollover_cap=None if trial else plan.rollover_cap or None,
         )
 
     async def _grant_upgrade_tokens(
@@ -1225,7 +1275,13 @@ class BillingService:
         old: PlanTerms,
         new: PlanTerms,
     ) -> None:
-        extra = new.monthly_tokens - old.monthly_tokens
+        if sub.status == "trialing":
+            if not new.trial_credits:
+                return
+            # At most the difference to what the trial already granted, for its rest.
+            extra = new.monthly_tokens - (old.monthly_tokens if old.trial_credits else 0)
+        else:
+            extra = new.monthly_tokens - old.monthly_tokens
         if extra <= 0 or sub.allotment_granted_for != sub.current_period_start:
             return
         await credits().grant(
@@ -1238,6 +1294,31 @@ class BillingService:
             now=env.clock.now(),
             reason=f"upgrade to {new.name}: the difference for this period",
         )
+
+    async def _take_back_trial_credits(
+        self, session: AsyncSession, env: PaymentEnv, sub: Subscription, *, why: str
+    ) -> None:
+        """A trial's allotments are the trial's: when it ends (converted or not) or is
+        cancelled, their unspent rest is reversed (ledger ``reverse`` transfers, audited
+        and published), so no trial credit outlives the trial."""
+        if sub.status != "trialing" or sub.trial_end is None:
+            return
+        taken = await credits().reverse_allotments(
+            session,
+            sub.organization_id,
+            granted_from=sub.current_period_start,
+            expiring_by=sub.trial_end,
+            now=env.clock.now(),
+            reason=f"trial {why}: its unspent allotment taken back",
+        )
+        if taken:
+            audit_service.record(
+                session,
+                action="subscription.trial_credits_reversed",
+                target=sub.id,
+                organization_id=sub.organization_id,
+                details={"credits": taken, "why": why},
+            )
 
     async def _sync_license(self, session: AsyncSession, sub: Subscription) -> None:
         if sub.status == "incomplete":

@@ -9,8 +9,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, Field
+
+from tollway.errors import Unprocessable
+
+#: The ISO 4217 codes of money (list one, current currencies), lowercase. Left out: the
+#: codes of funds (``bov``, ``usn`` ...), precious metals (``xau``), special drawing
+#: rights and bond units (``xdr``, ``xba`` ...), testing (``xts``) and no currency
+#: (``xxx``): nothing is priced or paid in them.
+ISO_4217_CURRENCIES = frozenset(
+    {
+        "aed", "afn", "all", "amd", "ang", "aoa", "ars", "aud", "awg", "azn", "bam", "bbd",
+        "bdt", "bgn", "bhd", "bif", "bmd", "bnd", "bob", "brl", "bsd", "btn", "bwp", "byn",
+        "bzd", "cad", "cdf", "chf", "clp", "cny", "cop", "crc", "cup", "cve", "czk", "djf",
+        "dkk", "dop", "dzd", "egp", "ern", "etb", "eur", "fjd", "fkp", "gbp", "gel", "ghs",
+        "gip", "gmd", "gnf", "gtq", "gyd", "hkd", "hnl", "htg", "huf", "idr", "ils", "inr",
+        "iqd", "irr", "isk", "jmd", "jod", "jpy", "kes", "kgs", "khr", "kmf", "kpw", "krw",
+        "kwd", "kyd", "kzt", "lak", "lbp", "lkr", "lrd", "lsl", "lyd", "mad", "mdl", "mga",
+        "mkd", "mmk", "mnt", "mop", "mru", "mur", "mvr", "mwk", "mxn", "myr", "mzn", "nad",
+        "ngn", "nio", "nok", "npr", "nzd", "omr", "pab", "pen", "pgk", "php", "pkr", "pln",
+        "pyg", "qar", "ron", "rsd", "rub", "rwf", "sar", "sbd", "scr", "sdg", "sek", "sgd",
+        "shp", "sle", "sll", "sos", "srd", "ssp", "stn", "svc", "syp", "szl", "thb", "tjs",
+        "tmt", "tnd", "top", "try", "ttd", "twd", "tzs", "uah", "ugx", "usd", "uyu", "uzs",
+        "ved", "ves", "vnd", "vuv", "wst", "xaf", "xcd", "xcg", "xof", "xpf", "yer", "zar",
+        "zmw", "zwg", "zwl",
+    }
+)  # fmt: skip
 #: Currencies whose minor unit is the major unit (Stripe's list).
 ZERO_DECIMAL_CURRENCIES = frozenset(
     {
@@ -33,10 +59,35 @@ def currency_exponent(currency: str) -> int:
 
 
 def normalize_currency(currency: str) -> str:
-    code = currency.strip().lower()
-    if len(code) != 3 or not code.isascii() or not code.isalpha():
-        raise ValueError(f"not an ISO 4217 currency code: {currency!r}")
+    """The lowercase code of ``currency`` (``"USD"`` -> ``"usd"``); ValueError unless it
+    is one of :data:`ISO_4217_CURRENCIES` (``"zzz"``, ``"$$$"`` and ``"dollars"`` are not)."""
+    code = currency.strip().lower() if isinstance(currency, str) else ""
+    if code not in ISO_4217_CURRENCIES:
+        raise ValueError(f"not an ISO 4217 currency code: {str(currency)[:20]!r}")
     return code
+
+
+def _currency_field(value: object) -> str:
+    # A TollwayError passes through pydantic untouched: the answer is 422 with the
+    # documented code ``invalid_currency``, not a generic ``validation_error``.
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return normalize_currency(value)
+    except ValueError:
+        raise Unprocessable(
+            f"{str(value)[:20]!r} is not an ISO 4217 currency code (usd, eur, jpy ...)",
+            code="invalid_currency",
+        ) from None
+
+
+#: The currency field of every request schema: an ISO 4217 code in any case, stored
+#: lowercase; anything else is 422 ``invalid_currency``.
+Currency = Annotated[
+    str,
+    BeforeValidator(_currency_field),
+    Field(description="ISO 4217 currency code, any case (stored lowercase)", examples=["usd"]),
+]
 
 
 @dataclass(frozen=True, slots=True)

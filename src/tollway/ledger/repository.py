@@ -28,6 +28,7 @@ from tollway.ledger.models import (
     CreditGrant,
     CreditTransfer,
     FraudFlag,
+    GrantSource,
     Reservation,
     ReservationStatus,
 )
@@ -578,3 +579,23 @@ async def list_fraud_flags(
     if organization_id is not None:
         statement = statement.where(FraudFlag.organization_id == organization_id)
     return await paginate(session, statement, id_column=FraudFlag.id, params=params)
+
+
+async def list_live_allotments(
+    session: AsyncSession, *, organization_id: str, granted_from: datetime, expiring_by: datetime
+) -> list[CreditGrant]:
+    """Allotment lots granted since ``granted_from`` that expire by ``expiring_by`` and
+    still hold credits (not expired, not reversed): a trial's."""
+    statement = (
+        select(CreditGrant)
+        .where(
+            CreditGrant.organization_id == organization_id,
+            CreditGrant.source == GrantSource.ALLOTMENT.value,
+            CreditGrant.created_at >= granted_from,
+            CreditGrant.expires_at <= expiring_by,
+            CreditGrant.expired_at.is_(None),
+            CreditGrant.reversed_at.is_(None),
+        )
+        .order_by(CreditGrant.created_at, CreditGrant.id)
+    )
+    return list((await session.execute(statement)).scalars())

@@ -464,6 +464,43 @@ class LedgerService:
         await session.flush()
         return reversed_amount
 
+    async def reverse_allotments(
+        self,
+        session: AsyncSession,
+        *,
+        organization_id: str,
+        granted_from: datetime,
+        expiring_by: datetime,
+        now: datetime,
+        reason: str,
+    ) -> int:
+        """Take back the unspent rest of the allotment lots granted since ``granted_from``
+        and expiring by ``expiring_by`` (a trial's, when it ends unconverted or is
+        cancelled): one ``reverse`` transfer (wallet -> refunds) per lot, audited like
+        every transfer, the lot closed, and a ``credits.reversed`` event. Returns the
+        credits reversed; a second call reverses nothing."""
+        await repository.lock_accounts(session, organization_id=organization_id, now=now)
+        lots = await repository.list_live_allotments(
+            session,
+            organization_id=organization_id,
+            granted_from=granted_from,
+            expiring_by=expiring_by,
+        )
+        total = 0
+        for lot in lots:
+            reversed_amount = await self.reverse_grant_remaining(
+                session, organization_id=organization_id, now=now, reason=reason, grant_id=lot.id
+            )
+            total += reversed_amount
+            await outbox.publish(
+                session,
+                "credits.reversed",
+                {"grant_id": lot.id, "amount": reversed_amount, "reason": reason[:500]},
+                organization_id=organization_id,
+                occurred_at=now,
+            )
+        return total
+
     # ------------------------------------------------------------------ holds
 
     async def _abuse_policy(

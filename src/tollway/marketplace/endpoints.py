@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, File, Form, Query, Request, UploadFile
 from starlette.background import BackgroundTask
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from tollway.auth.dependencies import optional_principal, require_scope
-from tollway.auth.principal import Principal
+from tollway.auth.principal import Principal, spending_refusal
 from tollway.db import Database
 from tollway.entitlements.service import EntitlementsRuntime
 from tollway.kit.pagination import PageParams, page_params
@@ -23,6 +23,7 @@ from tollway.marketplace.schemas import (
     PackageCreate,
     PackageDetail,
     PackageOut,
+    PackageUpdate,
     PurchaseList,
     PurchaseOut,
     ResolvedPackage,
@@ -109,6 +110,41 @@ async def create_package(
         price_currency=body.price.currency if body.price else None,
     )
     return _detail(PackageView(package=package, versions=[]))
+
+
+@router.patch("/packages/{package_id}")
+async def update_package(
+    package_id: str,
+    body: PackageUpdate,
+    principal: Publisher,
+    session: SessionDep,
+    env: EnvDep,
+) -> PackageDetail:
+    """Change `description`, `keywords`, `category`, `price` or `license` of a package
+    of the caller's organization (scope `marketplace:publish`; another organization's is
+    403 `not_package_owner`). Fields left out stay; `price: null` makes it free. The
+    values are checked as at creation (`invalid_description`, `invalid_category`,
+    `invalid_keywords`, `invalid_currency`, `invalid_license`)."""
+    view = await marketplace_service.update_package(
+        session,
+        env,
+        organization_id=principal.organization_id,
+        package_ref=package_id,
+        changes=body.model_dump(include=body.model_fields_set),
+    )
+    return _detail(view)
+
+
+@router.delete("/packages/{package_id}", status_code=204)
+async def delete_package(
+    package_id: str, principal: Publisher, session: SessionDep, env: EnvDep
+) -> Response:
+    """Delete a package of the caller's organization that never had a published version
+    (its drafts go with it) and free its name; 409 `package_published` otherwise."""
+    await marketplace_service.delete_package(
+        session, env, organization_id=principal.organization_id, package_ref=package_id
+    )
+    return Response(status_code=204)
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -284,7 +320,8 @@ async def purchase(
     runtime: RuntimeDep,
 ) -> PurchaseOut:
     """Acquire a package (scope `marketplace:purchase`); counts against the plan's
-    `templates` limit (402 `quota_exceeded` above it).
+    `templates` limit (402 `quota_exceeded` above it). A paid package charges the saved
+    card: it also needs the role `owner` or `billing`, or a key with `billing:purchase`.
 
     Free: `status: "completed"` at once. Paid: with a default payment method the card
     is charged and the answer is `pending` until the payment succeeds; without one the
@@ -297,6 +334,7 @@ async def purchase(
         organization_id=principal.organization_id,
         subject=principal.actor,
         package_ref=package_id,
+        spending_refusal=spending_refusal(principal),
     )
     return PurchaseOut.of(row)
 

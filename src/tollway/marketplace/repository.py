@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.kit.pagination import PageParams, PageResult, paginate
@@ -225,3 +225,9 @@ async def list_packages_of(session: AsyncSession, *, organization_id: str) -> li
 async def find_package(session: AsyncSession, *, id_or_name: str) -> Package | None:
     statement = select(Package).where(or_(Package.id == id_or_name, Package.name == id_or_name))
     return (await session.execute(statement)).scalars().first()
+
+
+async def delete_package(session: AsyncSession, *, package_id: str) -> None:
+    """A package and its versions (the caller made sure none was ever published)."""
+    await session.execute(delete(PackageVersion).where(PackageVersion.package_id == package_id))
+    await session.execute(delete(Package).where(Package.id == package_id))

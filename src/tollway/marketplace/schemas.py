@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tollway.kit.money import Currency
 from tollway.kit.numbers import AmountMinor
 from tollway.marketplace.models import Earning, Package, PackageVersion, Purchase
 
@@ -14,13 +15,31 @@ class Price(BaseModel):
     currency: str = Field(min_length=3, max_length=3, examples=["usd"])
 
 
+class PriceIn(BaseModel):
+    """A price as a request sends it: the currency must be ISO 4217 (422 ``invalid_currency``)."""
+
+    amount: AmountMinor = Field(ge=0, le=100_000_000, description="minor units (cents)")
+    currency: Currency
+
+
 class PackageCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, examples=["fastapi-crud"])
     description: str = Field(min_length=1, max_length=5000)
     category: str = Field(min_length=1, max_length=40, examples=["web"])
     keywords: list[str] = Field(default_factory=list, max_length=20)
     license: str = Field(min_length=1, max_length=200, examples=["MIT"])
-    price: Price | None = Field(None, description="absent or amount 0: a free package")
+    price: PriceIn | None = Field(None, description="absent or amount 0: a free package")
+
+
+class PackageUpdate(BaseModel):
+    """The fields to change; those left out stay. ``price: null`` (or amount 0) makes the
+    package free."""
+
+    description: str | None = Field(None, min_length=1, max_length=5000)
+    category: str | None = Field(None, min_length=1, max_length=40, examples=["web"])
+    keywords: list[str] | None = Field(None, max_length=20)
+    license: str | None = Field(None, min_length=1, max_length=200, examples=["MIT"])
+    price: PriceIn | None = None
 
 
 class Author(BaseModel):

@@ -45,6 +45,7 @@ from tollway.errors import (
     NotFound,
     PaymentRequired,
     RateLimited,
+    TollwayError,
     Unprocessable,
 )
 from tollway.kit.clock import Clock
@@ -68,6 +69,8 @@ log = structlog.get_logger("tollway.marketplace")
 
 PURCHASE_PURPOSE = "marketplace_purchase"
 TEMPLATES_FEATURE = "templates.install"
+#: How deep the free dependencies of a purchase are followed (resolution has its own limits).
+MAX_DEPENDENCY_DEPTH = 20
 MAX_DEPENDENCIES = 100
 MAX_KEYWORDS = 20
 #: What an artifact signature covers (documented in docs/marketplace.md).
@@ -106,6 +109,11 @@ class DuplicateVersion(Conflict):
 class InvalidTransition(Conflict):
     code = "invalid_transition"
     title = "Not possible in this state"
+
+
+class PackagePublished(Conflict):
+    code = "package_published"
+    title = "Package has published versions"
 
 
 class NotPackageOwner(Forbidden):
@@ -256,6 +264,29 @@ def _keywords(raw: list[str]) -> list[str]:
     return keywords[:MAX_KEYWORDS]
 
 
+def _editable(package: Package) -> dict[str, Any]:
+    """What ``PATCH`` may change, to tell which fields an edit changed."""
+    return {
+        "description": package.description,
+        "category": package.category,
+        "keywords": list(package.keywords),
+        "license": package.license,
+        "price": package.price_minor,
+        "currency": package.currency,
+    }
+
+
+def _description(raw: str) -> str:
+    """The same rule at creation and edit as at publish: a description worth listing."""
+    description = raw.strip()
+    if len(description) < MIN_DESCRIPTION_LENGTH:
+        raise _invalid(
+            "invalid_description",
+            f"the description needs at least {MIN_DESCRIPTION_LENGTH} characters",
+        )
+    return description
+
+
 def _price(amount: int | None, currency: str | None) -> tuple[int, str | None]:
     if not amount:
         return 0, None
@@ -319,7 +350,7 @@ class MarketplaceService:
         package = Package(
             id=new_id("pkg"),
             name=normalized,
-            description=description.strip(),
+            description=_description(description),
             category=_category(category),
             keywords=_keywords(keywords),
             license=expression,
@@ -344,6 +375,84 @@ class MarketplaceService:
             details={"name": package.name, "price": amount, "currency": currency},
         )
         return package
+
+    async def update_package(
+        self,
+        session: AsyncSession,
+        env: MarketEnv,
+        *,
+        organization_id: str,
+        package_ref: str,
+        changes: dict[str, Any],
+    ) -> PackageView:
+        """Change a package's description, category, keywords, license or price (its
+        author organization only), validated as at creation. ``changes`` holds the fields
+        sent; ``price`` None makes the package free. The license is checked against the
+        resulting price (``LicenseRef-...`` stays for paid packages only)."""
+        package = await self._owned(session, package_ref, organization_id=organization_id)
+        before = _editable(package)
+        if "description" in changes:
+            package.description = _description(changes["description"] or "")
+        if "category" in changes:
+            package.category = _category(changes["category"] or "")
+        if "keywords" in changes:
+            package.keywords = _keywords(changes["keywords"] or [])
+        if "price" in changes:
+            price = changes["price"] or {}
+            package.price_minor, package.currency = _price(
+                price.get("amount"), price.get("currency")
+            )
+        package.license = canonical_license(
+            changes.get("license") or package.license, paid=package.price_minor > 0
+        )
+        after = _editable(package)
+        changed = {key: after[key] for key in after if after[key] != before[key]}
+        if changed:
+            await self._refresh_listing(session, env, package)
+            audit_service.record(
+                session,
+                action="marketplace_package.updated",
+                target=package.id,
+                organization_id=organization_id,
+                details={"name": package.name, "changes": changed},
+            )
+            await outbox.publish(
+                session,
+                "marketplace_package.updated",
+                {"package_id": package.id, "package": package.name, "changes": changed},
+                organization_id=organization_id,
+                occurred_at=env.clock.now(),
+            )
+        return await self._visible(session, package.id, organization_id=organization_id)
+
+    async def delete_package(
+        self, session: AsyncSession, env: MarketEnv, *, organization_id: str, package_ref: str
+    ) -> None:
+        """Delete a package none of whose versions was ever published (its drafts go
+        with it) and free its name; a package that was published stays (409
+        ``package_published``): buyers and dependents rely on its name@versions."""
+        package = await self._owned(session, package_ref, organization_id=organization_id)
+        versions = await repository.list_versions(session, package_id=package.id)
+        if any(version.published_at is not None for version in versions):
+            raise PackagePublished(
+                f"{package.name} has published versions: deprecate or yank them instead"
+            )
+        await search_backend(session).remove(session, package.id)
+        await repository.delete_package(session, package_id=package.id)
+        audit_service.record(
+            session,
+            action="marketplace_package.deleted",
+            target=package.id,
+            organization_id=organization_id,
+            details={"name": package.name, "drafts": [version.version for version in versions]},
+        )
+        await outbox.publish(
+            session,
+            "marketplace_package.deleted",
+            {"package_id": package.id, "package": package.name},
+            organization_id=organization_id,
+            occurred_at=env.clock.now(),
+        )
 
     async def _find(self, session: AsyncSession, id_or_name: str) -> Package:
         package = await repository.find_package(session, id_or_name=id_or_name.strip())
@@ -714,9 +823,11 @@ class MarketplaceService:
         organization_id: str,
         subject: str,
         package_ref: str,
+        spending_refusal: TollwayError | None = None,
     ) -> Purchase:
         """Acquire a package: free at once, paid through payments. Buying what you own
-        answers the existing purchase."""
+        answers the existing purchase. ``spending_refusal`` is why the caller may not
+        charge the saved card (raised for a paid package only)."""
         view = await self._visible(session, package_ref, organization_id=organization_id)
         package = view.package
         if package.organization_id == organization_id:
@@ -728,6 +839,8 @@ class MarketplaceService:
         )
         if existing is not None:
             return existing
+        if spending_refusal is not None and not package.is_free:
+            raise spending_refusal
         await self._count_acquisition(
             session, runtime, organization_id=organization_id, subject=subject, package=package
         )
@@ -822,8 +935,66 @@ class MarketplaceService:
             raise Forbidden(detail, code=decision.code)
         raise PaymentRequired(detail, code=decision.code or "quota_exceeded")
 
-    async def _complete(
+    async def _acquire_dependencies(
         self, session: AsyncSession, env: PaymentEnv, purchase: Purchase, *, package: Package
+    ) -> None:
+        """The free packages the chosen one needs come with its purchase, uncounted.
+
+        Walks the dependencies of the newest release of each package, breadth first
+        (a cycle ends where a name was seen). A free dependency the organization neither
+        wrote nor owns gets a completed purchase of its own, recorded as acquired with
+        ``purchase``; the ``templates`` limit counts only what the customer chose. A paid
+        dependency is not bought on the customer's behalf: it needs its own purchase
+        (and then counts); the free packages below it still come along now.
+        """
+        organization_id = purchase.organization_id
+        seen = {package.name}
+        frontier = [package]
+        for _ in range(MAX_DEPENDENCY_DEPTH):
+            names: set[str] = set()
+            for current in frontier:
+                if current.latest_version is None:
+                    continue
+                row = await repository.get_version(
+                    session, package_id=current.id, version=current.latest_version
+                )
+                if row is not None:
+                    names.update(dep["name"] for dep in row.dependencies)
+            names -= seen
+            if not names:
+                return
+            seen |= names
+            frontier = await repository.list_packages_by_names(session, names)
+            for dependency in frontier:
+                if not dependency.is_free or dependency.organization_id == organization_id:
+                    continue
+                if await repository.get_live_purchase(
+                    session, package_id=dependency.id, organization_id=organization_id
+                ):
+                    continue
+                acquired = Purchase(
+                    id=new_id("mpp"),
+                    package_id=dependency.id,
+                    organization_id=organization_id,
+                    status="pending",
+                    open_key=f"{dependency.id}:{organization_id}",
+                    price_minor=0,
+                    currency=None,
+                    created_at=env.clock.now(),
+                )
+                await repository.add(session, acquired)
+                await self._complete(
+                    session, env, acquired, package=dependency, acquired_with=purchase
+                )
+
+    async def _complete(
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        purchase: Purchase,
+        *,
+        package: Package,
+        acquired_with: Purchase | None = None,
     ) -> None:
         now = env.clock.now()
         purchase.status = "completed"
@@ -837,7 +1008,11 @@ class MarketplaceService:
             action="marketplace_purchase.completed",
             target=purchase.id,
             organization_id=purchase.organization_id,
-            details={"package": package.name, "price": purchase.price_minor},
+            details={
+                "package": package.name,
+                "price": purchase.price_minor,
+                "acquired_with": acquired_with.id if acquired_with else None,
+            },
         )
         await outbox.publish(
             session,
@@ -848,10 +1023,13 @@ class MarketplaceService:
                 "package": package.name,
                 "price": purchase.price_minor,
                 "currency": purchase.currency,
+                "acquired_with": acquired_with.id if acquired_with else None,
             },
             organization_id=purchase.organization_id,
             occurred_at=now,
         )
+        if acquired_with is None:
+            await self._acquire_dependencies(session, env, purchase, package=package)
 
     async def _book_earning(
         self, session: AsyncSession, env: PaymentEnv, purchase: Purchase, *, package: Package

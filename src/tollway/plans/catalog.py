@@ -112,6 +112,8 @@ class Plan:
     trial_days: int
     monthly_tokens: int
     token_rollover_cap: int
+    #: whether a trial of the plan grants its monthly tokens (they last the trial only)
+    trial_credits: bool
     rate_limit_per_minute: int | None
     features: dict[str, PlanFeature]
     abuse: AbuseLimits
@@ -305,6 +307,7 @@ def _plan(plan_id: str, reader: _Reader, features: dict[str, Feature]) -> Plan:
         trial_days=reader.integer("trial_days", default=0, minimum=0),
         monthly_tokens=reader.integer("monthly_tokens", default=0, minimum=0),
         token_rollover_cap=reader.integer("token_rollover_cap", default=0, minimum=0),
+        trial_credits=reader.boolean("trial_credits", default=True),
         rate_limit_per_minute=reader.optional_integer("rate_limit_per_minute", minimum=1),
         features=plan_features,
         abuse=AbuseLimits(
