@@ -13,6 +13,7 @@ from tests.fixtures.identity import (
     add_member,
     create_api_key,
     login,
+    login_into,
     register,
 )
 from tollway.accounts.tasks import purge_expired_invitations
@@ -25,24 +26,6 @@ from tollway.kit.sweeps import SweepContext
 
 def members_url(account: Account) -> str:
     return f"/api/v1/organizations/{account.organization_id}/members"
-
-
-async def login_into(client: httpx.AsyncClient, account: Account, organization_id: str) -> Account:
-    """Log ``account`` into another organization it belongs to."""
-    response = await client.post(
-        "/api/v1/auth/login",
-        json={"email": account.email, "password": PASSWORD, "organization_id": organization_id},
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    return Account(
-        user_id=account.user_id,
-        organization_id=organization_id,
-        email=account.email,
-        password=PASSWORD,
-        access_token=body["access_token"],
-        refresh_token=body["refresh_token"],
-    )
 
 
 async def add(

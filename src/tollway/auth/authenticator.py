@@ -244,11 +244,16 @@ class TollwayAuthenticator:
             self._flushing = None
 
     async def idempotency_scope(self, request: Request) -> str:
-        """Idempotency keys live per organization, whatever credential the caller uses."""
+        """Idempotency keys live per credential: the organization and the API key or the
+        user calling. Another credential of the organization, with other rights, never
+        gets an answer stored for this one (a new key, an invitation's token)."""
         try:
             principal = await optional_principal(request)
         except (Unauthorized, Forbidden):
             # The route's own authentication answers 401 (or 403 csrf_failed); nothing
             # will be stored.
             return "anonymous"
-        return principal.organization_id if principal is not None else "anonymous"
+        if principal is None:
+            return "anonymous"
+        credential = principal.api_key_id if principal.kind == "api_key" else principal.user_id
+        return f"{principal.organization_id}/{credential}"
