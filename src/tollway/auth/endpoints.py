@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import Query
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -59,7 +62,7 @@ from tollway.auth.sessions import (
 )
 from tollway.auth.two_factor import TotpRequired, two_factor_service
 from tollway.config import Settings
-from tollway.db import Database
+from tollway.db import Database, Transaction
 from tollway.errors import Unauthorized
 from tollway.kit.clock import Clock
 from tollway.kit.routing import (
@@ -101,13 +104,30 @@ def _attempt(body: LoginIn, request: Request) -> LoginAttempt:
     )
 
 
-async def _check_password(attempt: LoginAttempt, database: Database, clock: Clock) -> PasswordCheck:
+@contextlib.asynccontextmanager
+async def _before_hashing(request: Request, database: Database) -> AsyncIterator[AsyncSession]:
+    """A short write transaction of its own, committed before a password is hashed (the
+    attempt it reserves must be seen by concurrent attempts); or the request's, when an
+    ``Idempotency-Key`` claim opened it already (a second write transaction in the task
+    would wait for the first forever on SQLite): its locks then hold through the hashing."""
+    transaction: Transaction = request.state.transaction
+    if transaction.started:
+        yield await transaction.begin()
+        return
+    async with database.transaction() as session:
+        yield session
+
+
+async def _check_password(
+    attempt: LoginAttempt, request: Request, database: Database, settings: Settings, clock: Clock
+) -> PasswordCheck:
     """Steps one and two of a login, before the request's write transaction opens: a
-    short read, then the password hash, verified while no database lock or connection
-    is held (on SQLite every write of the process would otherwise wait for it)."""
-    async with database.transaction(write=False) as reading:
+    short write that reserves the attempt, then the password hash, verified while no
+    database lock or connection is held (on SQLite every write of the process would
+    otherwise wait for it)."""
+    async with _before_hashing(request, database) as session:
         user_id, password_hash = await auth_service.look_up_login(
-            reading, attempt=attempt, now=clock.now()
+            session, attempt=attempt, settings=settings, now=clock.now()
         )
     return await auth_service.check_password(
         user_id=user_id, password_hash=password_hash, password=attempt.password
@@ -264,7 +284,7 @@ async def login(
     with 429 `login_throttled` and `Retry-After`; repeated lock-outs last longer.
     """
     attempt = _attempt(body, request)
-    check = await _check_password(attempt, database, clock)
+    check = await _check_password(attempt, request, database, settings, clock)
     issued = await auth_service.login(
         await get_session(request),
         keys=request.app.state.signing_keys,
@@ -292,7 +312,7 @@ async def open_session(
     (POST, PUT, PATCH, DELETE) must send the CSRF token in `X-CSRF-Token` (403 `csrf_failed`).
     """
     attempt = _attempt(body, request)
-    check = await _check_password(attempt, database, clock)
+    check = await _check_password(attempt, request, database, settings, clock)
     opened = await auth_service.open_dashboard_session(
         await get_session(request),
         settings=settings,
@@ -426,9 +446,10 @@ async def change_password(
     """
     assert principal.user_id is not None
     client_address = _client_address(request)
-    async with database.transaction(write=False) as reading:
+    async with _before_hashing(request, database) as reserving:
         lookup = await credential_service.look_up_password_change(
-            reading,
+            reserving,
+            settings=settings,
             user_id=principal.user_id,
             new_password=body.new_password,
             client_address=client_address,
