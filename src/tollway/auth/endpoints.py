@@ -18,7 +18,7 @@ from tollway.auth import revocation
 from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.auth.credentials import credential_service
 from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
-from tollway.auth.oauth import oauth_service
+from tollway.auth.oauth import OAUTH_COOKIE_PATH, OAUTH_STATE_COOKIE, STATE_TTL, oauth_service
 from tollway.auth.schemas import (
     ChallengeIn,
     ChallengeSessionOut,
@@ -685,10 +685,11 @@ async def oauth_authorize(
     """Start an OAuth login with `github` or `google`: redirects to the provider with
     `state` and a PKCE challenge. `mode=cookie` (default) ends in a dashboard session and
     a redirect to `redirect_to` (a path here, default `/dashboard`); `mode=token` ends
-    with the JSON session of `/auth/login`. 404 `oauth_provider_not_configured`."""
+    with the JSON session of `/auth/login`. Sets the HttpOnly cookie `tollway_oauth_state`
+    (ten minutes), which the callback requires. 404 `oauth_provider_not_configured`."""
     # A GET that writes (the state row): its own write transaction, not the read one.
     async with database.transaction() as session:
-        url = await oauth_service.begin(
+        started = await oauth_service.begin(
             session,
             settings=settings,
             provider=provider,
@@ -696,7 +697,18 @@ async def oauth_authorize(
             redirect_to=redirect_to,
             now=clock.now(),
         )
-    return RedirectResponse(url, status_code=302)
+    response = RedirectResponse(started.url, status_code=302)
+    # Binds the login to this browser: the callback is refused without it (login CSRF).
+    response.set_cookie(
+        OAUTH_STATE_COOKIE,
+        started.state,
+        max_age=int(STATE_TTL.total_seconds()),
+        path=OAUTH_COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+    )
+    return response
 
 
 @router.get("/oauth/{provider}/callback", response_model=Session)
@@ -725,6 +737,8 @@ async def oauth_callback(
     HttpOnly cookie `tollway_2fa_challenge`.
 
     400 `invalid_oauth_state` for a state not issued here (or used, or expired),
+    400 `oauth_state_mismatch` without the `tollway_oauth_state` cookie authorize set in
+    the browser that started this login,
     400 `oauth_denied` when the user declined, 403 `oauth_email_unverified` when the
     provider has no verified email, 502 `oauth_provider_error` when the provider fails.
     """
@@ -733,7 +747,11 @@ async def oauth_callback(
     # the network, then the account is found, linked or created.
     async with database.transaction() as session:
         pending = await oauth_service.take_state(
-            session, provider=provider, state=state, now=clock.now()
+            session,
+            provider=provider,
+            state=state,
+            browser_state=request.cookies.get(OAUTH_STATE_COOKIE),
+            now=clock.now(),
         )
     identity = await oauth_service.identify(
         settings=settings, pending=pending, code=code, error=error
@@ -749,11 +767,21 @@ async def oauth_callback(
             now=clock.now(),
         )
     if isinstance(result, PendingSecondFactor):
-        return _challenge_answer(result, settings)
-    if isinstance(result, OpenedSession):
-        response: Response = RedirectResponse(pending.redirect_to, status_code=303)
+        response = _challenge_answer(result, settings)
+    elif isinstance(result, OpenedSession):
+        response = RedirectResponse(pending.redirect_to, status_code=303)
         _set_session_cookies(response, result, settings)
-        return response
-    return Response(
-        content=_session(result).model_dump_json(), media_type="application/json", status_code=200
+    else:
+        response = Response(
+            content=_session(result).model_dump_json(),
+            media_type="application/json",
+            status_code=200,
+        )
+    response.delete_cookie(
+        OAUTH_STATE_COOKIE,
+        path=OAUTH_COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
     )
+    return response
