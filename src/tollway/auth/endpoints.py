@@ -70,6 +70,7 @@ from tollway.kit.routing import (
     DatabaseDep,
     SessionDep,
     SettingsDep,
+    WallClockDep,
     api_router,
     get_session,
 )
@@ -250,7 +251,7 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
 
 @router.post("/register", status_code=201, response_model=Session)
 async def register(
-    body: RegistrationIn, request: Request, session: SessionDep, clock: ClockDep
+    body: RegistrationIn, request: Request, session: SessionDep, clock: WallClockDep
 ) -> Session:
     """Create a user and their personal organization (the user is its `owner`), and log in.
 
@@ -273,7 +274,11 @@ async def register(
 
 @router.post("/login", response_model=Session)
 async def login(
-    body: LoginIn, request: Request, database: DatabaseDep, settings: SettingsDep, clock: ClockDep
+    body: LoginIn,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    clock: WallClockDep,
 ) -> Session:
     """Exchange email and password for an access token (15 minutes) and a refresh token.
 
@@ -303,7 +308,7 @@ async def open_session(
     response: Response,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> DashboardSessionOut:
     """Log into a dashboard cookie session (same checks and errors as `/auth/login`).
 
@@ -330,7 +335,7 @@ async def close_session(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Log out of the dashboard: the session stops working everywhere within a second."""
     session_id = principal.extra.get("session_id")
@@ -346,7 +351,7 @@ async def close_session(
 
 @router.post("/refresh", response_model=Session)
 async def refresh(
-    body: RefreshIn, request: Request, session: SessionDep, clock: ClockDep
+    body: RefreshIn, request: Request, session: SessionDep, clock: WallClockDep
 ) -> Session:
     """Rotate a refresh token: it is spent and a new pair comes back. Presenting a spent
     refresh token again is 401 `refresh_token_reused` and revokes that whole login."""
@@ -365,7 +370,7 @@ async def logout(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Revoke the access token used for this call and every refresh token of its login
     (with a dashboard cookie: close that session)."""
@@ -382,7 +387,9 @@ async def logout(
 
 
 @router.get("/logins", response_model=LoginList)
-async def list_logins(principal: UserPrincipal, session: SessionDep, clock: ClockDep) -> LoginList:
+async def list_logins(
+    principal: UserPrincipal, session: SessionDep, clock: WallClockDep
+) -> LoginList:
     """Where the logged-in person is logged in: token logins (from `/auth/login` or OAuth,
     with their latest refresh) and dashboard sessions, in every organization; `current`
     marks the one making this request. API keys get 403 `user_required`."""
@@ -396,7 +403,7 @@ async def end_login(
     principal: UserPrincipal,
     request: Request,
     session: SessionDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """End one login (a lost laptop, a leaked refresh token): its refresh and access tokens
     stop working, or the dashboard session closes; this process refuses them at once and
@@ -415,7 +422,7 @@ async def end_login(
 
 @router.post("/logins/end-others", response_model=LoginsEnded)
 async def end_other_logins(
-    principal: UserPrincipal, session: SessionDep, clock: ClockDep
+    principal: UserPrincipal, session: SessionDep, clock: WallClockDep
 ) -> LoginsEnded:
     """Log out everywhere else: every other token login and dashboard session of the
     person ends (refused everywhere within a second); this one stays."""
@@ -430,7 +437,7 @@ async def change_password(
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Change the password of the logged-in user (access token or dashboard session; API
     keys get 403 `user_required`), proven by `current_password`.
@@ -480,7 +487,7 @@ async def request_password_reset(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> EmailSent:
     """Forgot the password: if an account has this email, a reset token (valid one hour,
     once) goes to it in the event `user.password_reset_requested`, for the operator's
@@ -505,7 +512,7 @@ async def request_password_reset(
 
 @router.post("/password-reset/confirm", status_code=204)
 async def confirm_password_reset(
-    body: PasswordResetConfirmIn, request: Request, database: DatabaseDep, clock: ClockDep
+    body: PasswordResetConfirmIn, request: Request, database: DatabaseDep, clock: WallClockDep
 ) -> Response:
     """Set a new password with the `token` of a reset link (no login needed).
 
@@ -528,7 +535,7 @@ async def confirm_password_reset(
 
 @router.post("/email/verification", status_code=202, response_model=EmailSent)
 async def request_email_verification(
-    principal: UserPrincipal, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: UserPrincipal, session: SessionDep, settings: SettingsDep, clock: WallClockDep
 ) -> EmailSent:
     """Send a verification link to the logged-in user's email: a token (valid 24 hours,
     once) in the event `user.email_verification_requested`, for the operator's mailer,
@@ -545,7 +552,7 @@ async def request_email_verification(
 
 @router.post("/email/verify", response_model=EmailVerified)
 async def verify_email(
-    body: EmailVerifyIn, principal: UserPrincipal, session: SessionDep, clock: ClockDep
+    body: EmailVerifyIn, principal: UserPrincipal, session: SessionDep, clock: WallClockDep
 ) -> EmailVerified:
     """Verify the logged-in user's email with the `token` of a verification link (the
     link's page asks the person to log in first). The token proves the mailbox, the login
@@ -591,7 +598,7 @@ async def enable_two_factor(
     principal: UserPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> TotpEnabledOut:
     """Turn two-factor authentication on with a current code from the app (422
     `invalid_totp` when wrong). Answers ten one-time recovery codes, shown only here."""
@@ -612,7 +619,7 @@ async def disable_two_factor(
     principal: UserPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> TotpStatus:
     """Turn two-factor authentication off, proven by a current code, an unused recovery
     code or the password (422 `invalid_totp` when none holds). Recovery codes are deleted."""
@@ -635,7 +642,7 @@ async def complete_two_factor_challenge(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Session | ChallengeSessionOut:
     """Finish a login that waits for its second factor (an OAuth login of an account
     with 2FA on): `challenge` (or the `tollway_2fa_challenge` cookie) and a current
@@ -678,7 +685,7 @@ async def oauth_authorize(
     provider: str,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
     mode: Annotated[Literal["cookie", "token"], Query()] = "cookie",
     redirect_to: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
@@ -717,7 +724,7 @@ async def oauth_callback(
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
     state: Annotated[str | None, Query(max_length=200)] = None,
     code: Annotated[str | None, Query(max_length=2000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,

@@ -249,6 +249,14 @@ async def get_clock(request: Request) -> Clock:
     return clock
 
 
+async def get_wall_clock(request: Request) -> Clock:
+    """Security time: what access and refresh tokens, sessions, lock-outs, one-time
+    tokens and license tokens are stamped and judged by. Real time, never moved by the
+    sandbox's test clock (tests inject a clock of their own)."""
+    clock: Clock = request.app.state.wall_clock
+    return clock
+
+
 async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
@@ -257,4 +265,5 @@ async def get_database(request: Request) -> Database:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+WallClockDep = Annotated[Clock, Depends(get_wall_clock)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
