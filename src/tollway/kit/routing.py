@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Annotated, Any, Protocol, TypeVar
@@ -59,6 +60,8 @@ IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _idempotent_request: ContextVar[Request | None] = ContextVar("idempotent_request", default=None)
 #: The key claimed for a request (``request.state``), whose answer is stored after it.
 _CLAIM = "idempotency_claim"
+#: Endpoints already preceded by the claim.
+_CLAIMING_ENDPOINTS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 class TransactionalRoute(APIRoute):
@@ -66,7 +69,9 @@ class TransactionalRoute(APIRoute):
     read_only = False
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        if not self.read_only and inspect.iscoroutinefunction(endpoint):
+        # ``include_router`` builds a route again from a route's (wrapped) endpoint.
+        wrapped = endpoint in _CLAIMING_ENDPOINTS
+        if not self.read_only and not wrapped and inspect.iscoroutinefunction(endpoint):
             endpoint = _claim_before(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
@@ -128,6 +133,7 @@ def _claim_before(endpoint: Callable[..., Coroutine[Any, Any, Any]]) -> Callable
                 return replay
         return await endpoint(*args, **kwargs)
 
+    _CLAIMING_ENDPOINTS.add(claim_then_run)
     return claim_then_run
 
 
