@@ -57,20 +57,37 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """Build a Tollway application; ``uvicorn tollway.app:create_app --factory`` serves it."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    wall_clock: Clock | None = None,
+) -> FastAPI:
+    """Build a Tollway application; ``uvicorn tollway.app:create_app --factory`` serves it.
+
+    ``clock`` is business time (the sandbox's test clock moves it); ``wall_clock`` is
+    security time (token, session and license token expiry), real time unless a test
+    gives its own. A test that passes only ``clock`` moves both with it.
+    """
     settings = ensure_secrets(settings or Settings())
     check_payment_provider(settings)
     configure_logging(level=settings.log_level, json=settings.log_json)
     database = Database(settings)
+    if wall_clock is None:
+        wall_clock = clock if clock is not None else SystemClock()
     clock = clock or SystemClock()
+    if wall_clock is clock and isinstance(clock, SystemClock):
+        # The test clock shifts the business clock: security time must not follow.
+        wall_clock = SystemClock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await migrations.upgrade_with_engine(database.engine, settings)
         await catalog_service.start(database, path=settings.catalog_path, now=clock.now())
-        sweep_context = SweepContext(database=database, clock=clock, settings=settings)
+        sweep_context = SweepContext(
+            database=database, clock=clock, settings=settings, wall_clock=wall_clock
+        )
         clock_task: asyncio.Task[None] | None = None
         if settings.payment_provider == "sandbox" and isinstance(clock, SystemClock):
             # The sandbox test clock: follow the offset every process shares.
@@ -119,9 +136,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.database = database
     app.state.clock = clock
+    app.state.wall_clock = wall_clock
     app.state.signing_keys = load_key_ring(settings)
     authenticator = TollwayAuthenticator(
-        database=database, settings=settings, clock=clock, keys=app.state.signing_keys
+        database=database, settings=settings, clock=wall_clock, keys=app.state.signing_keys
     )
     app.state.authenticator = authenticator
     app.state.idempotency_scope = authenticator.idempotency_scope

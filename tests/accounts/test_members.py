@@ -1,18 +1,21 @@
 """Organizations and members: roles, invitations, the last owner, tenant isolation."""
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from tests.fixtures.apps import client_from, started
 from tests.fixtures.identity import (
     PASSWORD,
     Account,
     add_member,
     create_api_key,
     login,
+    login_into,
     register,
 )
 from tollway.accounts.tasks import purge_expired_invitations
@@ -25,24 +28,6 @@ from tollway.kit.sweeps import SweepContext
 
 def members_url(account: Account) -> str:
     return f"/api/v1/organizations/{account.organization_id}/members"
-
-
-async def login_into(client: httpx.AsyncClient, account: Account, organization_id: str) -> Account:
-    """Log ``account`` into another organization it belongs to."""
-    response = await client.post(
-        "/api/v1/auth/login",
-        json={"email": account.email, "password": PASSWORD, "organization_id": organization_id},
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    return Account(
-        user_id=account.user_id,
-        organization_id=organization_id,
-        email=account.email,
-        password=PASSWORD,
-        access_token=body["access_token"],
-        refresh_token=body["refresh_token"],
-    )
 
 
 async def add(
@@ -525,3 +510,99 @@ class TestConcurrency:
         listed = (await client.get(members_url(alice), headers=alice.headers)).json()
         assert len(listed["items"]) == 2
         assert listed["invitations"] == []
+
+
+class TestCurrentRole:
+    """Access tokens carry a role for 15 minutes; authorization uses the current one."""
+
+    async def judy_as_admin(self, client: httpx.AsyncClient) -> tuple[Account, Account]:
+        alice = await register(client)
+        judy = await register(client)
+        await add_member(client, alice, judy, "admin")
+        return alice, await login_into(client, judy, alice.organization_id)
+
+    async def test_a_removed_admins_access_token_is_refused_at_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice, judy = await self.judy_as_admin(client)
+        assert (await client.get(members_url(alice), headers=judy.headers)).status_code == 200
+        removed = await client.delete(f"{members_url(alice)}/{judy.user_id}", headers=alice.headers)
+        assert removed.status_code == 204
+        for response in (
+            await client.get(members_url(alice), headers=judy.headers),
+            await client.get(
+                f"/api/v1/organizations/{alice.organization_id}", headers=judy.headers
+            ),
+            await client.post("/api/v1/auth/keys", json={"name": "backdoor"}, headers=judy.headers),
+            await client.post(
+                "/api/v1/billing/payment-methods",
+                json={
+                    "card_number": "4242424242424242",
+                    "exp_month": 12,
+                    "exp_year": 2030,
+                    "cvc": "123",
+                },
+                headers=judy.headers,
+            ),
+        ):
+            assert (response.status_code, response.json()["code"]) == (401, "invalid_token")
+
+    async def test_a_demoted_admins_token_has_the_new_role_at_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice, judy = await self.judy_as_admin(client)
+        demoted = await client.patch(
+            f"{members_url(alice)}/{judy.user_id}", json={"role": "member"}, headers=alice.headers
+        )
+        assert demoted.status_code == 200, demoted.text
+        me = (await client.get("/api/v1/auth/me", headers=judy.headers)).json()
+        assert me["role"] == "member"
+        assert "keys:manage" not in me["scopes"]
+        key = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "all", "scopes": ["keys:manage", "members:manage"]},
+            headers=judy.headers,
+        )
+        assert (key.status_code, key.json()["code"]) == (403, "insufficient_scope")
+        invite = await client.post(
+            members_url(alice),
+            json={"email": "x@example.com", "role": "admin"},
+            headers=judy.headers,
+        )
+        assert (invite.status_code, invite.json()["code"]) == (403, "insufficient_role")
+
+    async def test_another_process_sees_a_removal_within_a_second(
+        self, client: httpx.AsyncClient, app_factory: Callable[..., FastAPI], clock: ManualClock
+    ) -> None:
+        alice, judy = await self.judy_as_admin(client)
+        async with started(app_factory) as other, client_from(other) as elsewhere:
+            assert (
+                await elsewhere.get(members_url(alice), headers=judy.headers)
+            ).status_code == 200
+            await client.delete(f"{members_url(alice)}/{judy.user_id}", headers=alice.headers)
+            clock.advance(seconds=1)
+            refused = await elsewhere.get(members_url(alice), headers=judy.headers)
+            assert (refused.status_code, refused.json()["code"]) == (401, "invalid_token")
+
+    async def test_a_key_cannot_grant_more_than_its_creators_current_role(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        alice, judy = await self.judy_as_admin(client)
+        scopes = ["keys:manage", "members:manage", "usage:read"]
+        key = await create_api_key(client, judy, scopes=scopes)
+        await client.patch(
+            f"{members_url(alice)}/{judy.user_id}", json={"role": "member"}, headers=alice.headers
+        )
+        escalated = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "forever", "scopes": scopes},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert (escalated.status_code, escalated.json()["code"]) == (403, "insufficient_scope")
+        assert escalated.json()["required_scopes"] == ["keys:manage", "members:manage"]
+        narrow = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "reader", "scopes": ["usage:read"]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert narrow.status_code == 201, narrow.text

@@ -1,7 +1,7 @@
 """API keys: shown once, hashed, scoped, revocable everywhere within a second."""
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import httpx
 from asgi_lifespan import LifespanManager
@@ -119,6 +119,28 @@ class TestApiKeys:
         )
         assert created.status_code == 422
         assert created.json()["code"] == "invalid_expiry"
+
+    async def test_an_expiry_without_a_utc_offset_is_refused_and_one_with_an_offset_is_kept(
+        self, client: httpx.AsyncClient, clock: ManualClock
+    ) -> None:
+        account = await register(client)
+        later = clock.now() + timedelta(days=1)
+        naive = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "naive", "expires_at": later.replace(tzinfo=None).isoformat()},
+            headers=account.headers,
+        )
+        assert (naive.status_code, naive.json()["code"]) == (422, "validation_error")
+        assert naive.json()["errors"][0]["loc"] == ["body", "expires_at"]
+        assert naive.json()["errors"][0]["type"] == "timezone_aware"
+        in_paris = later.astimezone(timezone(timedelta(hours=1)))
+        created = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "paris", "expires_at": in_paris.isoformat()},
+            headers=account.headers,
+        )
+        assert created.status_code == 201, created.text
+        assert datetime.fromisoformat(created.json()["expires_at"]) == later
 
     async def test_a_key_cannot_grant_more_than_its_creator_or_unknown_scopes(
         self, client: httpx.AsyncClient

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from tests.fixtures.apps import client_from, started
 from tests.fixtures.identity import (
     PASSWORD,
     Account,
@@ -219,6 +220,46 @@ class TestCallback:
         replayed = await web.get(callback)
         assert replayed.status_code == 400
         assert replayed.json()["code"] == "invalid_oauth_state"
+
+    async def test_a_callback_opened_in_another_browser_logs_nobody_in(
+        self, oauth_app: FastAPI, web: httpx.AsyncClient, provider: LoopbackProvider
+    ) -> None:
+        """Login CSRF: the attacker starts a login, stops at the callback and sends its
+        link to the victim; the victim's browser lacks the login's cookie."""
+        provider.next_user = ProviderUser("666", "attacker@example.com")
+        link = await visit_provider(await start(web, "github"))
+        async with client_from(oauth_app) as victim:
+            opened = await victim.get(link)
+            assert (opened.status_code, opened.json()["code"]) == (400, "oauth_state_mismatch")
+            assert opened.headers["content-type"] == "application/problem+json"
+            assert "tollway_session" not in victim.cookies
+            assert (await victim.get("/api/v1/auth/me")).status_code == 401
+            # A login of the victim's own in flight is no better a match.
+            await start(victim, "github")
+            provider.next_user = ProviderUser("666", "attacker@example.com")
+            other_link = await visit_provider(await start(web, "github"))
+            mismatched = await victim.get(other_link)
+            assert mismatched.json()["code"] == "oauth_state_mismatch"
+
+    async def test_authorize_binds_the_login_to_the_browser_with_a_short_lived_cookie(
+        self, oauth_app: FastAPI, app_factory: Callable[..., FastAPI]
+    ) -> None:
+        async with client_from(oauth_app) as browser:
+            started_here = await browser.get("/api/v1/auth/oauth/github/authorize")
+        [cookie] = started_here.headers.get_list("set-cookie")
+        assert cookie.startswith("tollway_oauth_state=")
+        for attribute in ("HttpOnly", "SameSite=lax", "Max-Age=600", "Path=/api/v1/auth/oauth"):
+            assert attribute in cookie
+        assert "Secure" not in cookie
+        https_settings = oauth_app.state.settings.model_copy(
+            update={"base_url": "https://tollway.example"}
+        )
+        async with (
+            started(app_factory, **https_settings.model_dump()) as https_app,
+            client_from(https_app) as browser,
+        ):
+            secure = await browser.get("/api/v1/auth/oauth/github/authorize")
+        assert "Secure" in secure.headers["set-cookie"]
 
     async def test_a_state_is_bound_to_its_provider(
         self, web: httpx.AsyncClient, provider: LoopbackProvider

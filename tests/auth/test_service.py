@@ -20,9 +20,9 @@ class TestLoginSteps:
     ) -> None:
         account = await register(client)
         attempt = LoginAttempt(email=account.email, password=PASSWORD)
-        async with database.transaction(write=False) as session:
+        async with database.transaction() as session:
             user_id, password_hash = await auth_service.look_up_login(
-                session, attempt=attempt, now=clock.now()
+                session, attempt=attempt, settings=app.state.settings, now=clock.now()
             )
         check = await auth_service.check_password(
             user_id=user_id, password_hash=password_hash, password=PASSWORD

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from tests.fixtures.apps import client_from, started
-from tests.fixtures.identity import PASSWORD, register
+from tests.fixtures.identity import PASSWORD, enable_two_factor, register
 from tollway.audit.models import AuditEntry
 from tollway.auth.throttle import account_key, address_key, login_throttle_service
 from tollway.db import Database
@@ -175,3 +175,43 @@ class TestConcurrency:
 
         assert await asyncio.gather(*(fail(number) for number in range(1, 6))) == [401] * 5
         assert (await attempt(client, account.email, PASSWORD)).status_code == 429
+
+    async def test_a_burst_of_guesses_checks_at_most_the_limit_of_passwords(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        """29 wrong passwords and the right one at once, from one address: only five
+        (the limit) are checked; the others are refused before any hashing."""
+        account = await register(client)
+        async with client_from(app, "10.9.1.1") as http:
+            passwords = ["wrong password!"] * 29 + [PASSWORD]
+            answers = await asyncio.gather(
+                *(attempt(http, account.email, password) for password in passwords)
+            )
+        codes = [answer.status_code for answer in answers]
+        assert codes.count(429) >= 25
+        assert codes.count(401) + codes.count(200) <= 5
+        if codes[-1] == 429:
+            assert 200 not in codes
+        async with client_from(app, "10.9.1.2") as http:
+            assert (await attempt(http, account.email, PASSWORD)).status_code == 429
+
+    async def test_a_burst_of_two_factor_codes_checks_at_most_the_limit(
+        self, app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
+    ) -> None:
+        account = await register(client)
+        two_factor = await enable_two_factor(client, account, now=clock.now())
+        clock.advance(seconds=30)
+
+        async def guess(code: str) -> int:
+            async with client_from(app, "10.9.2.1") as http:
+                response = await http.post(
+                    "/api/v1/auth/login",
+                    json={"email": account.email, "password": PASSWORD, "totp_code": code},
+                )
+                return response.status_code
+
+        right = two_factor.code(clock.now())
+        wrong = [f"{(int(right) + n) % 1_000_000:06d}" for n in range(1, 30)]
+        codes = await asyncio.gather(*(guess(code) for code in [*wrong, right]))
+        assert codes.count(429) >= 25
+        assert codes.count(401) + codes.count(200) <= 5

@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.fixtures.identity import add_member, create_api_key, login_into, register
 from tests.fixtures.routes import router as edge_router
 from tollway.kit.clock import ManualClock
 
@@ -104,3 +105,68 @@ class TestIdempotencyKeys:
         await edge.post("/test/events", json={"kind": "pay"})
         await edge.post("/test/events", json={"kind": "pay"})
         assert await event_count(edge) == 2
+
+
+class TestIdempotencyAcrossCredentials:
+    """Keys live per credential, and the credential is authorized before any replay."""
+
+    async def test_a_narrow_key_cannot_replay_the_owners_key_creation(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        owner = await register(client)
+        reader = await create_api_key(client, owner, scopes=["usage:read"])
+        request = {"name": "deploy", "scopes": ["keys:manage"]}
+        headers = {"Idempotency-Key": "new-deploy-key"}
+        first = await client.post(
+            "/api/v1/auth/keys", json=request, headers={**owner.headers, **headers}
+        )
+        assert first.status_code == 201, first.text
+        replayed = await client.post(
+            "/api/v1/auth/keys",
+            json=request,
+            headers={"Authorization": f"Bearer {reader}", **headers},
+        )
+        assert (replayed.status_code, replayed.json()["code"]) == (403, "insufficient_scope")
+        assert first.json()["key"] not in replayed.text
+        again = await client.post(
+            "/api/v1/auth/keys", json=request, headers={**owner.headers, **headers}
+        )
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["key"] == first.json()["key"]
+
+    async def test_a_member_cannot_replay_an_admins_invitation(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        owner = await register(client)
+        member = await register(client)
+        await add_member(client, owner, member, role="member")
+        member_here = await login_into(client, member, owner.organization_id)
+        path = f"/api/v1/organizations/{owner.organization_id}/members"
+        request = {"email": "newcomer@example.com", "role": "admin"}
+        headers = {"Idempotency-Key": "invite-newcomer"}
+        invited = await client.post(path, json=request, headers={**owner.headers, **headers})
+        assert invited.status_code == 201, invited.text
+        token = invited.json()["invitation"]["token"]
+        replayed = await client.post(path, json=request, headers={**member_here.headers, **headers})
+        assert (replayed.status_code, replayed.json()["code"]) == (403, "insufficient_role")
+        assert token not in replayed.text
+        assert "idempotent-replayed" not in replayed.headers
+
+    async def test_two_credentials_of_one_organization_never_share_a_key(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        owner = await register(client)
+        manager = await create_api_key(client, owner, scopes=["keys:manage", "usage:read"])
+        request = {"name": "ci", "scopes": ["usage:read"]}
+        headers = {"Idempotency-Key": "ci-key"}
+        by_owner = await client.post(
+            "/api/v1/auth/keys", json=request, headers={**owner.headers, **headers}
+        )
+        by_key = await client.post(
+            "/api/v1/auth/keys",
+            json=request,
+            headers={"Authorization": f"Bearer {manager}", **headers},
+        )
+        assert by_owner.status_code == by_key.status_code == 201
+        assert "idempotent-replayed" not in by_key.headers
+        assert by_key.json()["id"] != by_owner.json()["id"]

@@ -199,3 +199,10 @@ class TestAdminEndpoints:
         )
         assert no_org.status_code == 404
         assert no_org.json()["code"] == "organization_not_found"
+        naive_grace = await client.put(
+            f"{path}/plan",
+            json={"plan": "pro", "license_state": "grace", "grace_ends_at": "2026-02-01T00:00:00"},
+            headers=staff.headers,
+        )
+        assert (naive_grace.status_code, naive_grace.json()["code"]) == (422, "validation_error")
+        assert naive_grace.json()["errors"][0]["type"] == "timezone_aware"

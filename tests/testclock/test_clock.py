@@ -1,18 +1,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import select
 
-from tests.fixtures.billing import BillingAccount, add_card
+from tests.conftest import START
+from tests.fixtures.apps import client_from
+from tests.fixtures.billing import (
+    BillingAccount,
+    MemoryCredits,
+    StaticCatalog,
+    add_card,
+    create_organization,
+)
+from tollway.app import create_app
+from tollway.audit.models import AuditEntry
 from tollway.billing.service import billing_service
+from tollway.config import Settings
+from tollway.db import Database
 from tollway.kit.clock import ManualClock, SystemClock
 from tollway.kit.sweeps import SweepContext
 from tollway.testclock.service import clock_service
@@ -100,3 +114,121 @@ class TestClockAdvance:
         # Target = wall now + 1 day, so the offset is one day less the time the run took.
         assert timedelta(days=1) - timedelta(seconds=5) < another_process.offset
         assert another_process.offset <= timedelta(days=1)
+
+
+@pytest.fixture
+def wall() -> ManualClock:
+    """The wall clock of security time, moved separately from the business clock."""
+    return ManualClock(START)
+
+
+@pytest.fixture
+async def two_clocks(
+    settings: Settings, clock: ManualClock, wall: ManualClock
+) -> AsyncIterator[FastAPI]:
+    """An app whose business clock (``clock``) and wall clock (``wall``) move apart."""
+    application = create_app(settings, clock=clock, wall_clock=wall)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def http(two_clocks: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_from(two_clocks) as client:
+        yield client
+
+
+class TestSecurityTime:
+    """Token expiry, sessions and license tokens run on the wall clock, billing on the
+    business clock: moving the test clock logs nobody out."""
+
+    async def test_moving_the_business_clock_logs_nobody_out(
+        self,
+        two_clocks: FastAPI,
+        http: httpx.AsyncClient,
+        clock: ManualClock,
+        wall: ManualClock,
+        catalog: StaticCatalog,
+        ledger: MemoryCredits,
+    ) -> None:
+        account = await create_organization(http, two_clocks)
+        opened = await http.post(
+            "/api/v1/auth/session",
+            json={"email": account.user.email, "password": account.user.password},
+        )
+        assert opened.status_code == 200, opened.text
+        moved = await http.post(
+            "/api/v1/admin/clock/advance",
+            json={"seconds": 40 * 86_400},
+            headers=account.admin_headers,
+        )
+        assert moved.status_code == 200, moved.text
+        assert clock.now() == START + timedelta(days=40)
+        me = await http.get("/api/v1/auth/me", headers=account.headers)
+        assert me.status_code == 200, me.text
+        from_cookie = await http.get("/api/v1/auth/me")
+        assert from_cookie.status_code == 200, from_cookie.text
+        refreshed = await http.post(
+            "/api/v1/auth/refresh", json={"refresh_token": account.user.refresh_token}
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        license_token = await http.post("/api/v1/license/token", headers=account.headers)
+        assert license_token.status_code == 200, license_token.text
+        claims = jwt.decode(
+            license_token.json()["token"], options={"verify_signature": False, "verify_exp": False}
+        )
+        assert claims["iat"] == int(wall.now().timestamp())
+        assert claims["exp"] == int((wall.now() + timedelta(days=7)).timestamp())
+
+    async def test_tokens_expire_by_the_wall_clock(
+        self,
+        two_clocks: FastAPI,
+        http: httpx.AsyncClient,
+        wall: ManualClock,
+        catalog: StaticCatalog,
+        ledger: MemoryCredits,
+    ) -> None:
+        account = await create_organization(http, two_clocks)
+        wall.advance(minutes=16)
+        expired = await http.get("/api/v1/auth/me", headers=account.headers)
+        assert (expired.status_code, expired.json()["code"]) == (401, "token_expired")
+
+    async def test_a_reset_puts_business_time_back_on_the_wall_and_every_move_is_audited(
+        self,
+        two_clocks: FastAPI,
+        http: httpx.AsyncClient,
+        clock: ManualClock,
+        wall: ManualClock,
+        catalog: StaticCatalog,
+        ledger: MemoryCredits,
+    ) -> None:
+        account = await create_organization(http, two_clocks)
+        advanced = await http.post(
+            "/api/v1/admin/clock/advance", json={"seconds": 86_400}, headers=account.admin_headers
+        )
+        assert advanced.status_code == 200, advanced.text
+        refused = await http.post("/api/v1/admin/clock/reset", headers=account.headers)
+        assert refused.status_code == 403
+        reset = await http.post("/api/v1/admin/clock/reset", headers=account.admin_headers)
+        assert reset.status_code == 200, reset.text
+        assert reset.json()["offset_seconds"] == 0
+        assert clock.now() == wall.now()
+        assert await clock_service.load_offset(two_clocks.state.database) == 0
+        database: Database = two_clocks.state.database
+        async with database.transaction(write=False) as session:
+            moves = list(
+                (
+                    await session.execute(
+                        select(AuditEntry)
+                        .where(AuditEntry.action.like("testclock.%"))
+                        .order_by(AuditEntry.seq)
+                    )
+                ).scalars()
+            )
+        actor = f"user:{account.admin.user_id}"
+        assert [(m.action, m.actor) for m in moves] == [
+            ("testclock.advanced", actor),
+            ("testclock.reset", actor),
+        ]
+        assert moves[0].details["seconds"] == 86_400
+        assert moves[1].details["offset_seconds_before"] == 86_400

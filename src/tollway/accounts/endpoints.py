@@ -29,7 +29,7 @@ from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal, require_r
 from tollway.auth.principal import Principal
 from tollway.auth.scopes import ROLES
 from tollway.errors import NotFound
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.kit.routing import SessionDep, SettingsDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1", tags=["organizations"])
 
@@ -85,7 +85,7 @@ async def add_member(
     principal: MemberManager,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> MemberAdded:
     """Invite an email with a role (`owner`, `admin`, `billing`, `member`; default
     `member`). The answer is an invitation (`status: "invited"`) valid 14 days, with its
@@ -128,7 +128,7 @@ async def change_role(
     body: MemberUpdate,
     principal: MemberManager,
     session: SessionDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> MemberOut:
     """Change a member's role. Owners and admins only; only owners make or unmake
     owners; the last owner cannot be demoted (409 `last_owner`)."""
@@ -149,7 +149,7 @@ async def remove_member(
     member_id: str,
     principal: MemberManager,
     session: SessionDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Remove a member (by user id) or withdraw an invitation (by its id). Owners and
     admins only; only owners remove owners; the last owner stays (409 `last_owner`)."""
@@ -165,7 +165,7 @@ async def remove_member(
 
 @router.post("/invitations/accept", response_model=InvitationAccepted)
 async def accept_invitation(
-    body: InvitationAcceptIn, principal: UserPrincipal, session: SessionDep, clock: ClockDep
+    body: InvitationAcceptIn, principal: UserPrincipal, session: SessionDep, clock: WallClockDep
 ) -> InvitationAccepted:
     """Join the organization of an invitation with its `token` (from the invitation
     email's link), as the logged-in user (token or dashboard session, not an API key),

@@ -114,6 +114,14 @@ class UserView:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipView:
+    """A user's current role in an organization (``None``: not a member), what every
+    authenticated request is authorized by; cheap to cache."""
+
+    role: str | None
+
+
 class InvalidCountry(Unprocessable):
     code = "invalid_country"
     title = "Unknown country"
@@ -142,6 +150,7 @@ class AccountService:
     def __init__(self) -> None:
         self._organizations: TTLCache[str, OrganizationView] = TTLCache()
         self._users: TTLCache[str, UserView] = TTLCache()
+        self._memberships: TTLCache[tuple[str, str], MembershipView] = TTLCache()
 
     async def register(
         self,
@@ -251,8 +260,39 @@ class AccountService:
 
         return await self._users.get_or_load(user_id, now=now, load=load)
 
+    def cached_user(self, user_id: str, *, now: datetime) -> UserView | None:
+        """The user view if this process read it within the last second, else None."""
+        hit, view = self._users.get(user_id, now=now)
+        return view if hit else None
+
     def forget_user(self, user_id: str) -> None:
         self._users.discard(user_id)
+
+    def cached_membership(
+        self, *, user_id: str, organization_id: str, now: datetime
+    ) -> MembershipView | None:
+        """The membership view if this process read it within the last second, else None
+        (then :meth:`membership_view` reads it)."""
+        hit, view = self._memberships.get((user_id, organization_id), now=now)
+        return view if hit else None
+
+    async def membership_view(
+        self, session: AsyncSession, *, user_id: str, organization_id: str, now: datetime
+    ) -> MembershipView:
+        """The user's current role in the organization, read at most once a second per
+        process; a membership added, changed or removed in this process is seen at once
+        (every flushed change drops it), in another within the second."""
+
+        async def load() -> MembershipView:
+            membership = await self.get_membership(
+                session, user_id=user_id, organization_id=organization_id
+            )
+            return MembershipView(role=membership.role if membership is not None else None)
+
+        return await self._memberships.get_or_load((user_id, organization_id), now=now, load=load)
+
+    def forget_membership(self, *, user_id: str, organization_id: str) -> None:
+        self._memberships.discard((user_id, organization_id))
 
     async def get_user_by_email(
         self, session: AsyncSession, email: str, *, for_update: bool = False
@@ -743,3 +783,14 @@ account_service = AccountService()
 @event.listens_for(User, "after_delete")
 def _forget_changed_user(_mapper: object, _connection: object, user: User) -> None:
     account_service.forget_user(user.id)
+
+
+@event.listens_for(Membership, "after_insert")
+@event.listens_for(Membership, "after_update")
+@event.listens_for(Membership, "after_delete")
+def _forget_changed_membership(
+    _mapper: object, _connection: object, membership: Membership
+) -> None:
+    account_service.forget_membership(
+        user_id=membership.user_id, organization_id=membership.organization_id
+    )

@@ -9,4 +9,4 @@ from tollway.kit.sweeps import SweepContext, register_sweep
 @register_sweep("accounts.purge_expired_invitations", interval_seconds=3600)
 async def purge_expired_invitations(context: SweepContext) -> int:
     async with context.database.transaction() as session:
-        return await account_service.purge_expired_invitations(session, now=context.clock.now())
+        return await account_service.purge_expired_invitations(session, now=context.wall.now())

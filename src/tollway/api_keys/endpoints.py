@@ -16,7 +16,7 @@ from tollway.api_keys.schemas import (
 from tollway.api_keys.service import api_key_service
 from tollway.auth.dependencies import require_scope
 from tollway.auth.principal import Principal
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.kit.routing import SessionDep, SettingsDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1/auth/keys", tags=["api keys"])
 
@@ -29,7 +29,7 @@ async def create_key(
     principal: KeyManager,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> ApiKeyCreated:
     """Create an API key for the caller's organization. The `key` is shown only in this
     answer; Tollway keeps only its HMAC. Scopes default to using the product (authorize,
@@ -56,7 +56,7 @@ async def list_keys(principal: KeyManager, session: SessionDep) -> ApiKeyList:
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyOut)
 async def revoke_key(
-    key_id: str, principal: KeyManager, request: Request, session: SessionDep, clock: ClockDep
+    key_id: str, principal: KeyManager, request: Request, session: SessionDep, clock: WallClockDep
 ) -> ApiKeyOut:
     """Revoke a key. This process refuses it at once, every other within one second."""
     record = await api_key_service.revoke(
@@ -73,7 +73,7 @@ async def roll_key(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
     body: ApiKeyRoll | None = None,
 ) -> ApiKeyRolled:
     """Replace a key without downtime: a new key (shown only in this answer) with the

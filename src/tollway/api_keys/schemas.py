@@ -5,13 +5,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tollway.kit.clock import UtcDatetime
+
 
 class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] | None = Field(
         None, description="scopes the key grants; default: use the product, not administer it"
     )
-    expires_at: datetime | None = None
+    expires_at: UtcDatetime | None = None
     environment: Literal["live", "test"] = "live"
 
 

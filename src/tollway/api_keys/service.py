@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.accounts.service import account_service
 from tollway.api_keys import keys, repository
 from tollway.api_keys.models import ApiKey
 from tollway.audit.service import audit_service
 from tollway.auth.principal import Principal
-from tollway.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES
+from tollway.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES, ROLE_SCOPES
 from tollway.errors import Conflict, Forbidden, NotFound, Unauthorized, Unprocessable
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
@@ -53,11 +54,12 @@ class ApiKeyService:
         unknown = sorted(chosen - ALL_SCOPES)
         if unknown:
             raise Unprocessable(f"unknown scopes: {', '.join(unknown)}", code="invalid_scope")
-        beyond = sorted(chosen - principal.scopes)
+        beyond = sorted(chosen - await self._grantable(session, principal))
         if beyond:
             raise Forbidden(
                 f"a key cannot grant scopes its creator lacks: {', '.join(beyond)}",
                 code="insufficient_scope",
+                required_scopes=beyond,
             )
         if expires_at is not None and expires_at <= now:
             raise Unprocessable("expires_at must be in the future", code="invalid_expiry")
@@ -84,6 +86,19 @@ class ApiKeyService:
             occurred_at=now,
         )
         return CreatedKey(record=record, key=key)
+
+    async def _grantable(self, session: AsyncSession, principal: Principal) -> frozenset[str]:
+        """What a new key may grant: the caller's scopes, within what the person behind
+        them may do now. A user's role, or for an API key its creator's, is read from the
+        membership in this transaction, not from a token or a cache: an admin demoted or
+        removed since cannot mint keys with the rights they lost."""
+        if principal.user_id is None:
+            return principal.scopes
+        membership = await account_service.get_membership(
+            session, user_id=principal.user_id, organization_id=principal.organization_id
+        )
+        role_scopes = ROLE_SCOPES[membership.role] if membership is not None else frozenset()
+        return principal.scopes & role_scopes
 
     async def list(self, session: AsyncSession, *, organization_id: str) -> list[ApiKey]:
         return await repository.api_keys(session).list_for_organization(organization_id)

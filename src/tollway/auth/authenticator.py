@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
+from tollway.accounts.service import account_service
 from tollway.api_keys.keys import digest
 from tollway.api_keys.service import InvalidApiKey, api_key_service
 from tollway.auth import repository
@@ -111,16 +112,42 @@ class TollwayAuthenticator:
         claims = decode_access_token(self.keys, token, now=now)
         if claims.token_id in await self._revoked_tokens(now):
             raise InvalidToken("this access token was revoked; log in again")
+        standing = await self._standing(claims.user_id, claims.organization_id, now)
+        if standing is None:
+            raise InvalidToken("this account is no longer a member of this organization")
+        role, is_platform_admin = standing
         return Principal(
             kind="user",
             organization_id=claims.organization_id,
-            role=claims.role,
-            scopes=claims.scopes,
+            role=role,
+            scopes=ROLE_SCOPES[role],
             user_id=claims.user_id,
-            is_platform_admin=claims.is_platform_admin,
+            is_platform_admin=is_platform_admin,
             token_id=claims.token_id,
             extra={"tier": claims.tier},
         )
+
+    async def _standing(
+        self, user_id: str, organization_id: str, now: datetime
+    ) -> tuple[str, bool] | None:
+        """The user's current role in the organization and platform-admin flag, or None
+        when they are no longer a member. A token or session carries what was true when
+        it was issued; this is what is true now (read at most once a second per process,
+        and at once after a change made in this process)."""
+        membership = account_service.cached_membership(
+            user_id=user_id, organization_id=organization_id, now=now
+        )
+        user = account_service.cached_user(user_id, now=now)
+        if membership is None or (membership.role is not None and user is None):
+            async with self.database.transaction(write=False) as session:
+                membership = await account_service.membership_view(
+                    session, user_id=user_id, organization_id=organization_id, now=now
+                )
+                if membership.role is not None:
+                    user = await account_service.user_view(session, user_id, now=now)
+        if membership.role is None or user is None:
+            return None
+        return membership.role, user.is_platform_admin
 
     async def _cookie_principal(self, request: Request, token: str) -> Principal:
         now = self.clock.now()
@@ -139,13 +166,17 @@ class TollwayAuthenticator:
                     f"send the session's CSRF token in the {CSRF_HEADER} header "
                     "(it is in the tollway_csrf cookie)"
                 )
+        standing = await self._standing(snapshot.user_id, snapshot.organization_id, now)
+        if standing is None:
+            raise InvalidSession("this account is no longer a member of this organization")
+        role, is_platform_admin = standing
         return Principal(
             kind="user",
             organization_id=snapshot.organization_id,
-            role=snapshot.role,
-            scopes=ROLE_SCOPES[snapshot.role],
+            role=role,
+            scopes=ROLE_SCOPES[role],
             user_id=snapshot.user_id,
-            is_platform_admin=snapshot.is_platform_admin,
+            is_platform_admin=is_platform_admin,
             extra={"session_id": snapshot.session_id},
         )
 
@@ -244,11 +275,16 @@ class TollwayAuthenticator:
             self._flushing = None
 
     async def idempotency_scope(self, request: Request) -> str:
-        """Idempotency keys live per organization, whatever credential the caller uses."""
+        """Idempotency keys live per credential: the organization and the API key or the
+        user calling. Another credential of the organization, with other rights, never
+        gets an answer stored for this one (a new key, an invitation's token)."""
         try:
             principal = await optional_principal(request)
         except (Unauthorized, Forbidden):
             # The route's own authentication answers 401 (or 403 csrf_failed); nothing
             # will be stored.
             return "anonymous"
-        return principal.organization_id if principal is not None else "anonymous"
+        if principal is None:
+            return "anonymous"
+        credential = principal.api_key_id if principal.kind == "api_key" else principal.user_id
+        return f"{principal.organization_id}/{credential}"

@@ -130,18 +130,23 @@ class CredentialService:
         self,
         session: AsyncSession,
         *,
+        settings: Settings,
         user_id: str,
         new_password: str,
         client_address: str | None,
         now: datetime,
     ) -> PasswordChangeLookup:
-        """Read-only: refuse a locked account or address (429 ``login_throttled``) and a
-        new password the policy refuses (422 ``weak_password``) before any hashing."""
+        """A short write before any hashing: refuse a new password the policy refuses
+        (422 ``weak_password``), then reserve the attempt on the account and address as
+        a login does (429 ``login_throttled`` when locked or full)."""
         user = await account_service.get_user(session, user_id)
-        await login_throttle_service.check(
-            session, keys=throttle_keys(email=user.email, client_address=client_address), now=now
-        )
         check_policy(new_password, email=user.email)
+        await login_throttle_service.reserve(
+            session,
+            keys=throttle_keys(email=user.email, client_address=client_address),
+            policy=throttle_policy(settings),
+            now=now,
+        )
         return PasswordChangeLookup(user_id=user.id, password_hash=user.password_hash)
 
     async def change_password(
@@ -174,10 +179,13 @@ class CredentialService:
                 policy=throttle_policy(settings),
                 now=now,
                 user_id=user.id,
+                reserved=True,
             )
             raise InvalidCredentials("the current password is wrong")
         user.password_hash = new_password_hash or await hash_password_in_thread(new_password)
-        await login_throttle_service.record_success(session, email=user.email)
+        await login_throttle_service.record_success(
+            session, email=user.email, reserved_address=client_address
+        )
         keep_family, keep_session = await current_login(session, principal)
         logins = await revoke_every_login(
             session, user_id=user.id, now=now, keep_family=keep_family, keep_session=keep_session

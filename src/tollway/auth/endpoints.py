@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import Query
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -15,7 +18,7 @@ from tollway.auth import revocation
 from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.auth.credentials import credential_service
 from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
-from tollway.auth.oauth import oauth_service
+from tollway.auth.oauth import OAUTH_COOKIE_PATH, OAUTH_STATE_COOKIE, STATE_TTL, oauth_service
 from tollway.auth.schemas import (
     ChallengeIn,
     ChallengeSessionOut,
@@ -59,7 +62,7 @@ from tollway.auth.sessions import (
 )
 from tollway.auth.two_factor import TotpRequired, two_factor_service
 from tollway.config import Settings
-from tollway.db import Database
+from tollway.db import Database, Transaction
 from tollway.errors import Unauthorized
 from tollway.kit.clock import Clock
 from tollway.kit.routing import (
@@ -67,6 +70,7 @@ from tollway.kit.routing import (
     DatabaseDep,
     SessionDep,
     SettingsDep,
+    WallClockDep,
     api_router,
     get_session,
 )
@@ -101,13 +105,30 @@ def _attempt(body: LoginIn, request: Request) -> LoginAttempt:
     )
 
 
-async def _check_password(attempt: LoginAttempt, database: Database, clock: Clock) -> PasswordCheck:
+@contextlib.asynccontextmanager
+async def _before_hashing(request: Request, database: Database) -> AsyncIterator[AsyncSession]:
+    """A short write transaction of its own, committed before a password is hashed (the
+    attempt it reserves must be seen by concurrent attempts); or the request's, when an
+    ``Idempotency-Key`` claim opened it already (a second write transaction in the task
+    would wait for the first forever on SQLite): its locks then hold through the hashing."""
+    transaction: Transaction = request.state.transaction
+    if transaction.started:
+        yield await transaction.begin()
+        return
+    async with database.transaction() as session:
+        yield session
+
+
+async def _check_password(
+    attempt: LoginAttempt, request: Request, database: Database, settings: Settings, clock: Clock
+) -> PasswordCheck:
     """Steps one and two of a login, before the request's write transaction opens: a
-    short read, then the password hash, verified while no database lock or connection
-    is held (on SQLite every write of the process would otherwise wait for it)."""
-    async with database.transaction(write=False) as reading:
+    short write that reserves the attempt, then the password hash, verified while no
+    database lock or connection is held (on SQLite every write of the process would
+    otherwise wait for it)."""
+    async with _before_hashing(request, database) as session:
         user_id, password_hash = await auth_service.look_up_login(
-            reading, attempt=attempt, now=clock.now()
+            session, attempt=attempt, settings=settings, now=clock.now()
         )
     return await auth_service.check_password(
         user_id=user_id, password_hash=password_hash, password=attempt.password
@@ -230,7 +251,7 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
 
 @router.post("/register", status_code=201, response_model=Session)
 async def register(
-    body: RegistrationIn, request: Request, session: SessionDep, clock: ClockDep
+    body: RegistrationIn, request: Request, session: SessionDep, clock: WallClockDep
 ) -> Session:
     """Create a user and their personal organization (the user is its `owner`), and log in.
 
@@ -253,7 +274,11 @@ async def register(
 
 @router.post("/login", response_model=Session)
 async def login(
-    body: LoginIn, request: Request, database: DatabaseDep, settings: SettingsDep, clock: ClockDep
+    body: LoginIn,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    clock: WallClockDep,
 ) -> Session:
     """Exchange email and password for an access token (15 minutes) and a refresh token.
 
@@ -264,7 +289,7 @@ async def login(
     with 429 `login_throttled` and `Retry-After`; repeated lock-outs last longer.
     """
     attempt = _attempt(body, request)
-    check = await _check_password(attempt, database, clock)
+    check = await _check_password(attempt, request, database, settings, clock)
     issued = await auth_service.login(
         await get_session(request),
         keys=request.app.state.signing_keys,
@@ -283,7 +308,7 @@ async def open_session(
     response: Response,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> DashboardSessionOut:
     """Log into a dashboard cookie session (same checks and errors as `/auth/login`).
 
@@ -292,7 +317,7 @@ async def open_session(
     (POST, PUT, PATCH, DELETE) must send the CSRF token in `X-CSRF-Token` (403 `csrf_failed`).
     """
     attempt = _attempt(body, request)
-    check = await _check_password(attempt, database, clock)
+    check = await _check_password(attempt, request, database, settings, clock)
     opened = await auth_service.open_dashboard_session(
         await get_session(request),
         settings=settings,
@@ -310,7 +335,7 @@ async def close_session(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Log out of the dashboard: the session stops working everywhere within a second."""
     session_id = principal.extra.get("session_id")
@@ -326,7 +351,7 @@ async def close_session(
 
 @router.post("/refresh", response_model=Session)
 async def refresh(
-    body: RefreshIn, request: Request, session: SessionDep, clock: ClockDep
+    body: RefreshIn, request: Request, session: SessionDep, clock: WallClockDep
 ) -> Session:
     """Rotate a refresh token: it is spent and a new pair comes back. Presenting a spent
     refresh token again is 401 `refresh_token_reused` and revokes that whole login."""
@@ -345,7 +370,7 @@ async def logout(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Revoke the access token used for this call and every refresh token of its login
     (with a dashboard cookie: close that session)."""
@@ -362,7 +387,9 @@ async def logout(
 
 
 @router.get("/logins", response_model=LoginList)
-async def list_logins(principal: UserPrincipal, session: SessionDep, clock: ClockDep) -> LoginList:
+async def list_logins(
+    principal: UserPrincipal, session: SessionDep, clock: WallClockDep
+) -> LoginList:
     """Where the logged-in person is logged in: token logins (from `/auth/login` or OAuth,
     with their latest refresh) and dashboard sessions, in every organization; `current`
     marks the one making this request. API keys get 403 `user_required`."""
@@ -376,7 +403,7 @@ async def end_login(
     principal: UserPrincipal,
     request: Request,
     session: SessionDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """End one login (a lost laptop, a leaked refresh token): its refresh and access tokens
     stop working, or the dashboard session closes; this process refuses them at once and
@@ -395,7 +422,7 @@ async def end_login(
 
 @router.post("/logins/end-others", response_model=LoginsEnded)
 async def end_other_logins(
-    principal: UserPrincipal, session: SessionDep, clock: ClockDep
+    principal: UserPrincipal, session: SessionDep, clock: WallClockDep
 ) -> LoginsEnded:
     """Log out everywhere else: every other token login and dashboard session of the
     person ends (refused everywhere within a second); this one stays."""
@@ -410,7 +437,7 @@ async def change_password(
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Response:
     """Change the password of the logged-in user (access token or dashboard session; API
     keys get 403 `user_required`), proven by `current_password`.
@@ -426,9 +453,10 @@ async def change_password(
     """
     assert principal.user_id is not None
     client_address = _client_address(request)
-    async with database.transaction(write=False) as reading:
+    async with _before_hashing(request, database) as reserving:
         lookup = await credential_service.look_up_password_change(
-            reading,
+            reserving,
+            settings=settings,
             user_id=principal.user_id,
             new_password=body.new_password,
             client_address=client_address,
@@ -459,7 +487,7 @@ async def request_password_reset(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> EmailSent:
     """Forgot the password: if an account has this email, a reset token (valid one hour,
     once) goes to it in the event `user.password_reset_requested`, for the operator's
@@ -484,7 +512,7 @@ async def request_password_reset(
 
 @router.post("/password-reset/confirm", status_code=204)
 async def confirm_password_reset(
-    body: PasswordResetConfirmIn, request: Request, database: DatabaseDep, clock: ClockDep
+    body: PasswordResetConfirmIn, request: Request, database: DatabaseDep, clock: WallClockDep
 ) -> Response:
     """Set a new password with the `token` of a reset link (no login needed).
 
@@ -507,7 +535,7 @@ async def confirm_password_reset(
 
 @router.post("/email/verification", status_code=202, response_model=EmailSent)
 async def request_email_verification(
-    principal: UserPrincipal, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: UserPrincipal, session: SessionDep, settings: SettingsDep, clock: WallClockDep
 ) -> EmailSent:
     """Send a verification link to the logged-in user's email: a token (valid 24 hours,
     once) in the event `user.email_verification_requested`, for the operator's mailer,
@@ -524,7 +552,7 @@ async def request_email_verification(
 
 @router.post("/email/verify", response_model=EmailVerified)
 async def verify_email(
-    body: EmailVerifyIn, principal: UserPrincipal, session: SessionDep, clock: ClockDep
+    body: EmailVerifyIn, principal: UserPrincipal, session: SessionDep, clock: WallClockDep
 ) -> EmailVerified:
     """Verify the logged-in user's email with the `token` of a verification link (the
     link's page asks the person to log in first). The token proves the mailbox, the login
@@ -570,7 +598,7 @@ async def enable_two_factor(
     principal: UserPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> TotpEnabledOut:
     """Turn two-factor authentication on with a current code from the app (422
     `invalid_totp` when wrong). Answers ten one-time recovery codes, shown only here."""
@@ -591,7 +619,7 @@ async def disable_two_factor(
     principal: UserPrincipal,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> TotpStatus:
     """Turn two-factor authentication off, proven by a current code, an unused recovery
     code or the password (422 `invalid_totp` when none holds). Recovery codes are deleted."""
@@ -614,7 +642,7 @@ async def complete_two_factor_challenge(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
 ) -> Session | ChallengeSessionOut:
     """Finish a login that waits for its second factor (an OAuth login of an account
     with 2FA on): `challenge` (or the `tollway_2fa_challenge` cookie) and a current
@@ -657,17 +685,18 @@ async def oauth_authorize(
     provider: str,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
     mode: Annotated[Literal["cookie", "token"], Query()] = "cookie",
     redirect_to: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
     """Start an OAuth login with `github` or `google`: redirects to the provider with
     `state` and a PKCE challenge. `mode=cookie` (default) ends in a dashboard session and
     a redirect to `redirect_to` (a path here, default `/dashboard`); `mode=token` ends
-    with the JSON session of `/auth/login`. 404 `oauth_provider_not_configured`."""
+    with the JSON session of `/auth/login`. Sets the HttpOnly cookie `tollway_oauth_state`
+    (ten minutes), which the callback requires. 404 `oauth_provider_not_configured`."""
     # A GET that writes (the state row): its own write transaction, not the read one.
     async with database.transaction() as session:
-        url = await oauth_service.begin(
+        started = await oauth_service.begin(
             session,
             settings=settings,
             provider=provider,
@@ -675,7 +704,18 @@ async def oauth_authorize(
             redirect_to=redirect_to,
             now=clock.now(),
         )
-    return RedirectResponse(url, status_code=302)
+    response = RedirectResponse(started.url, status_code=302)
+    # Binds the login to this browser: the callback is refused without it (login CSRF).
+    response.set_cookie(
+        OAUTH_STATE_COOKIE,
+        started.state,
+        max_age=int(STATE_TTL.total_seconds()),
+        path=OAUTH_COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+    )
+    return response
 
 
 @router.get("/oauth/{provider}/callback", response_model=Session)
@@ -684,7 +724,7 @@ async def oauth_callback(
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
-    clock: ClockDep,
+    clock: WallClockDep,
     state: Annotated[str | None, Query(max_length=200)] = None,
     code: Annotated[str | None, Query(max_length=2000)] = None,
     error: Annotated[str | None, Query(max_length=200)] = None,
@@ -704,6 +744,8 @@ async def oauth_callback(
     HttpOnly cookie `tollway_2fa_challenge`.
 
     400 `invalid_oauth_state` for a state not issued here (or used, or expired),
+    400 `oauth_state_mismatch` without the `tollway_oauth_state` cookie authorize set in
+    the browser that started this login,
     400 `oauth_denied` when the user declined, 403 `oauth_email_unverified` when the
     provider has no verified email, 502 `oauth_provider_error` when the provider fails.
     """
@@ -712,7 +754,11 @@ async def oauth_callback(
     # the network, then the account is found, linked or created.
     async with database.transaction() as session:
         pending = await oauth_service.take_state(
-            session, provider=provider, state=state, now=clock.now()
+            session,
+            provider=provider,
+            state=state,
+            browser_state=request.cookies.get(OAUTH_STATE_COOKIE),
+            now=clock.now(),
         )
     identity = await oauth_service.identify(
         settings=settings, pending=pending, code=code, error=error
@@ -728,11 +774,21 @@ async def oauth_callback(
             now=clock.now(),
         )
     if isinstance(result, PendingSecondFactor):
-        return _challenge_answer(result, settings)
-    if isinstance(result, OpenedSession):
-        response: Response = RedirectResponse(pending.redirect_to, status_code=303)
+        response = _challenge_answer(result, settings)
+    elif isinstance(result, OpenedSession):
+        response = RedirectResponse(pending.redirect_to, status_code=303)
         _set_session_cookies(response, result, settings)
-        return response
-    return Response(
-        content=_session(result).model_dump_json(), media_type="application/json", status_code=200
+    else:
+        response = Response(
+            content=_session(result).model_dump_json(),
+            media_type="application/json",
+            status_code=200,
+        )
+    response.delete_cookie(
+        OAUTH_STATE_COOKIE,
+        path=OAUTH_COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
     )
+    return response

@@ -7,7 +7,9 @@ deprecated in favour of httpx2, which Tollway does not depend on.)
 
 ``state`` (stored as its SHA-256) and the PKCE verifier live in the ``oauth_states``
 table for ten minutes, so any process can take the callback; a state is good for one
-callback. Provider endpoints come from settings, so tests point them at a provider
+callback, and only in the browser that started the login: authorize sets the
+``tollway_oauth_state`` cookie (HttpOnly, SameSite=Lax, ten minutes) to the state, and
+the callback requires it. Provider endpoints come from settings, so tests point them at a provider
 on loopback and operators at a GitHub Enterprise server.
 
 Linking: a provider identity seen before logs its user in. A new one is linked to the
@@ -25,6 +27,7 @@ someone else").
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +62,10 @@ log = structlog.get_logger("tollway.auth.oauth")
 
 PROVIDERS = ("github", "google")
 STATE_TTL = timedelta(minutes=10)
+#: The cookie that binds a login in flight to the browser that started it (its value is
+#: the state), sent only to the OAuth routes.
+OAUTH_STATE_COOKIE = "tollway_oauth_state"
+OAUTH_COOKIE_PATH = "/api/v1/auth/oauth"
 HTTP_TIMEOUT_SECONDS = 10.0
 MODES = ("cookie", "token")
 
@@ -71,6 +78,11 @@ class OAuthProviderNotConfigured(NotFound):
 class InvalidOAuthState(BadRequest):
     code = "invalid_oauth_state"
     title = "Invalid OAuth state"
+
+
+class OAuthStateMismatch(BadRequest):
+    code = "oauth_state_mismatch"
+    title = "OAuth login started in another browser"
 
 
 class OAuthDenied(BadRequest):
@@ -301,6 +313,12 @@ def safe_redirect_target(value: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class StartedLogin:
+    url: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
 class PendingLogin:
     provider: str
     code_verifier: str
@@ -328,8 +346,9 @@ class OAuthService:
         mode: str,
         redirect_to: str | None,
         now: datetime,
-    ) -> str:
-        """The provider URL to send the browser to; its state and verifier are kept here."""
+    ) -> StartedLogin:
+        """The provider URL to send the browser to, and the state the browser is to keep
+        in the login cookie; the state (hashed) and verifier are kept here."""
         client = provider_for(settings, provider)
         if mode not in MODES:
             raise Unprocessable("mode must be cookie or token")
@@ -347,21 +366,40 @@ class OAuthService:
                 expires_at=now + STATE_TTL,
             )
         )
-        return client.authorization_url(
+        url = client.authorization_url(
             state=state,
             code_verifier=code_verifier,
             redirect_uri=redirect_uri(settings, provider),
         )
+        return StartedLogin(url=url, state=state)
 
     async def take_state(
-        self, session: AsyncSession, *, provider: str, state: str | None, now: datetime
+        self,
+        session: AsyncSession,
+        *,
+        provider: str,
+        state: str | None,
+        browser_state: str | None,
+        now: datetime,
     ) -> PendingLogin:
         """Consume the callback's ``state`` (400 ``invalid_oauth_state`` unless ours, fresh,
-        unused and for this provider)."""
+        unused and for this provider). ``browser_state`` is the login cookie the browser
+        got at authorize: a callback link opened in another browser (login CSRF: an
+        attacker's own login completed in the victim's browser) is 400
+        ``oauth_state_mismatch``, and the state stays unspent."""
         record = await repository.oauth_states(session).pop(_hash_state(state)) if state else None
-        if record is None or record.provider != provider or record.expires_at <= now:
+        if (
+            state is None
+            or record is None
+            or record.provider != provider
+            or record.expires_at <= now
+        ):
             raise InvalidOAuthState(
                 "this login did not start here, took too long or was already completed; start again"
+            )
+        if browser_state is None or not hmac.compare_digest(browser_state, state):
+            raise OAuthStateMismatch(
+                "this login was started in another browser; start it again here"
             )
         return PendingLogin(
             provider=record.provider,

@@ -340,7 +340,11 @@ class AuthService:
             )
         user = await account_service.get_user(session, record.user_id)
         counted = throttle_keys(email=user.email, client_address=client_address)
-        await login_throttle_service.check(session, keys=counted, now=now)
+        # The code is compared with the rows locked: concurrent guesses wait their turn
+        # and at most the limit of them is compared in a window.
+        await login_throttle_service.reserve(
+            session, keys=counted, policy=throttle_policy(settings), now=now
+        )
         if user.disabled_at is not None:
             raise Forbidden("this account is disabled", code="account_disabled")
         if not user.totp_enabled:
@@ -350,11 +354,18 @@ class AuthService:
             session, user=user, code=code, secret_key=settings.secret("secret_key"), now=now
         ):
             await login_throttle_service.record_failure(
-                session, keys=counted, policy=throttle_policy(settings), now=now, user_id=user.id
+                session,
+                keys=counted,
+                policy=throttle_policy(settings),
+                now=now,
+                user_id=user.id,
+                reserved=True,
             )
             raise InvalidTotp("the two-factor code is wrong or was already used")
         await challenges.delete(record)
-        await login_throttle_service.record_success(session, email=user.email)
+        await login_throttle_service.record_success(
+            session, email=user.email, reserved_address=client_address
+        )
         if record.link_provider is not None and record.link_provider_user_id is not None:
             await oauth_service.link(
                 session,
@@ -384,12 +395,16 @@ class AuthService:
         return CompletedChallenge(login=login, redirect_to=record.redirect_to)
 
     async def look_up_login(
-        self, session: AsyncSession, *, attempt: LoginAttempt, now: datetime
+        self, session: AsyncSession, *, attempt: LoginAttempt, settings: Settings, now: datetime
     ) -> tuple[str | None, str | None]:
-        """Step one of a login, read-only: refuse a locked account or address (429
-        ``login_throttled``) before any hashing; answer (user id, stored hash) or Nones."""
+        """Step one of a login, a short write: reserve the attempt on the account and
+        the address, or refuse it (429 ``login_throttled``: locked, or the limit of
+        attempts is in flight or failed), before any hashing; answer (user id, stored
+        hash) or Nones. Commit it before the hashing."""
         keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
-        await login_throttle_service.check(session, keys=keys, now=now)
+        await login_throttle_service.reserve(
+            session, keys=keys, policy=throttle_policy(settings), now=now
+        )
         user = await account_service.get_user_by_email(session, attempt.email)
         return (user.id, user.password_hash) if user is not None else (None, None)
 
@@ -415,9 +430,9 @@ class AuthService:
         """Step three, in the write transaction: the user whose credentials these are, or
         a counted failure.
 
-        A wrong password and a wrong TOTP code both count as failures (the error keeps
-        its transaction's writes); the password hash is upgraded (bcrypt -> argon2id)
-        only once the whole login holds.
+        A wrong password and a wrong TOTP code both count as failures (the attempt
+        reserved in step one; the error keeps its transaction's writes); the password
+        hash is upgraded (bcrypt -> argon2id) only once the whole login holds.
         """
         keys = throttle_keys(email=attempt.email, client_address=attempt.client_address)
         # Locked (users before tokens, like the OAuth takeover of an unverified account):
@@ -439,6 +454,7 @@ class AuthService:
                 policy=throttle_policy(settings),
                 now=now,
                 user_id=user.id if user is not None else None,
+                reserved=True,
             )
             raise InvalidCredentials("the email or the password is wrong")
         if user.totp_enabled and not await two_factor_service.check_login(
@@ -449,13 +465,20 @@ class AuthService:
             now=now,
         ):
             await login_throttle_service.record_failure(
-                session, keys=keys, policy=throttle_policy(settings), now=now, user_id=user.id
+                session,
+                keys=keys,
+                policy=throttle_policy(settings),
+                now=now,
+                user_id=user.id,
+                reserved=True,
             )
             raise InvalidTotp("the two-factor code is wrong or was already used")
         if upgraded_hash is not None:
             user.password_hash = upgraded_hash
         user.last_login_at = now
-        await login_throttle_service.record_success(session, email=attempt.email)
+        await login_throttle_service.record_success(
+            session, email=attempt.email, reserved_address=attempt.client_address
+        )
         return user
 
     async def _membership(

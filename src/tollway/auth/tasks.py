@@ -15,7 +15,7 @@ from tollway.kit.sweeps import SweepContext, register_sweep
 @register_sweep("auth.purge_expired", interval_seconds=600)
 async def purge_expired(context: SweepContext) -> int:
     """Delete rows whose only purpose has passed; running it twice deletes nothing more."""
-    now = context.clock.now()
+    now = context.wall.now()
     async with context.database.transaction() as session:
         purged = await oauth_service.purge(session, now=now)
         purged += await dashboard_session_service.purge(session, now=now)

@@ -6,6 +6,11 @@ key is locked for ``login_lockout_seconds``; every repeated lock-out doubles the
 in the ``login_throttles`` table, so every process (and every restart) sees the same
 counts, and time is the injected clock's.
 
+A login (and a two-factor code) first *reserves* its attempt (:meth:`LoginThrottleService.reserve`):
+it counts as a failure before the password is hashed, and a success gives it back. So
+at most ``login_max_failures`` attempts per key are checked in a window even when many
+arrive at once; the rest are refused before any hashing.
+
 Unknown emails count like known ones (the account key is the email, whether an
 account exists or not), so throttling tells nothing about which emails exist. A
 successful login clears its account's count, never the address's: an attacker who
@@ -95,6 +100,39 @@ class LoginThrottleService:
                 retry_after=math.ceil((until - now).total_seconds()),
             )
 
+    async def reserve(
+        self,
+        session: AsyncSession,
+        *,
+        keys: list[str],
+        policy: ThrottlePolicy,
+        now: datetime,
+    ) -> None:
+        """Count an attempt on every key *before* it is checked (a password hashed, a
+        two-factor code compared), so at most ``policy.max_failures`` attempts per key are
+        in flight or checked in a window, however many arrive at once: 429
+        ``login_throttled`` while a key is locked or its window is full. The attempt stays
+        counted as a failure unless :meth:`record_success` releases it; a failure then
+        locks through :meth:`record_failure` with ``reserved=True``. Commit it before the
+        slow check (or hold the rows' locks through it)."""
+        throttles = repository.login_throttles(session)
+        # Sorted, so two processes lock the same rows in the same order (no deadlock).
+        rows = [await throttles.lock_or_create(key, now=now) for key in sorted(keys)]
+        retry_at = [row.locked_until for row in rows if row.locked_until and row.locked_until > now]
+        retry_at += [
+            row.window_started_at + policy.window
+            for row in rows
+            if row.failures >= policy.max_failures and now - row.window_started_at < policy.window
+        ]
+        if retry_at:
+            raise LoginThrottled(
+                "too many failed logins; try again later",
+                retry_after=max(1, math.ceil((max(retry_at) - now).total_seconds())),
+            )
+        for row in rows:
+            self._count(row, policy=policy, now=now)
+        await session.flush()
+
     async def record_failure(
         self,
         session: AsyncSession,
@@ -104,14 +142,17 @@ class LoginThrottleService:
         now: datetime,
         user_id: str | None = None,
         action: str = "auth.login_locked",
+        reserved: bool = False,
     ) -> None:
-        """Count one failure on every key; lock (and audit as ``action``) the keys that
-        reach the limit."""
+        """Count one failure on every key (``reserved``: it was counted by
+        :meth:`reserve` already); lock (and audit as ``action``) the keys that reach the
+        limit."""
         throttles = repository.login_throttles(session)
         # Sorted, so two processes lock the same rows in the same order (no deadlock).
         for key in sorted(keys):
             row = await throttles.lock_or_create(key, now=now)
-            self._count(row, policy=policy, now=now)
+            if not reserved:
+                self._count(row, policy=policy, now=now)
             if row.failures >= policy.max_failures:
                 row.lockouts += 1
                 row.failures = 0
@@ -142,12 +183,17 @@ class LoginThrottleService:
         row.failures += 1
         row.last_failure_at = now
 
-    async def record_success(self, session: AsyncSession, *, email: str) -> None:
-        """A correct login clears the account's count (not the address's, see above)."""
-        for row in await repository.login_throttles(session).list_by_keys(
-            throttle_keys(email=email, client_address=None)
-        ):
+    async def record_success(
+        self, session: AsyncSession, *, email: str, reserved_address: str | None = None
+    ) -> None:
+        """A correct login clears the account's count (not the address's, see above);
+        the attempt :meth:`reserve` counted on ``reserved_address`` is given back."""
+        throttles = repository.login_throttles(session)
+        for row in await throttles.list_by_keys(throttle_keys(email=email, client_address=None)):
             row.failures = 0
+        if reserved_address:
+            for row in await throttles.list_by_keys([address_key(reserved_address)]):
+                row.failures = max(0, row.failures - 1)
         await session.flush()
 
     async def unlock(self, session: AsyncSession, *, keys: list[str]) -> int:

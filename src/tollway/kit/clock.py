@@ -7,11 +7,33 @@ or an offset forward instead of sleeping, the way Stripe and Kill Bill test cloc
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise PydanticCustomError(
+            "timezone_aware", "a time needs a UTC offset, e.g. 2026-01-15T12:00:00Z"
+        )
+    return moment.astimezone(UTC)
+
+
+#: A time a caller sends (``expires_at``, ``grace_ends_at``...): ISO 8601 with a UTC
+#: offset (``Z`` or ``+01:00``), read as UTC. A time without an offset is ambiguous and
+#: refused (422 ``validation_error``, error type ``timezone_aware``), as usage timestamps
+#: are, rather than guessed or compared with aware times further in.
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_in_utc),
+    Field(description="ISO 8601 with a UTC offset, e.g. 2026-01-15T12:00:00Z"),
+]
 
 
 class Clock(Protocol):

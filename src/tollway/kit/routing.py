@@ -7,12 +7,18 @@ A client therefore never sees a success whose writes are not durable.
 
 It also implements ``Idempotency-Key`` for unsafe methods (see
 :mod:`tollway.kit.idempotency`): the key is claimed and the answer stored in the
-same transaction as the work.
+same transaction as the work. The key is claimed only once the route's dependencies
+are solved, so the caller is authenticated and authorized (scope, role) before an
+answer is replayed to them; keys live per credential (``app.state.idempotency_scope``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import weakref
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -48,9 +54,26 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+#: The request whose endpoint is about to run (set by TransactionalRoute's handler for
+#: requests with ``Idempotency-Key``), for the claim made between the dependencies and
+#: the endpoint.
+_idempotent_request: ContextVar[Request | None] = ContextVar("idempotent_request", default=None)
+#: The key claimed for a request (``request.state``), whose answer is stored after it.
+_CLAIM = "idempotency_claim"
+#: Endpoints already preceded by the claim.
+_CLAIMING_ENDPOINTS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
 class TransactionalRoute(APIRoute):
     #: Whether the route only reads although its method is unsafe (see ReadOnlyRoute).
     read_only = False
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # ``include_router`` builds a route again from a route's (wrapped) endpoint.
+        wrapped = endpoint in _CLAIMING_ENDPOINTS
+        if not self.read_only and not wrapped and inspect.iscoroutinefunction(endpoint):
+            endpoint = _claim_before(endpoint)
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint_handler = super().get_route_handler()
@@ -91,6 +114,29 @@ class ReadOnlyRoute(TransactionalRoute):
     read_only = True
 
 
+def _claim_before(endpoint: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    """The endpoint, preceded by the claim of the request's ``Idempotency-Key``.
+
+    FastAPI calls it once every dependency is solved: the credential was authenticated
+    and holds the route's scope or role (a 401 or 403 otherwise, never a replay), and
+    the body is valid. A stored answer is returned as it was; FastAPI sends a returned
+    Response untouched. ``functools.wraps`` keeps the signature FastAPI reads.
+    """
+
+    @functools.wraps(endpoint)
+    async def claim_then_run(*args: Any, **kwargs: Any) -> Any:
+        request = _idempotent_request.get()
+        if request is not None:
+            _idempotent_request.set(None)
+            replay = await _claim(request)
+            if replay is not None:
+                return replay
+        return await endpoint(*args, **kwargs)
+
+    _CLAIMING_ENDPOINTS.add(claim_then_run)
+    return claim_then_run
+
+
 async def _run(
     request: Request,
     transaction: Transaction,
@@ -99,12 +145,35 @@ async def _run(
     raw_key = request.headers.get("idempotency-key")
     if raw_key is None or request.method not in IDEMPOTENT_METHODS:
         return await endpoint_handler(request)
+    validate_key(raw_key.strip())
+    marker = _idempotent_request.set(request)
+    try:
+        response = await endpoint_handler(request)
+    except TollwayError as error:
+        claim: IdempotencyKey | None = getattr(request.state, _CLAIM, None)
+        if error.commit_transaction and claim is not None:
+            # The request's writes are kept but it answers an error: release the key, or
+            # it would stay "in progress" and refuse every retry until it expires.
+            session = await transaction.begin()
+            await session.delete(claim)
+            await session.flush()
+        raise
+    finally:
+        _idempotent_request.reset(marker)
+    claim = getattr(request.state, _CLAIM, None)
+    if claim is not None:
+        await _remember(await transaction.begin(), claim, response)
+    return response
 
-    key = validate_key(raw_key.strip())
+
+async def _claim(request: Request) -> Response | None:
+    """Claim the request's key in its transaction; the stored answer if it has one."""
+    key = validate_key(str(request.headers.get("idempotency-key", "")).strip())
     settings: Settings = request.app.state.settings
     clock: Clock = request.app.state.clock
     resolve_scope = getattr(request.app.state, "idempotency_scope", anonymous_scope)
     body = await request.body()
+    transaction: Transaction = request.state.transaction
     session = await transaction.begin()
     claim = await idempotency_service.claim(
         session,
@@ -122,17 +191,8 @@ async def _run(
             status_code=claim.status_code,
             headers={**claim.headers, "Idempotent-Replayed": "true"},
         )
-    try:
-        response = await endpoint_handler(request)
-    except TollwayError as error:
-        if error.commit_transaction:
-            # The request's writes are kept but it answers an error: release the key, or
-            # it would stay "in progress" and refuse every retry until it expires.
-            await session.delete(claim)
-            await session.flush()
-        raise
-    await _remember(session, claim, response)
-    return response
+    setattr(request.state, _CLAIM, claim)
+    return None
 
 
 async def _remember(session: AsyncSession, claim: IdempotencyKey, response: Response) -> None:
@@ -195,6 +255,14 @@ async def get_clock(request: Request) -> Clock:
     return clock
 
 
+async def get_wall_clock(request: Request) -> Clock:
+    """Security time: what access and refresh tokens, sessions, lock-outs, one-time
+    tokens and license tokens are stamped and judged by. Real time, never moved by the
+    sandbox's test clock (tests inject a clock of their own)."""
+    clock: Clock = request.app.state.wall_clock
+    return clock
+
+
 async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
@@ -203,4 +271,5 @@ async def get_database(request: Request) -> Database:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+WallClockDep = Annotated[Clock, Depends(get_wall_clock)]
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -28,8 +28,16 @@ log = structlog.get_logger("tollway.sweeps")
 @dataclass(frozen=True, slots=True)
 class SweepContext:
     database: Database
+    #: Business time: periods, renewals, dunning, grace, hold and grant expiry.
     clock: Clock
     settings: Settings
+    #: Security time (token, session, lock-out and invitation expiry), when it is kept
+    #: apart from business time (the app's wall clock); ``clock`` otherwise.
+    wall_clock: Clock | None = None
+
+    @property
+    def wall(self) -> Clock:
+        return self.wall_clock or self.clock
 
 
 #: A sweep does one round of work and returns how many items it handled.

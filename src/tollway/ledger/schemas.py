@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from tollway.kit.clock import UtcDatetime
 
 from tollway.kit.numbers import Count, Credits, Quantity
 
@@ -87,7 +89,7 @@ class AdminGrantCreate(BaseModel):
     organization_id: str = Field(min_length=1, max_length=40)
     amount: Credits = Field(gt=0)
     reason: str = Field(min_length=1, max_length=500)
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
     source: Literal["admin", "promo"] = "admin"
 
 

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 
 from tollway.auth.dependencies import current_principal
 from tollway.auth.principal import Principal
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, WallClockDep, api_router
 from tollway.kit.signing import KeyRing
 from tollway.license.schemas import LicenseTokenOut, PublicKeys
 from tollway.license.service import license_service
@@ -22,6 +22,7 @@ async def issue_license_token(
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
+    wall_clock: WallClockDep,
 ) -> LicenseTokenOut:
     """An Ed25519-signed token (plan, license state, features, expiry) a CLI checks offline.
 
@@ -29,7 +30,11 @@ async def issue_license_token(
     """
     keys: KeyRing = request.app.state.signing_keys
     issued = await license_service.issue(
-        session, PaymentEnv(settings, clock), organization_id=principal.organization_id, keys=keys
+        session,
+        PaymentEnv(settings, clock),
+        organization_id=principal.organization_id,
+        keys=keys,
+        now=wall_clock.now(),
     )
     return LicenseTokenOut(token=issued.token, expires_at=issued.expires_at)
 

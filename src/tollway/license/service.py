@@ -34,13 +34,24 @@ class LicenseToken:
 
 class LicenseService:
     async def issue(
-        self, session: AsyncSession, env: PaymentEnv, *, organization_id: str, keys: KeyRing
+        self,
+        session: AsyncSession,
+        env: PaymentEnv,
+        *,
+        organization_id: str,
+        keys: KeyRing,
+        now: datetime,
     ) -> LicenseToken:
+        """A token stamped with ``now``, security (wall) time: ``iat`` and ``exp`` are
+        what a CLI checks against its own clock, so moving the sandbox's business clock
+        never makes them future or past. The subscription is read on the business clock
+        (``env``); a grace period ending earlier than a week ends the token as much
+        earlier, measured on that clock."""
         sub = await billing_service.current(session, env, organization_id=organization_id)
-        now = env.clock.now()
         expires_at = now + TOKEN_TTL
         if sub.license_state == "grace" and sub.grace_ends_at is not None:
-            expires_at = max(now + timedelta(minutes=5), min(expires_at, sub.grace_ends_at))
+            grace_left = sub.grace_ends_at - env.clock.now()
+            expires_at = max(now + timedelta(minutes=5), min(expires_at, now + grace_left))
         features = await catalog().features(session, organization_id)
         claims: dict[str, Any] = {
             "iss": ISSUER,

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tollway.kit.clock import UtcDatetime
 from tollway.kit.numbers import Count, Credits, Quantity, UsageTotal
 
 
@@ -121,7 +122,7 @@ class PlanAssignmentIn(BaseModel):
 
     plan: str = Field(min_length=1, max_length=64)
     license_state: Literal["active", "grace", "restricted", "canceled"] = "active"
-    grace_ends_at: datetime | None = None
+    grace_ends_at: UtcDatetime | None = None
 
 
 class PlanAssignmentOut(BaseModel):

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from fastapi import Request
+
 from tollway.auth.dependencies import AdminPrincipal
+from tollway.config import Settings
+from tollway.db import Database
+from tollway.kit.clock import Clock
 from tollway.kit.routing import ClockDep, DatabaseDep, SettingsDep, api_router
 from tollway.kit.sweeps import SweepContext
 from tollway.testclock.schemas import ClockAdvance, ClockState
@@ -12,7 +17,8 @@ router = api_router(prefix="/api/v1/admin/clock", tags=["admin"])
 @router.post("/advance")
 async def advance_clock(
     body: ClockAdvance,
-    _admin: AdminPrincipal,
+    admin: AdminPrincipal,
+    request: Request,
     database: DatabaseDep,
     clock: ClockDep,
     settings: SettingsDep,
@@ -25,6 +31,35 @@ async def advance_clock(
     """
     # No request session here: each billing step commits in its own transaction.
     result = await clock_service.advance(
-        SweepContext(database=database, clock=clock, settings=settings), seconds=body.seconds
+        _context(request, database, clock, settings), seconds=body.seconds, actor=admin.actor
     )
     return ClockState(now=result.now, offset_seconds=result.offset_seconds, handled=result.handled)
+
+
+@router.post("/reset")
+async def reset_clock(
+    admin: AdminPrincipal,
+    request: Request,
+    database: DatabaseDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> ClockState:
+    """Put the sandbox's business time back to real time (offset 0; sandbox provider
+    only, 404 otherwise). Every process follows within a second. Nothing billed on the
+    way is undone. Audited as `testclock.reset`, as each advance is as
+    `testclock.advanced`."""
+    result = await clock_service.reset(
+        _context(request, database, clock, settings), actor=admin.actor
+    )
+    return ClockState(now=result.now, offset_seconds=result.offset_seconds, handled=result.handled)
+
+
+def _context(
+    request: Request, database: Database, clock: Clock, settings: Settings
+) -> SweepContext:
+    return SweepContext(
+        database=database,
+        clock=clock,
+        settings=settings,
+        wall_clock=request.app.state.wall_clock,
+    )

@@ -2,8 +2,14 @@
 
 ``advance`` moves business time forward and runs the billing sweeps at every due
 moment on the way (a period end, a dunning retry, a grace end), so a month advanced
-in one call bills exactly as a month lived through would. Only the sandbox provider
-allows it: real money never runs on a shifted clock.
+in one call bills exactly as a month lived through would. ``reset`` puts business
+time back on the wall clock (offset 0). Only the sandbox provider allows either: real
+money never runs on a shifted clock. Each move is an audit entry (``testclock.advanced``,
+``testclock.reset``) naming who made it.
+
+Only business time moves. Security time (token, session, lock-out and license token
+expiry) is the wall clock's (``SweepContext.wall``, ``app.state.wall_clock``), so moving
+the test clock logs nobody out and stamps no token in the future.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollway.audit.service import audit_service
 from tollway.billing.tasks import next_due_at, run_until_quiet
 from tollway.db import Database
 from tollway.errors import NotFound, Unprocessable
@@ -56,15 +64,78 @@ class ClockService:
                 log.warning("testclock.reload_failed", exc_info=True)
             await asyncio.sleep(interval_seconds)
 
-    async def advance(self, context: SweepContext, *, seconds: int) -> AdvanceResult:
-        """Move business time ``seconds`` ahead, running billing at each due moment."""
-        if context.settings.payment_provider != "sandbox":
-            raise NotFound("the test clock exists only with the sandbox provider")
+    async def advance(
+        self, context: SweepContext, *, seconds: int, actor: str | None = None
+    ) -> AdvanceResult:
+        """Move business time ``seconds`` ahead, running billing at each due moment;
+        audited as ``testclock.advanced`` by ``actor``."""
+        self._check_sandbox(context)
         if not 0 <= seconds <= MAX_ADVANCE_SECONDS:
             raise Unprocessable(
                 f"seconds must be between 0 and {MAX_ADVANCE_SECONDS}", code="invalid_clock_advance"
             )
-        return await self.advance_to(context, context.clock.now() + timedelta(seconds=seconds))
+        result = await self.advance_to(context, context.clock.now() + timedelta(seconds=seconds))
+        async with context.database.transaction() as session:
+            audit_service.record(
+                session,
+                action="testclock.advanced",
+                target="clock",
+                actor=actor,
+                details={
+                    "seconds": seconds,
+                    "now": result.now.isoformat(),
+                    "offset_seconds": result.offset_seconds,
+                    "handled": result.handled,
+                },
+            )
+        return result
+
+    async def reset(self, context: SweepContext, *, actor: str | None = None) -> AdvanceResult:
+        """Put business time back on the wall clock (offset 0) in every process (they
+        follow the stored offset within a second); audited as ``testclock.reset``.
+
+        Nothing is undone: what billing did on the way stays, and what is due again runs
+        when business time reaches it anew."""
+        self._check_sandbox(context)
+        clock = context.clock
+        if isinstance(clock, ManualClock):
+            clock.set(context.wall.now())
+        elif isinstance(clock, SystemClock):
+            clock.offset = timedelta(0)
+        else:
+            raise NotFound("this clock cannot be moved")
+        async with context.database.transaction() as session:
+            row = await self._locked_row(session)
+            before = row.offset_microseconds
+            row.offset_microseconds = 0
+            row.updated_at = clock.now()
+            audit_service.record(
+                session,
+                action="testclock.reset",
+                target="clock",
+                actor=actor,
+                details={
+                    "now": clock.now().isoformat(),
+                    "offset_seconds_before": before / 1_000_000,
+                },
+            )
+            await session.flush()
+        return AdvanceResult(now=clock.now(), offset_seconds=0, handled=0)
+
+    def _check_sandbox(self, context: SweepContext) -> None:
+        if context.settings.payment_provider != "sandbox":
+            raise NotFound("the test clock exists only with the sandbox provider")
+
+    async def _locked_row(self, session: AsyncSession) -> ClockOffset:
+        row = (
+            await session.execute(
+                select(ClockOffset).where(ClockOffset.id == ROW_ID).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            row = ClockOffset(id=ROW_ID, offset_microseconds=0)
+            session.add(row)
+        return row
 
     async def advance_to(self, context: SweepContext, target: datetime) -> AdvanceResult:
         clock = context.clock
@@ -92,14 +163,7 @@ class ClockService:
         else:
             raise NotFound("this clock cannot be moved")
         async with context.database.transaction() as session:
-            row = (
-                await session.execute(
-                    select(ClockOffset).where(ClockOffset.id == ROW_ID).with_for_update()
-                )
-            ).scalar_one_or_none()
-            if row is None:
-                row = ClockOffset(id=ROW_ID, offset_microseconds=0)
-                session.add(row)
+            row = await self._locked_row(session)
             row.offset_microseconds += delta // timedelta(microseconds=1)
             row.updated_at = clock.now()
             await session.flush()
