@@ -6,7 +6,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.kit.clock import UtcDatetime
-
 from tollway.kit.numbers import Count, Credits, Quantity
 
 
