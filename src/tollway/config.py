@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tollway.errors import ConfigurationError
@@ -33,6 +33,13 @@ SECRET_SETTINGS: dict[str, int] = {
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "placeholder", "xxx", "todo", "test"}
 )
+
+
+def _link_host(host: str) -> str:
+    """The host a link names for a bind address: a wildcard is reached on localhost."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104  # compared, not bound
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
 
 
 class Settings(BaseSettings):
@@ -70,7 +77,9 @@ class Settings(BaseSettings):
         Path("./var"), description="generated secrets, artifacts and other local state"
     )
     base_url: str = Field(
-        "http://127.0.0.1:8000", description="public URL, used in links Tollway sends"
+        "http://127.0.0.1:8000",
+        description="public URL, used in links Tollway sends; default "
+        "http://{TOLLWAY_HOST}:{TOLLWAY_PORT} (localhost for a wildcard host)",
     )
     pages_url: str | None = Field(
         None,
@@ -257,6 +266,12 @@ class Settings(BaseSettings):
                 "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
         return value
+
+    @model_validator(mode="after")
+    def _base_url_follows_the_bind_address(self) -> Settings:
+        if "base_url" not in self.model_fields_set:
+            self.base_url = f"http://{_link_host(self.host)}:{self.port}"
+        return self
 
     @field_validator("stripe_api_base")
     @classmethod
