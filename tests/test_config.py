@@ -72,3 +72,16 @@ class TestBaseUrl:
         settings = Settings(port=9004)
         assert settings.base_url == "https://billing.example.com"
         assert settings.pages_base_url == "https://billing.example.com/dashboard"
+
+
+class TestTrustedProxies:
+    def test_nobody_is_trusted_by_default(self) -> None:
+        assert Settings().trusted_proxy_list == []
+
+    def test_addresses_and_networks_are_listed(self) -> None:
+        settings = Settings(trusted_proxies="10.0.0.5, 10.1.0.0/16,::1")
+        assert settings.trusted_proxy_list == ["10.0.0.5", "10.1.0.0/16", "::1"]
+
+    def test_a_name_that_is_no_address_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="trusted_proxies"):
+            Settings(trusted_proxies="10.0.0.5,proxy.internal")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tollway import __version__, migrations
 from tollway.auth.authenticator import TollwayAuthenticator
@@ -141,6 +142,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     # Added last, so it wraps everything: ids and metrics cover every answer.
     app.add_middleware(RequestContextMiddleware)
+    if settings.trusted_proxy_list:
+        # Outside everything, so every reader of the client address (login throttles,
+        # logs) sees the forwarded client. Only these peers are believed: a client
+        # that sends its own X-Forwarded-For is counted by its real address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
 
     for router in load_domains():
         _mount_flat(app, router)
