@@ -26,6 +26,7 @@ from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
+from tollway.openapi import install_openapi
 from tollway.payments.stripe_provider import close_clients as close_stripe_clients
 from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     for router in load_domains():
         _mount_flat(app, router)
+    install_openapi(app)
     return app
 
 
