@@ -12,7 +12,7 @@ SYNCED := $(VENV)/.synced
 RUN := $(UV) run --frozen --no-sync
 PYTEST_WORKERS ?= auto
 
-.PHONY: help run test test-postgres system-deps check format lint typecheck bench migrate demo worker clean
+.PHONY: help run test test-postgres system-deps check format lint typecheck bench contract migrate demo worker clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,16 +44,19 @@ test-postgres: $(SYNCED) system-deps ## Run the suite on the local PostgreSQL an
 	$(RUN) pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 check: $(SYNCED) ## What CI checks: ruff format --check, ruff, mypy
-	$(RUN) ruff format --check src tests bench
-	$(RUN) ruff check src tests bench
+	$(RUN) ruff format --check src tests bench tools
+	$(RUN) ruff check src tests bench tools
 	$(RUN) mypy
 
 format: $(SYNCED) ## Format and auto-fix the code
-	$(RUN) ruff format src tests bench
-	$(RUN) ruff check --fix src tests bench
+	$(RUN) ruff format src tests bench tools
+	$(RUN) ruff check --fix src tests bench tools
 
 bench: $(SYNCED) ## Run the benchmarks; results go to bench/results/*.json
 	$(RUN) python -m bench $(BENCH_ARGS)
+
+contract: $(SYNCED) ## Run schemathesis against a served Tollway (token and API key; about 3 minutes)
+	$(RUN) python -m tools.contract
 
 migrate: $(SYNCED) ## Apply database migrations (TOLLWAY_DATABASE_URL)
 	$(RUN) tollway db upgrade

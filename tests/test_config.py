@@ -53,3 +53,35 @@ class TestSettings:
     def test_sweeps_run_in_process_only_on_sqlite_by_default(self) -> None:
         assert Settings().sweeps_in_process
         assert not Settings(database_url="postgresql+asyncpg://u@h/db").sweeps_in_process
+
+
+class TestBaseUrl:
+    def test_the_base_url_follows_the_port_when_not_given(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TOLLWAY_PORT", "9001")
+        assert Settings().base_url == "http://127.0.0.1:9001"
+        assert Settings(port=9100).base_url == "http://127.0.0.1:9100"
+
+    def test_a_wildcard_bind_address_links_to_localhost(self) -> None:
+        assert Settings(host="0.0.0.0", port=9002).base_url == "http://localhost:9002"  # noqa: S104
+        assert Settings(host="::", port=9003).base_url == "http://localhost:9003"
+
+    def test_a_given_base_url_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TOLLWAY_BASE_URL", "https://billing.example.com")
+        settings = Settings(port=9004)
+        assert settings.base_url == "https://billing.example.com"
+        assert settings.pages_base_url == "https://billing.example.com/dashboard"
+
+
+class TestTrustedProxies:
+    def test_nobody_is_trusted_by_default(self) -> None:
+        assert Settings().trusted_proxy_list == []
+
+    def test_addresses_and_networks_are_listed(self) -> None:
+        settings = Settings(trusted_proxies="10.0.0.5, 10.1.0.0/16,::1")
+        assert settings.trusted_proxy_list == ["10.0.0.5", "10.1.0.0/16", "::1"]
+
+    def test_a_name_that_is_no_address_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="trusted_proxies"):
+            Settings(trusted_proxies="10.0.0.5,proxy.internal")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tollway import __version__, migrations
 from tollway.auth.authenticator import TollwayAuthenticator
@@ -25,6 +26,7 @@ from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
+from tollway.openapi import install_openapi
 from tollway.payments.stripe_provider import close_clients as close_stripe_clients
 from tollway.plans.service import catalog_service
 from tollway.registry import load_domains
@@ -162,9 +164,15 @@ def create_app(
     )
     # Added last, so it wraps everything: ids and metrics cover every answer.
     app.add_middleware(RequestContextMiddleware)
+    if settings.trusted_proxy_list:
+        # Outside everything, so every reader of the client address (login throttles,
+        # logs) sees the forwarded client. Only these peers are believed: a client
+        # that sends its own X-Forwarded-For is counted by its real address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
 
     for router in load_domains():
         _mount_flat(app, router)
+    install_openapi(app)
     return app
 
 

@@ -8,6 +8,7 @@ placeholder value is refused.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tollway.errors import ConfigurationError
@@ -33,6 +34,18 @@ SECRET_SETTINGS: dict[str, int] = {
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "secret", "placeholder", "xxx", "todo", "test"}
 )
+
+
+def split_list(value: str) -> list[str]:
+    """The entries of a comma-separated setting, without blanks."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def _link_host(host: str) -> str:
+    """The host a link names for a bind address: a wildcard is reached on localhost."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104  # compared, not bound
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
 
 
 class Settings(BaseSettings):
@@ -70,7 +83,9 @@ class Settings(BaseSettings):
         Path("./var"), description="generated secrets, artifacts and other local state"
     )
     base_url: str = Field(
-        "http://127.0.0.1:8000", description="public URL, used in links Tollway sends"
+        "http://127.0.0.1:8000",
+        description="public URL, used in links Tollway sends; default "
+        "http://{TOLLWAY_HOST}:{TOLLWAY_PORT} (localhost for a wildcard host)",
     )
     pages_url: str | None = Field(
         None,
@@ -83,6 +98,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address `tollway serve` binds")
     port: int = Field(8000, ge=1, le=65535, description="port `tollway serve` binds")
     workers: int = Field(1, ge=1, description="uvicorn worker processes for `tollway serve`")
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses or networks (10.0.0.0/8) of the proxies "
+        "whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: nobody's, "
+        "a request counts against its peer's address",
+    )
     run_worker_in_process: bool | None = Field(
         None,
         description="run background sweeps inside `serve`; default: on SQLite yes, else no",
@@ -258,6 +279,30 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _base_url_follows_the_bind_address(self) -> Settings:
+        if "base_url" not in self.model_fields_set:
+            self.base_url = f"http://{_link_host(self.host)}:{self.port}"
+        return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_addresses(cls, value: str) -> str:
+        for entry in split_list(value):
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as error:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an address or network"
+                ) from error
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return split_list(self.trusted_proxies)
+
     @field_validator("stripe_api_base")
     @classmethod
     def _stripe_api_base_is_a_url(cls, value: str | None) -> str | None:
@@ -302,8 +347,7 @@ class Settings(BaseSettings):
         """Every configured Stripe webhook secret (several while one is being rotated)."""
         if self.stripe_webhook_secret is None:
             return []
-        raw = self.stripe_webhook_secret.get_secret_value()
-        return [part.strip() for part in raw.split(",") if part.strip()]
+        return split_list(self.stripe_webhook_secret.get_secret_value())
 
 
 def check_payment_provider(settings: Settings) -> None:

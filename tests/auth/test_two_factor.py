@@ -67,6 +67,15 @@ class TestSetup:
         assert wrong.json()["code"] == "invalid_totp"
         assert (await login(client, account)).status_code == 200
 
+    async def test_a_code_that_is_not_ascii_is_just_wrong(self, client: httpx.AsyncClient) -> None:
+        account = await register(client)
+        await client.post("/api/v1/auth/2fa/setup", headers=account.headers)
+        response = await client.post(
+            "/api/v1/auth/2fa/enable", json={"code": "12345\u00e9"}, headers=account.headers
+        )
+        assert response.status_code == 422
+        assert response.json()["code"] == "invalid_totp"
+
     async def test_api_keys_cannot_manage_two_factor(self, client: httpx.AsyncClient) -> None:
         account = await register(client)
         key = await create_api_key(client, account)

@@ -78,6 +78,32 @@ class TestAdminCommands:
         assert result.exit_code == 1
         assert "weak_password" in result.output
 
+    @pytest.mark.parametrize("email", ["not-an-email", "ops@tollway.test", "ops@localhost"])
+    def test_admin_create_refuses_an_email_the_login_would_refuse(
+        self, environment: Path, email: str
+    ) -> None:
+        result = runner.invoke(
+            app, ["admin", "create", "--email", email, "--password", "a strong admin pass"]
+        )
+        assert result.exit_code == 1
+        assert "invalid_email" in result.output
+        assert "not a valid email address" in result.output
+        assert not (environment / "cli.db").exists()
+
+    def test_admin_create_audits_the_admin_grant(self, environment: Path) -> None:
+        created = runner.invoke(
+            app, ["admin", "create", "--email", "ops@example.com", "--password", "a strong pass 1"]
+        )
+        assert created.exit_code == 0, created.output
+        with sqlite3.connect(environment / "cli.db") as connection:
+            (user_id,) = connection.execute("SELECT id FROM users").fetchone()
+            granted = connection.execute(
+                "SELECT target, actor, details FROM audit_log "
+                "WHERE action = 'user.platform_admin_changed'"
+            ).fetchall()
+        assert granted == [(user_id, "cli", '{"is_platform_admin": true}')]
+        assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
 
 class TestBillingRun:
     def test_billing_run_reports_what_it_handled(self, environment: Path) -> None:

@@ -66,7 +66,59 @@ class TestProblems:
         assert "Traceback" not in response.text
 
 
+class TestUnreadableBodies:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(b'{"kind": "\xff\xfe"}', id="not UTF-8"),
+            pytest.param(b'{"kind": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="too deep"),
+        ],
+    )
+    async def test_a_json_body_that_cannot_be_decoded_is_malformed_json(
+        self, edge: httpx.AsyncClient, body: bytes
+    ) -> None:
+        response = await edge.post(
+            "/test/events", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["code"] == "malformed_json"
+
+    async def test_a_broken_multipart_body_is_malformed_multipart(
+        self, edge: httpx.AsyncClient
+    ) -> None:
+        response = await edge.post(
+            "/test/uploads",
+            content=b"--xx\r\nContent-Disposition: form-data\r\n\r\nno name, no end",
+            headers={"content-type": "multipart/form-data; boundary=xx"},
+        )
+        assert response.status_code == 400
+        assert response.json()["code"] == "malformed_multipart"
+
+
 class TestBodyGuards:
+    async def test_a_form_sent_to_a_json_route_is_415(self, edge: httpx.AsyncClient) -> None:
+        response = await edge.post("/test/events", data={"kind": "x"})
+        assert response.status_code == 415
+        assert response.json()["code"] == "unsupported_media_type"
+
+    async def test_multipart_sent_to_a_json_route_is_415(self, edge: httpx.AsyncClient) -> None:
+        response = await edge.post("/test/events", files={"kind": ("k.txt", b"x")})
+        assert response.status_code == 415
+        assert response.json()["code"] == "unsupported_media_type"
+
+    async def test_json_sent_to_an_upload_route_is_415(self, edge: httpx.AsyncClient) -> None:
+        response = await edge.post("/test/uploads", json={"name": "x"})
+        assert response.status_code == 415
+        assert response.json()["code"] == "unsupported_media_type"
+
+    async def test_an_upload_route_takes_multipart(self, edge: httpx.AsyncClient) -> None:
+        response = await edge.post(
+            "/test/uploads", data={"name": "x"}, files={"artifact": ("a.tgz", b"bytes")}
+        )
+        assert response.status_code == 201
+        assert response.json() == {"name": "x", "filename": "a.tgz"}
+
     async def test_wrong_content_type_is_415(self, edge: httpx.AsyncClient) -> None:
         response = await edge.post(
             "/test/events", content=b"kind=x", headers={"content-type": "text/plain"}

@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic.networks import validate_email
+from pydantic_core import PydanticCustomError
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,6 +86,23 @@ class Tenancy:
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+class InvalidEmail(Unprocessable):
+    code = "invalid_email"
+    title = "Invalid email address"
+
+
+def valid_email(email: str) -> str:
+    """``email`` normalized, if it is an address the API's ``EmailStr`` fields accept
+    (the same email-validator rules: an @, a dotted domain, no special-use names such as
+    ``.test`` or ``localhost``); else 422 ``invalid_email``. Every way of creating an
+    account checks with it, so none creates one its owner cannot log in with."""
+    try:
+        _, address = validate_email(email.strip())
+    except PydanticCustomError as error:
+        raise InvalidEmail(str(error)) from error
+    return normalize_email(address)
 
 
 def hash_invitation_token(token: str) -> str:
@@ -171,7 +190,7 @@ class AccountService:
         OAuth provider vouched for the mailbox): anyone can register any address with a
         password, so such a registration joins nothing; its owner accepts with the token.
         """
-        email = normalize_email(email)
+        email = valid_email(email)
         if password is not None:
             check_policy(password, email=email)
         users = repository.users(session)
@@ -221,6 +240,10 @@ class AccountService:
             actor=f"user:{user.id}",
             occurred_at=now,
         )
+        if is_platform_admin:
+            # A permission given at birth is audited as the grant it is, by whoever
+            # created the account (the operator's console: actor cli).
+            self._audit_platform_admin(session, user=user, now=now)
         await outbox.publish(
             session,
             "user.registered",
@@ -397,15 +420,18 @@ class AccountService:
     ) -> User:
         user = await self.get_user(session, user_id)
         user.is_platform_admin = is_admin
+        self._audit_platform_admin(session, user=user, now=now)
+        await session.flush()
+        return user
+
+    def _audit_platform_admin(self, session: AsyncSession, *, user: User, now: datetime) -> None:
         audit_service.record(
             session,
             action="user.platform_admin_changed",
             target=user.id,
-            details={"is_platform_admin": is_admin},
+            details={"is_platform_admin": user.is_platform_admin},
             occurred_at=now,
         )
-        await session.flush()
-        return user
 
     async def accept_invitations_of_verified_email(
         self, session: AsyncSession, *, user: User, now: datetime

@@ -227,7 +227,8 @@ class TwoFactorService:
             step = current + offset
             if user.totp_last_step is not None and step <= user.totp_last_step:
                 continue
-            if hmac.compare_digest(totp.generate_otp(step), code):
+            # Bytes: compare_digest refuses str with non-ASCII characters (a 500).
+            if hmac.compare_digest(totp.generate_otp(step).encode(), code.encode()):
                 user.totp_last_step = step
                 return True
         return False

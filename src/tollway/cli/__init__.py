@@ -1,4 +1,8 @@
-"""``tollway``: the operator's tool. Each command group lives in its own module."""
+"""``tollway``: the operator's tool. Each command group lives in its own module.
+
+The command modules import only typer at the top; each command imports what it uses
+when it runs (see ``_context``), so ``tollway --help`` does not load the application.
+"""
 
 from __future__ import annotations
 

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from tollway import migrations
-from tollway.accounts.service import account_service
-from tollway.auth.credentials import EMAIL_VERIFICATION, PASSWORD_RESET
-from tollway.auth.throttle import account_key, address_key, login_throttle_service, scoped_key
-from tollway.auth.two_factor import two_factor_service
-from tollway.cli._context import load_settings, run_async
-from tollway.errors import TollwayError
-from tollway.kit.sweeps import SweepContext
+from tollway.cli._context import fail, load_settings, run_async
+
+if TYPE_CHECKING:
+    from tollway.kit.sweeps import SweepContext
 
 app = typer.Typer(help="The operator's staff (platform admins).", no_args_is_help=True)
 
@@ -21,11 +19,25 @@ def create(
         ..., prompt=True, hide_input=True, confirmation_prompt=True, help="at least 10 characters"
     ),
 ) -> None:
-    """Create a platform admin (or make an existing user one, keeping their password)."""
+    """Create a platform admin (or make an existing user one, keeping their password).
+
+    The grant is audited as user.platform_admin_changed, by the actor cli."""
+    import structlog
+
+    from tollway import migrations
+    from tollway.accounts.service import account_service, valid_email
+    from tollway.errors import TollwayError
+
+    try:
+        # The login's own rule, before anything is touched.
+        email = valid_email(email)
+    except TollwayError as error:
+        fail(error)
     settings = load_settings()
     migrations.upgrade(settings)
 
     async def _create(context: SweepContext) -> str:
+        structlog.contextvars.bind_contextvars(actor="cli")
         now = context.clock.now()
         async with context.database.transaction() as session:
             existing = await account_service.get_user_by_email(session, email)
@@ -42,14 +54,17 @@ def create(
     try:
         typer.echo(run_async(settings, _create))
     except TollwayError as error:
-        typer.secho(f"{error.code}: {error.detail}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from error
+        fail(error)
 
 
 @app.command("reset-2fa")
 def reset_two_factor(email: str = typer.Option(..., help="the user's email")) -> None:
     """Turn two-factor authentication off for a user who lost their authenticator and
     recovery codes (audited as user.2fa_reset). Check who is asking first."""
+    from tollway.accounts.service import account_service
+    from tollway.auth.two_factor import two_factor_service
+    from tollway.errors import TollwayError
+
     settings = load_settings()
 
     async def _reset(context: SweepContext) -> str:
@@ -63,8 +78,7 @@ def reset_two_factor(email: str = typer.Option(..., help="the user's email")) ->
     try:
         typer.echo(run_async(settings, _reset))
     except TollwayError as error:
-        typer.secho(f"{error.code}: {error.detail}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from error
+        fail(error)
 
 
 @app.command("unlock-login")
@@ -74,6 +88,14 @@ def unlock_login(
 ) -> None:
     """Lift a lock-out before it ends by itself: of logins (429 login_throttled), and of
     password-reset and email-verification requests (429 email_token_throttled)."""
+    from tollway.auth.credentials import EMAIL_VERIFICATION, PASSWORD_RESET
+    from tollway.auth.throttle import (
+        account_key,
+        address_key,
+        login_throttle_service,
+        scoped_key,
+    )
+
     if email is None and address is None:
         typer.secho("give --email or --address", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

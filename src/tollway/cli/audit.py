@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from tollway.audit.service import ChainReport, audit_service
 from tollway.cli._context import load_settings, run_async
-from tollway.kit.sweeps import SweepContext
+
+if TYPE_CHECKING:
+    from tollway.audit.service import ChainReport
+    from tollway.kit.sweeps import SweepContext
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
@@ -12,6 +16,8 @@ app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 @app.command("verify")
 def verify() -> None:
     """Recompute the audit chain; exit 1 at the first row that does not match."""
+    from tollway.audit.service import audit_service
+
     settings = load_settings()
 
     async def _verify(context: SweepContext) -> ChainReport:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tollway.billing.tasks import run_until_quiet
 from tollway.cli._context import load_settings, run_async
-from tollway.kit.sweeps import SweepContext
-from tollway.registry import load_domains
-from tollway.testclock.service import clock_service
+
+if TYPE_CHECKING:
+    from tollway.kit.sweeps import SweepContext
 
 app = typer.Typer(
     help="The billing engine: renewals, dunning, grace periods.", no_args_is_help=True
@@ -38,6 +37,10 @@ def run(
     ] = None,
 ) -> None:
     """Run renewals, dunning retries, grace ends and provider events until nothing is due."""
+    from tollway.billing.tasks import run_until_quiet
+    from tollway.registry import load_domains
+    from tollway.testclock.service import clock_service
+
     settings = load_settings()
     load_domains()
     target = _parse_until(until) if until else None

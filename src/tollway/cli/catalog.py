@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from tollway import migrations
-from tollway.cli._context import load_settings, run_async
-from tollway.errors import TollwayError
-from tollway.kit.sweeps import SweepContext
-from tollway.plans.catalog import Catalog, load_catalog_file
-from tollway.plans.service import LICENSE_STATES, catalog_service, plans_service
+from tollway.cli._context import fail, load_settings, run_async
+
+if TYPE_CHECKING:
+    from tollway.kit.sweeps import SweepContext
+    from tollway.plans.catalog import Catalog
 
 app = typer.Typer(help="The catalog: plans, features, meters, prices.", no_args_is_help=True)
-
-
-def _fail(error: TollwayError) -> typer.Exit:
-    typer.secho(f"{error.code}: {error.detail}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
 
 
 def _summary(catalog: Catalog) -> str:
@@ -37,10 +32,13 @@ def _summary(catalog: Catalog) -> str:
 @app.command("check")
 def check(file: Path = typer.Argument(..., help="catalog TOML file")) -> None:
     """Check a catalog file without loading it."""
+    from tollway.errors import TollwayError
+    from tollway.plans.catalog import load_catalog_file
+
     try:
         catalog = load_catalog_file(file)
     except TollwayError as error:
-        raise _fail(error) from error
+        fail(error)
     typer.echo(f"valid catalog: {_summary(catalog)}")
 
 
@@ -51,12 +49,17 @@ def load(file: Path = typer.Argument(..., help="catalog TOML file")) -> None:
     Existing subscriptions keep the prices of the catalog version they started on.
     Point TOLLWAY_CATALOG_PATH at the same file so that a restart keeps it.
     """
+    from tollway import migrations
+    from tollway.errors import TollwayError
+    from tollway.plans.catalog import load_catalog_file
+    from tollway.plans.service import catalog_service
+
     settings = load_settings()
     migrations.upgrade(settings)
     try:
         catalog = load_catalog_file(file)
     except TollwayError as error:
-        raise _fail(error) from error
+        fail(error)
 
     source = str(file.resolve())
 
@@ -74,9 +77,12 @@ def load(file: Path = typer.Argument(..., help="catalog TOML file")) -> None:
 def assign(
     organization_id: str = typer.Argument(..., help="org_..."),
     plan: str = typer.Argument(..., help="a plan id of the active catalog"),
-    license_state: str = typer.Option("active", help=", ".join(LICENSE_STATES)),
+    license_state: str = typer.Option("active", help="active, grace, restricted or canceled"),
 ) -> None:
     """Put an organization on a plan by hand (subscriptions normally do this)."""
+    from tollway.errors import TollwayError
+    from tollway.plans.service import catalog_service, plans_service
+
     settings = load_settings()
 
     async def _assign(context: SweepContext) -> str:
@@ -96,7 +102,7 @@ def assign(
     try:
         typer.echo(run_async(settings, _assign))
     except TollwayError as error:
-        raise _fail(error) from error
+        fail(error)
 
 
 @app.command("override")
@@ -110,6 +116,9 @@ def override(
     ),
 ) -> None:
     """Set an organization's custom limits (replaces its previous overrides)."""
+    from tollway.errors import TollwayError
+    from tollway.plans.service import catalog_service, plans_service
+
     settings = load_settings()
     try:
         document = json.loads(overrides)
@@ -131,4 +140,4 @@ def override(
     try:
         typer.echo(run_async(settings, _override))
     except TollwayError as error:
-        raise _fail(error) from error
+        fail(error)

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import structlog
 import typer
 
-from tollway.cli._context import load_settings, run_async
-from tollway.errors import TollwayError
-from tollway.kit.sweeps import SweepContext
-from tollway.ledger.models import CreditGrant
-from tollway.ledger.service import ledger_service
+from tollway.cli._context import fail, load_settings, run_async
+
+if TYPE_CHECKING:
+    from tollway.kit.sweeps import SweepContext
+    from tollway.ledger.models import CreditGrant
 
 app = typer.Typer(help="Credits: grants by hand.", no_args_is_help=True)
 
@@ -25,6 +25,11 @@ def grant(
     source: str = typer.Option("admin", "--source", help="admin or promo"),
 ) -> None:
     """Grant credits to an organization, as a platform administrator would."""
+    import structlog
+
+    from tollway.errors import TollwayError
+    from tollway.ledger.service import ledger_service
+
     settings = load_settings()
     if source not in ("admin", "promo"):
         typer.secho("--source must be admin or promo", fg=typer.colors.RED, err=True)
@@ -50,6 +55,5 @@ def grant(
     try:
         created = run_async(settings, _grant)
     except TollwayError as error:
-        typer.secho(f"{error.code}: {error.detail}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from error
+        fail(error)
     typer.echo(f"granted {created.amount} credits to {org}: {created.id}")

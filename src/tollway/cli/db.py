@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from tollway import migrations
 from tollway.cli._context import load_settings, run_async
-from tollway.kit.sweeps import SweepContext
+
+if TYPE_CHECKING:
+    from tollway.kit.sweeps import SweepContext
 
 app = typer.Typer(help="Database schema: apply and inspect migrations.", no_args_is_help=True)
 
@@ -12,6 +15,8 @@ app = typer.Typer(help="Database schema: apply and inspect migrations.", no_args
 @app.command("upgrade")
 def upgrade(revision: str = typer.Argument("head", help="target revision")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
+    from tollway import migrations
+
     settings = load_settings()
     migrations.upgrade(settings, revision)
     typer.echo(f"database at {', '.join(sorted(migrations.script_heads()))}")
@@ -20,6 +25,8 @@ def upgrade(revision: str = typer.Argument("head", help="target revision")) -> N
 @app.command("current")
 def current() -> None:
     """Show the revision the database is at, and whether it is the newest."""
+    from tollway import migrations
+
     settings = load_settings()
 
     async def _current(context: SweepContext) -> set[str]:

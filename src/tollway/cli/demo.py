@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import typer
 
-from tollway import migrations
 from tollway.cli._context import load_settings, run_async
-from tollway.kit.demo import run_demo_loaders
-from tollway.registry import load_domains
 
 
 def demo() -> None:
     """Load the demo catalog, accounts and packages (safe to run twice)."""
+    from tollway import migrations
+    from tollway.kit.demo import run_demo_loaders
+    from tollway.registry import load_domains
+
     settings = load_settings()
     load_domains()
     migrations.upgrade(settings)

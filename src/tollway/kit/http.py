@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -25,7 +25,11 @@ from tollway.errors import (
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE"})
+FORM_MEDIA_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+#: FastAPI's detail when it cannot read a request body (json.loads or the form parser raised).
+BODY_PARSE_FAILURE = "There was an error parsing the body"
 _STATUS_CODES = {
+    400: BadRequest,
     404: NotFound,
     405: MethodNotAllowed,
     413: PayloadTooLarge,
@@ -55,13 +59,46 @@ async def _tollway_error(request: Request, error: Exception) -> Response:
     return problem_response(error, request_id=_request_id(request))
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _malformed_json() -> TollwayError:
+    return BadRequest(
+        "the request body is not valid JSON (UTF-8, nested at most a few hundred levels)",
+        code="malformed_json",
+    )
+
+
+def _wrong_media_type(request: Request) -> TollwayError | None:
+    """A 415 when the body's media type is not the one the matched route reads.
+
+    FastAPI reads the body by the route's declaration: a JSON route given a form sees
+    bytes, a form route given JSON sees an empty form, and both end as a 422 about the
+    whole body. The route (``scope["route"]``) says which media type it wanted.
+    """
+    route = request.scope.get("route")
+    body_field = getattr(route, "body_field", None)
+    if body_field is None:
+        return None
+    media_type = _media_type(request)
+    if isinstance(body_field.field_info, params.Form):
+        if media_type in FORM_MEDIA_TYPES:
+            return None
+        return UnsupportedMediaType(f"send multipart/form-data (got {media_type or 'none'})")
+    if not media_type or _is_json(media_type):
+        return None
+    return UnsupportedMediaType(f"send application/json (got {media_type})")
+
+
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = error.errors()
-    if any(item.get("type") == "json_invalid" for item in errors):
-        problem: TollwayError = BadRequest(
-            "the request body is not valid JSON", code="malformed_json"
-        )
+    wrong_media_type = _wrong_media_type(request)
+    if wrong_media_type is not None:
+        problem: TollwayError = wrong_media_type
+    elif any(item.get("type") == "json_invalid" for item in errors):
+        problem = _malformed_json()
     else:
         problem = Unprocessable(
             "the request has invalid fields; see errors",
@@ -82,9 +119,18 @@ async def _http_error(request: Request, error: Exception) -> Response:
     if isinstance(error.__cause__, TollwayError):
         # FastAPI wraps failures while reading the body (our size guard among them) in a 400.
         return problem_response(error.__cause__, request_id=_request_id(request))
+    if error.status_code == 400 and _media_type(request) in FORM_MEDIA_TYPES:
+        # Starlette's form parser: no boundary, a part without a name, too many parts...
+        problem: TollwayError = BadRequest(
+            f"the form body cannot be parsed: {error.detail}", code="malformed_multipart"
+        )
+        return problem_response(problem, request_id=_request_id(request))
+    if error.status_code == 400 and error.detail == BODY_PARSE_FAILURE:
+        # json.loads failed otherwise than on syntax: not UTF-8, or nested too deeply.
+        return problem_response(_malformed_json(), request_id=_request_id(request))
     error_class = _STATUS_CODES.get(error.status_code)
     if error_class is not None:
-        problem: TollwayError = error_class(
+        problem = error_class(
             None if error.detail in (None, "Not Found", "Method Not Allowed") else str(error.detail)
         )
     else:

@@ -1,0 +1,18 @@
+"""The CLI starts fast: loading it (for --help, or before a command) loads no application."""
+
+import subprocess
+import sys
+
+HEAVY_MODULES = ("fastapi", "sqlalchemy", "alembic", "pydantic_settings", "uvicorn", "stripe")
+
+
+class TestCliImports:
+    def test_loading_the_cli_loads_none_of_the_application(self) -> None:
+        probe = (
+            "import sys, tollway.cli; "
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+        )
+        loaded = subprocess.run(  # noqa: S603  # this interpreter, a fixed probe
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        assert loaded.stdout.strip() == "[]"
