@@ -45,6 +45,24 @@ class TestClockAdvance:
         assert response.json()["offset_seconds"] == 3600
         assert await clock_service.load_offset(app.state.database) == 3600 * 1_000_000
 
+    async def test_a_move_sent_with_an_idempotency_key_does_not_hang_the_writer(
+        self, client: httpx.AsyncClient, clock: ManualClock, account: BillingAccount
+    ) -> None:
+        start = clock.now()
+        headers = {**account.admin_headers, "Idempotency-Key": "advance-1"}
+        # Bounded so a writer deadlock fails the test instead of hanging the suite.
+        response = await asyncio.wait_for(
+            client.post("/api/v1/admin/clock/advance", json={"seconds": 60}, headers=headers),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert clock.now() == start + timedelta(seconds=60)
+        headers["Idempotency-Key"] = "reset-1"
+        reset = await asyncio.wait_for(
+            client.post("/api/v1/admin/clock/reset", headers=headers), timeout=30
+        )
+        assert reset.status_code == 200, reset.text
+
     async def test_a_renewal_that_keeps_failing_does_not_stall_the_clock(
         self,
         client: httpx.AsyncClient,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.routing import APIRoute
 
 from tollway.auth.dependencies import AdminPrincipal
 from tollway.config import Settings
@@ -14,7 +15,6 @@ from tollway.testclock.service import clock_service
 router = api_router(prefix="/api/v1/admin/clock", tags=["admin"])
 
 
-@router.post("/advance")
 async def advance_clock(
     body: ClockAdvance,
     admin: AdminPrincipal,
@@ -27,7 +27,8 @@ async def advance_clock(
 
     Renewals, dunning retries and grace ends due on the way run at their own moments,
     and the provider events they cause are processed, before the answer. The offset
-    is stored, so every process and a restart see the same time.
+    is stored, so every process and a restart see the same time. `Idempotency-Key` is
+    ignored: a retry moves the clock again.
     """
     # No request session here: each billing step commits in its own transaction.
     result = await clock_service.advance(
@@ -36,7 +37,6 @@ async def advance_clock(
     return ClockState(now=result.now, offset_seconds=result.offset_seconds, handled=result.handled)
 
 
-@router.post("/reset")
 async def reset_clock(
     admin: AdminPrincipal,
     request: Request,
@@ -47,11 +47,20 @@ async def reset_clock(
     """Put the sandbox's business time back to real time (offset 0; sandbox provider
     only, 404 otherwise). Every process follows within a second. Nothing billed on the
     way is undone. Audited as `testclock.reset`, as each advance is as
-    `testclock.advanced`."""
+    `testclock.advanced`. `Idempotency-Key` is ignored (a reset is the same twice)."""
     result = await clock_service.reset(
         _context(request, database, clock, settings), actor=admin.actor
     )
     return ClockState(now=result.now, offset_seconds=result.offset_seconds, handled=result.handled)
+
+
+# Each billing step of a move commits in its own transaction; a request transaction
+# around them (which an Idempotency-Key claim opens) would hold SQLite's writer while
+# they wait for it. So these are plain routes, without the request transaction.
+for _path, _endpoint in (("/advance", advance_clock), ("/reset", reset_clock)):
+    router.add_api_route(
+        _path, _endpoint, methods=["POST"], response_model=ClockState, route_class_override=APIRoute
+    )
 
 
 def _context(
