@@ -2,32 +2,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from tollway.billing.arithmetic import (
     add_months,
     period_bounds,
     prorate,
-    round_half_up,
     tax_exclusive,
     tax_inclusive,
 )
-
-
-class TestRounding:
-    def test_halves_round_away_from_zero(self) -> None:
-        assert round_half_up(5, 10) == 1
-        assert round_half_up(4, 10) == 0
-        assert round_half_up(-5, 10) == -1
-        assert round_half_up(15, 10) == 2
-
-    @given(st.integers(-(10**12), 10**12), st.integers(1, 10**6))
-    def test_the_result_is_within_half_a_unit_of_the_exact_value(
-        self, numerator: int, denominator: int
-    ) -> None:
-        result = round_half_up(numerator, denominator)
-        assert abs(result * denominator - numerator) * 2 <= denominator
 
 
 class TestPeriods:

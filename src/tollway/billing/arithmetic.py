@@ -1,9 +1,8 @@
 """Exact arithmetic for billing: calendar periods, proration, tax.
 
-Rounding rule (documented once, used everywhere): every computed amount is an
-integer of minor units rounded **half up** (away from zero) from the exact rational
-value, one rounding per invoice line, and tax is computed once on the invoice's
-subtotal. No float is involved.
+Every computed amount is rounded by the one rule of :mod:`tollway.kit.money` (half
+up, from the exact rational value), once per invoice line, and tax is computed once
+on the invoice's subtotal. No float is involved.
 """
 
 from __future__ import annotations
@@ -11,14 +10,7 @@ from __future__ import annotations
 import calendar
 from datetime import datetime
 
-
-def round_half_up(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` rounded half away from zero, in integers."""
-    if denominator <= 0:
-        raise ValueError("denominator must be positive")
-    if numerator < 0:
-        return -round_half_up(-numerator, denominator)
-    return (2 * numerator + denominator) // (2 * denominator)
+from tollway.kit.money import round_half_up
 
 
 def add_months(moment: datetime, months: int) -> datetime:

@@ -3,12 +3,19 @@
 Never a float: amounts are ``int`` in the currency's smallest unit (cents for usd,
 yen for jpy). Unit prices that need fractions of a minor unit are ``Decimal`` and
 are rounded once, explicitly, by :meth:`Money.from_decimal`.
+
+The rounding rule, the only one in Tollway: an amount computed from an exact rational
+value is rounded **half up** (half away from zero), once (:func:`round_half_up`). When
+an amount is shared out (a commission and the author's part, a refund over lots) the
+parts come from a running total (:func:`split_by_running_total`), so they always add
+up to the whole and each is within one minor unit of its exact share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
@@ -46,6 +53,36 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
 )  # fmt: skip
 #: Currencies with three decimal places.
 THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def round_half_up(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half away from zero, in integers (the rule)."""
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    if numerator < 0:
+        return -round_half_up(-numerator, denominator)
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def split_by_running_total(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` shared in proportion to ``weights`` (non-negative, not all zero).
+
+    Part *i* is the rounded running total up to *i* less the rounded running total
+    before it, so the parts sum to ``total`` exactly and each differs from its exact
+    share ``total * w / sum(weights)`` by at most one minor unit.
+    """
+    whole = sum(weights)
+    if whole <= 0 or any(weight < 0 for weight in weights):
+        raise ValueError("weights must be non-negative and not all zero")
+    parts: list[int] = []
+    running = 0
+    before = 0
+    for weight in weights:
+        running += weight
+        upto = round_half_up(total * running, whole)
+        parts.append(upto - before)
+        before = upto
+    return parts
 
 
 def currency_exponent(currency: str) -> int:
@@ -109,7 +146,7 @@ class Money:
 
     @classmethod
     def from_decimal(
-        cls, amount: Decimal | str | int, currency: str, *, rounding: str = ROUND_HALF_EVEN
+        cls, amount: Decimal | str | int, currency: str, *, rounding: str = ROUND_HALF_UP
     ) -> Money:
         """Major units (``Decimal("29.99")``) to minor units, rounded once with ``rounding``."""
         if isinstance(amount, float):
@@ -145,7 +182,7 @@ class Money:
     def __le__(self, other: Money) -> bool:
         return self.amount_minor <= self._check(other).amount_minor
 
-    def multiply(self, factor: int | Decimal, *, rounding: str = ROUND_HALF_EVEN) -> Money:
+    def multiply(self, factor: int | Decimal, *, rounding: str = ROUND_HALF_UP) -> Money:
         """Scale by an integer (exact) or a Decimal (rounded once)."""
         if isinstance(factor, float):
             raise TypeError("floats are never money; pass a Decimal")
