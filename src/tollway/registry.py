@@ -1,4 +1,5 @@
-"""The list of domains: importing them registers their tables, sweeps and demo loaders.
+"""The list of domains: importing them registers their tables, sweeps and demo loaders;
+:func:`load_domains` then wires them to each other (:mod:`tollway.wiring`).
 
 ``create_app`` includes each domain's router from here, and the CLI calls
 :func:`load_domains` before running sweeps or demo loaders.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import importlib
 
 from fastapi import APIRouter
+
+from tollway.wiring import wire
 
 #: Domain packages in dependency order. A domain lists the modules that exist in it.
 DOMAINS: dict[str, tuple[str, ...]] = {
@@ -47,4 +50,5 @@ def load_domains() -> list[APIRouter]:
             if module_name.endswith("endpoints") and isinstance(router, APIRouter):
                 (hot if package in HOT_PATH_DOMAINS else rest).append(router)
     importlib.import_module("tollway.kit.idempotency")
+    wire()
     return hot + rest

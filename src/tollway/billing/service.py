@@ -50,10 +50,6 @@ from tollway.payments.service import (
     PaymentEnv,
     PaymentMethodRequired,
     payment_service,
-    register_access_listener,
-    register_method_listener,
-    register_purpose,
-    register_read_ahead,
 )
 
 log = structlog.get_logger("tollway.billing")
@@ -1482,8 +1478,5 @@ class InvoicePayments:
 
 
 billing_service = BillingService()
-_invoice_payments = InvoicePayments()
-register_purpose(INVOICE_PURPOSE, _invoice_payments)
-register_read_ahead(INVOICE_PURPOSE, _invoice_payments.read_ahead)
-register_method_listener(billing_service.retry_after_new_card)
-register_access_listener(billing_service.access_changed)
+#: Entered in payments' listeners by :mod:`tollway.wiring`.
+invoice_payments = InvoicePayments()

@@ -62,7 +62,7 @@ from tollway.marketplace.search import SearchPage, SearchQuery, search_backend
 from tollway.marketplace.storage import ArtifactStorage
 from tollway.marketplace.versioning import parse_spec, parse_version, validate_name
 from tollway.payments.models import Payment
-from tollway.payments.service import PaymentEnv, payment_service, register_purpose
+from tollway.payments.service import PaymentEnv, payment_service
 from tollway.plans.service import catalog_service
 
 log = structlog.get_logger("tollway.marketplace")
@@ -1316,4 +1316,5 @@ class MarketplacePayments:
 
 
 marketplace_service = MarketplaceService()
-register_purpose(PURCHASE_PURPOSE, MarketplacePayments())
+#: Entered in payments' listeners by :mod:`tollway.wiring`.
+marketplace_payments = MarketplacePayments()
