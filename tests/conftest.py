@@ -113,7 +113,9 @@ def app_factory(settings: Settings, clock: ManualClock) -> Callable[..., Any]:
 @pytest.fixture
 async def app(app_factory: Callable[..., FastAPI]) -> AsyncIterator[FastAPI]:
     application = app_factory()
-    async with LifespanManager(application):
+    # asgi-lifespan's default 5 s start-up bound failed a start-up on a loaded two-core
+    # machine; a start-up that never ends still fails, after a minute.
+    async with LifespanManager(application, startup_timeout=60, shutdown_timeout=60):
         yield application
 
 
