@@ -24,7 +24,9 @@ from tollway.accounts.schemas import (
     MemberUpdate,
     OrganizationOut,
 )
-from tollway.accounts.service import Member, account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.organizations import organization_service
+from tollway.accounts.service.records import Member
 from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal, require_role
 from tollway.auth.principal import Principal
 from tollway.auth.scopes import ROLES
@@ -58,7 +60,9 @@ async def get_organization(
     organization_id: str, principal: CurrentPrincipal, session: SessionDep
 ) -> OrganizationOut:
     """The caller's organization (any credential of it); others' are 404."""
-    organization = await account_service.get_organization(session, _own(principal, organization_id))
+    organization = await organization_service.get_organization(
+        session, _own(principal, organization_id)
+    )
     return OrganizationOut.model_validate(organization)
 
 
@@ -67,7 +71,7 @@ async def list_members(
     organization_id: str, principal: AnyMember, session: SessionDep
 ) -> MemberList:
     """Members with their roles, and the invitations not yet accepted."""
-    members, invitations = await account_service.list_members(
+    members, invitations = await membership_service.list_members(
         session, organization_id=_own(principal, organization_id)
     )
     return MemberList(
@@ -99,7 +103,7 @@ async def add_member(
     registration with that verified email accepts the invitation.
     Owners and admins only; only owners make owners. 409 `already_member`, `already_invited`.
     """
-    added = await account_service.add_member(
+    added = await membership_service.add_member(
         session,
         organization_id=_own(principal, organization_id),
         actor_user_id=principal.user_id,
@@ -132,7 +136,7 @@ async def change_role(
 ) -> MemberOut:
     """Change a member's role. Owners and admins only; only owners make or unmake
     owners; the last owner cannot be demoted (409 `last_owner`)."""
-    member = await account_service.change_role(
+    member = await membership_service.change_role(
         session,
         organization_id=_own(principal, organization_id),
         actor_user_id=principal.user_id,
@@ -153,7 +157,7 @@ async def remove_member(
 ) -> Response:
     """Remove a member (by user id) or withdraw an invitation (by its id). Owners and
     admins only; only owners remove owners; the last owner stays (409 `last_owner`)."""
-    await account_service.remove_member(
+    await membership_service.remove_member(
         session,
         organization_id=_own(principal, organization_id),
         actor_user_id=principal.user_id,
@@ -178,7 +182,7 @@ async def accept_invitation(
     with `organization_id` at login.
     """
     assert principal.user_id is not None
-    accepted = await account_service.accept_invitation(
+    accepted = await membership_service.accept_invitation(
         session, user_id=principal.user_id, token=body.token, now=clock.now()
     )
     return InvitationAccepted(

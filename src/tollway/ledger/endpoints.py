@@ -14,7 +14,9 @@ from tollway.ledger import schemas
 from tollway.ledger.abuse import abuse_service
 from tollway.ledger.auth import spending_subject
 from tollway.ledger.models import CreditGrant, FraudFlag, Reservation, ReservationStatus
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import transfer_service
 
 router = api_router(prefix="/api/v1", tags=["credits"])
 
@@ -67,7 +69,7 @@ async def get_balance(
     """The organization's credits: `balance` (granted - spent - expired), `reserved` (held),
     `available` (`balance - reserved`), and the live grants in spending order (priority,
     then earliest expiry, then oldest)."""
-    balance = await ledger_service.balance(
+    balance = await transfer_service.balance(
         session, organization_id=principal.organization_id, now=clock.now()
     )
     return schemas.Balance(
@@ -86,7 +88,7 @@ async def get_ledger(
 ) -> Page[schemas.LedgerEntry]:
     """The organization's ledger entries, newest first. Each transfer (grant, reserve,
     commit, release, expire, reverse) has entries on two or more accounts summing to zero."""
-    page = await ledger_service.list_entries(
+    page = await transfer_service.list_entries(
         session, organization_id=principal.organization_id, params=params
     )
     return Page(
@@ -116,7 +118,7 @@ async def list_reservations(
 ) -> Page[schemas.Reservation]:
     """The organization's holds, newest first: `?status=held` lists the open ones (a
     client that restarted finds what it still holds and commits or releases it)."""
-    page = await ledger_service.list_reservations(
+    page = await hold_service.list_reservations(
         session,
         organization_id=principal.organization_id,
         params=params,
@@ -131,7 +133,7 @@ async def get_reservation(
 ) -> schemas.Reservation:
     """One hold and how it ended (`committed`, `released`, `settled_at`); 404
     `hold_not_found` for a hold of another organization."""
-    reservation = await ledger_service.get_reservation(
+    reservation = await hold_service.get_reservation(
         session, organization_id=principal.organization_id, reservation_id=reservation_id
     )
     return _reservation(reservation)
@@ -153,7 +155,7 @@ async def create_reservation(
     Send `Idempotency-Key` to make retries safe."""
     reservation = await in_shared_commit(
         request,
-        lambda session: ledger_service.reserve(
+        lambda session: hold_service.reserve(
             session,
             organization_id=principal.organization_id,
             amount=body.amount,
@@ -184,7 +186,7 @@ async def commit_reservation(
     body = body or schemas.ReservationCommit()
     result = await in_shared_commit(
         request,
-        lambda session: ledger_service.commit(
+        lambda session: hold_service.commit(
             session,
             organization_id=principal.organization_id,
             reservation_id=reservation_id,
@@ -208,7 +210,7 @@ async def release_reservation(
 ) -> schemas.ReservationReleased:
     """Give the whole hold back. Releasing twice is harmless; a committed hold answers
     409 `hold_not_active`."""
-    reservation = await ledger_service.release(
+    reservation = await hold_service.release(
         session,
         organization_id=principal.organization_id,
         reservation_id=reservation_id,
@@ -228,7 +230,7 @@ async def admin_grant(
     settings: SettingsDep,
 ) -> schemas.AdminGrant:
     """Platform administrators: grant credits to any organization (audited, with a reason)."""
-    grant = await ledger_service.grant(
+    grant = await grant_service.grant(
         session,
         organization_id=body.organization_id,
         amount=body.amount,

@@ -14,7 +14,9 @@ from tollway.metering.schemas import (
     UsageIn,
     UsageOut,
 )
-from tollway.metering.service import UsageRecord, metering_service
+from tollway.metering.service.counters import usage_counter_service
+from tollway.metering.service.events import usage_event_service
+from tollway.metering.service.records import UsageRecord
 
 router = api_router(tags=["usage"])
 
@@ -35,7 +37,7 @@ async def record_usage(
     ``invalid_timestamp``, ``timestamp_in_future``, ``period_closed``,
     ``missing_property``, ``batch_too_large`` (with the event's ``index``)."""
     events = body.events if isinstance(body, UsageBatchIn) else [body]
-    result = await metering_service.ingest(
+    result = await usage_event_service.ingest(
         session,
         organization_id=principal.organization_id,
         records=[
@@ -65,7 +67,7 @@ async def get_usage(
 ) -> UsageOut:
     """Use of every meter in its open period, against the plan's limit (``null``:
     unlimited); ``period_start``/``period_end`` give the current calendar month."""
-    summary = await metering_service.usage_summary(
+    summary = await usage_counter_service.usage_summary(
         session, organization_id=principal.organization_id, now=clock.now()
     )
     return UsageOut(

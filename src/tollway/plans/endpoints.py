@@ -19,7 +19,8 @@ from tollway.plans.schemas import (
     TokenPackList,
     TokenPackOut,
 )
-from tollway.plans.service import apply_overrides, catalog_service, plans_service
+from tollway.plans.service.assignments import apply_overrides, plans_service
+from tollway.plans.service.catalog import catalog_service
 
 router = api_router(tags=["plans"])
 
