@@ -13,15 +13,15 @@ from fastapi import Depends
 from starlette.responses import Response
 
 from tollway.accounts.schemas import (
-    InvitationAccepted,
+    InvitationAcceptedOut,
     InvitationAcceptIn,
-    InvitationIssued,
+    InvitationIssuedOut,
     InvitationOut,
-    MemberAdd,
-    MemberAdded,
-    MemberList,
+    MemberAddedOut,
+    MemberAddIn,
+    MemberListOut,
     MemberOut,
-    MemberUpdate,
+    MemberUpdateIn,
     OrganizationOut,
 )
 from tollway.accounts.service.members import membership_service
@@ -66,31 +66,31 @@ async def get_organization(
     return OrganizationOut.model_validate(organization)
 
 
-@router.get("/organizations/{organization_id}/members", response_model=MemberList)
+@router.get("/organizations/{organization_id}/members", response_model=MemberListOut)
 async def list_members(
     organization_id: str, principal: AnyMember, session: SessionDep
-) -> MemberList:
+) -> MemberListOut:
     """Members with their roles, and the invitations not yet accepted."""
     members, invitations = await membership_service.list_members(
         session, organization_id=_own(principal, organization_id)
     )
-    return MemberList(
+    return MemberListOut(
         items=[_member(member) for member in members],
         invitations=[InvitationOut.model_validate(invitation) for invitation in invitations],
     )
 
 
 @router.post(
-    "/organizations/{organization_id}/members", status_code=201, response_model=MemberAdded
+    "/organizations/{organization_id}/members", status_code=201, response_model=MemberAddedOut
 )
 async def add_member(
     organization_id: str,
-    body: MemberAdd,
+    body: MemberAddIn,
     principal: MemberManager,
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> MemberAdded:
+) -> MemberAddedOut:
     """Invite an email with a role (`owner`, `admin`, `billing`, `member`; default
     `member`). The answer is an invitation (`status: "invited"`) valid 14 days, with its
     accept `token` and `accept_url`, shown only in this answer and in the
@@ -113,11 +113,11 @@ async def add_member(
         now=clock.now(),
     )
     if added.member is not None:
-        return MemberAdded(status="added", member=_member(added.member))
+        return MemberAddedOut(status="added", member=_member(added.member))
     assert added.invitation is not None
-    return MemberAdded(
+    return MemberAddedOut(
         status="invited",
-        invitation=InvitationIssued(
+        invitation=InvitationIssuedOut(
             **InvitationOut.model_validate(added.invitation.invitation).model_dump(),
             token=added.invitation.token,
             accept_url=added.invitation.accept_url,
@@ -129,7 +129,7 @@ async def add_member(
 async def change_role(
     organization_id: str,
     user_id: str,
-    body: MemberUpdate,
+    body: MemberUpdateIn,
     principal: MemberManager,
     session: SessionDep,
     clock: WallClockDep,
@@ -167,10 +167,10 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/invitations/accept", response_model=InvitationAccepted)
+@router.post("/invitations/accept", response_model=InvitationAcceptedOut)
 async def accept_invitation(
     body: InvitationAcceptIn, principal: UserPrincipal, session: SessionDep, clock: WallClockDep
-) -> InvitationAccepted:
+) -> InvitationAcceptedOut:
     """Join the organization of an invitation with its `token` (from the invitation
     email's link), as the logged-in user (token or dashboard session, not an API key),
     with the invited role. The token proves control of the invited mailbox, so the
@@ -185,7 +185,7 @@ async def accept_invitation(
     accepted = await membership_service.accept_invitation(
         session, user_id=principal.user_id, token=body.token, now=clock.now()
     )
-    return InvitationAccepted(
+    return InvitationAcceptedOut(
         organization=OrganizationOut.model_validate(accepted.organization),
         user_id=accepted.membership.user_id,
         role=accepted.membership.role,

@@ -11,15 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tollway.accounts.schemas import OrganizationOut, UserOut
-from tollway.auth.schemas import DashboardSessionOut, Session
+from tollway.auth.schemas import DashboardSessionOut, SessionOut
 from tollway.auth.service import IssuedSession
 from tollway.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, OpenedSession
 from tollway.config import Settings
 from tollway.db import Database, Transaction
 
 
-def session_answer(issued: IssuedSession) -> Session:
-    return Session(
+def session_answer(issued: IssuedSession) -> SessionOut:
+    return SessionOut(
         user=UserOut.model_validate(issued.user),
         organization=OrganizationOut.model_validate(issued.organization),
         role=issued.role,

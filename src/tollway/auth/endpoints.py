@@ -21,11 +21,11 @@ from tollway.auth.edge import (
 from tollway.auth.schemas import (
     DashboardSessionOut,
     LoginIn,
-    Me,
+    MeOut,
     RefreshIn,
-    Session,
+    SessionOut,
     ValidateIn,
-    Validation,
+    ValidationOut,
 )
 from tollway.auth.service import LoginAttempt, PasswordCheck, auth_service, tier_of
 from tollway.auth.sessions import CSRF_COOKIE, SESSION_COOKIE
@@ -84,17 +84,17 @@ def _clear_session_cookies(response: Response, settings: Settings) -> None:
 
 
 # The hot paths first: routes are matched in order.
-@router.post("/validate", response_model=Validation)
+@router.post("/validate", response_model=ValidationOut)
 async def validate(
     body: ValidateIn, request: Request, session: SessionDep, clock: ClockDep
-) -> Validation:
+) -> ValidationOut:
     """Check an access token or API key for another service: 200 with `valid` either way."""
     authenticator: TollwayAuthenticator = request.app.state.authenticator
     try:
         principal = await authenticator.principal_for(body.token)
     except Unauthorized as error:
-        return Validation(valid=False, code=error.code)
-    return Validation(
+        return ValidationOut(valid=False, code=error.code)
+    return ValidationOut(
         valid=True,
         kind=principal.kind,
         user_id=principal.user_id,
@@ -105,8 +105,8 @@ async def validate(
     )
 
 
-@router.get("/me", response_model=Me)
-async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) -> Me:
+@router.get("/me", response_model=MeOut)
+async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) -> MeOut:
     """Who the credential belongs to: user (none for an API key), organization, role, tier."""
     organization = await organization_service.organization_view(
         session, principal.organization_id, now=clock.now()
@@ -116,7 +116,7 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
         if principal.kind == "user" and principal.user_id is not None
         else None
     )
-    return Me(
+    return MeOut(
         user=UserOut.model_validate(user) if user is not None else None,
         organization=OrganizationOut.model_validate(organization),
         role=principal.role,
@@ -126,10 +126,10 @@ async def me(principal: CurrentPrincipal, session: SessionDep, clock: ClockDep) 
     )
 
 
-@router.post("/register", status_code=201, response_model=Session)
+@router.post("/register", status_code=201, response_model=SessionOut)
 async def register(
     body: RegistrationIn, request: Request, session: SessionDep, clock: WallClockDep
-) -> Session:
+) -> SessionOut:
     """Create a user and their personal organization (the user is its `owner`), and log in.
 
     Passwords need at least 10 characters, must not be the email and must not be a
@@ -149,14 +149,14 @@ async def register(
     return session_answer(issued)
 
 
-@router.post("/login", response_model=Session)
+@router.post("/login", response_model=SessionOut)
 async def login(
     body: LoginIn,
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> Session:
+) -> SessionOut:
     """Exchange email and password for an access token (15 minutes) and a refresh token.
 
     A wrong email or password is 401 `invalid_credentials`, in the same time either way.
@@ -226,10 +226,10 @@ async def close_session(
     return response
 
 
-@router.post("/refresh", response_model=Session)
+@router.post("/refresh", response_model=SessionOut)
 async def refresh(
     body: RefreshIn, request: Request, session: SessionDep, clock: WallClockDep
-) -> Session:
+) -> SessionOut:
     """Rotate a refresh token: it is spent and a new pair comes back. Presenting a spent
     refresh token again is 401 `refresh_token_reused` and revokes that whole login."""
     issued = await auth_service.refresh(

@@ -10,21 +10,21 @@ from starlette.responses import Response
 from tollway.auth import revocation
 from tollway.auth.authenticator import TollwayAuthenticator
 from tollway.auth.dependencies import UserPrincipal
-from tollway.auth.schemas import LoginList, LoginOut, LoginsEnded
+from tollway.auth.schemas import LoginListOut, LoginOut, LoginsEndedOut
 from tollway.kit.routing import SessionDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1/auth", tags=["auth"])
 
 
-@router.get("/logins", response_model=LoginList)
+@router.get("/logins", response_model=LoginListOut)
 async def list_logins(
     principal: UserPrincipal, session: SessionDep, clock: WallClockDep
-) -> LoginList:
+) -> LoginListOut:
     """Where the logged-in person is logged in: token logins (from `/auth/login` or OAuth,
     with their latest refresh) and dashboard sessions, in every organization; `current`
     marks the one making this request. API keys get 403 `user_required`."""
     logins = await revocation.list_logins(session, principal=principal, now=clock.now())
-    return LoginList(items=[LoginOut(**asdict(login)) for login in logins])
+    return LoginListOut(items=[LoginOut(**asdict(login)) for login in logins])
 
 
 @router.delete("/logins/{login_id}", status_code=204)
@@ -50,11 +50,11 @@ async def end_login(
     return Response(status_code=204)
 
 
-@router.post("/logins/end-others", response_model=LoginsEnded)
+@router.post("/logins/end-others", response_model=LoginsEndedOut)
 async def end_other_logins(
     principal: UserPrincipal, session: SessionDep, clock: WallClockDep
-) -> LoginsEnded:
+) -> LoginsEndedOut:
     """Log out everywhere else: every other token login and dashboard session of the
     person ends (refused everywhere within a second); this one stays."""
     ended = await revocation.end_other_logins(session, principal=principal, now=clock.now())
-    return LoginsEnded(logins=ended.families, sessions=ended.sessions)
+    return LoginsEndedOut(logins=ended.families, sessions=ended.sessions)

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from tollway.auth.edge import session_answer, set_session_cookies
 from tollway.auth.oauth import OAUTH_COOKIE_PATH, OAUTH_STATE_COOKIE, STATE_TTL, oauth_service
-from tollway.auth.schemas import Session
+from tollway.auth.schemas import SessionOut
 from tollway.auth.service import PendingSecondFactor, auth_service
 from tollway.auth.sessions import CHALLENGE_COOKIE, TWO_FACTOR_PAGE, OpenedSession
 from tollway.auth.two_factor import TotpRequired
@@ -85,7 +85,7 @@ async def oauth_authorize(
     return response
 
 
-@router.get("/oauth/{provider}/callback", response_model=Session)
+@router.get("/oauth/{provider}/callback", response_model=SessionOut)
 async def oauth_callback(
     provider: str,
     request: Request,

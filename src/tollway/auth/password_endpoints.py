@@ -11,10 +11,10 @@ from tollway.auth.credentials import credential_service
 from tollway.auth.dependencies import UserPrincipal
 from tollway.auth.edge import before_hashing, client_address_of
 from tollway.auth.schemas import (
-    EmailSent,
-    EmailVerified,
+    EmailSentOut,
+    EmailVerifiedOut,
     EmailVerifyIn,
-    JoinedOrganization,
+    JoinedOrganizationOut,
     PasswordChangeIn,
     PasswordResetConfirmIn,
     PasswordResetIn,
@@ -83,14 +83,14 @@ async def change_password(
     return Response(status_code=204)
 
 
-@router.post("/password-reset", status_code=202, response_model=EmailSent)
+@router.post("/password-reset", status_code=202, response_model=EmailSentOut)
 async def request_password_reset(
     body: PasswordResetIn,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> EmailSent:
+) -> EmailSentOut:
     """Forgot the password: if an account has this email, a reset token (valid one hour,
     once) goes to it in the event `user.password_reset_requested`, for the operator's
     mailer, with the link `{TOLLWAY_BASE_URL}/dashboard/password-reset?token=...`. A new
@@ -107,7 +107,7 @@ async def request_password_reset(
         client_address=client_address_of(request),
         now=clock.now(),
     )
-    return EmailSent(
+    return EmailSentOut(
         detail="if an account has this email, a link to reset its password was sent to it"
     )
 
@@ -135,10 +135,10 @@ async def confirm_password_reset(
     return Response(status_code=204)
 
 
-@router.post("/email/verification", status_code=202, response_model=EmailSent)
+@router.post("/email/verification", status_code=202, response_model=EmailSentOut)
 async def request_email_verification(
     principal: UserPrincipal, session: SessionDep, settings: SettingsDep, clock: WallClockDep
-) -> EmailSent:
+) -> EmailSentOut:
     """Send a verification link to the logged-in user's email: a token (valid 24 hours,
     once) in the event `user.email_verification_requested`, for the operator's mailer,
     with the link `{TOLLWAY_BASE_URL}/dashboard/verify-email?token=...`. A new request
@@ -149,13 +149,13 @@ async def request_email_verification(
     await credential_service.request_email_verification(
         session, settings=settings, user_id=principal.user_id, now=clock.now()
     )
-    return EmailSent(detail="a verification link was sent to your email address")
+    return EmailSentOut(detail="a verification link was sent to your email address")
 
 
-@router.post("/email/verify", response_model=EmailVerified)
+@router.post("/email/verify", response_model=EmailVerifiedOut)
 async def verify_email(
     body: EmailVerifyIn, principal: UserPrincipal, session: SessionDep, clock: WallClockDep
-) -> EmailVerified:
+) -> EmailVerifiedOut:
     """Verify the logged-in user's email with the `token` of a verification link (the
     link's page asks the person to log in first). The token proves the mailbox, the login
     proves the account: a token sent for another account is refused, so a stranger who
@@ -169,10 +169,10 @@ async def verify_email(
     verified = await credential_service.verify_email(
         session, token=body.token, user_id=principal.user_id, now=clock.now()
     )
-    return EmailVerified(
+    return EmailVerifiedOut(
         user=UserOut.model_validate(verified.user),
         joined=[
-            JoinedOrganization(organization_id=m.organization_id, role=m.role)
+            JoinedOrganizationOut(organization_id=m.organization_id, role=m.role)
             for m in verified.joined
         ],
     )

@@ -15,12 +15,12 @@ from tollway.auth.edge import (
 from tollway.auth.schemas import (
     ChallengeIn,
     ChallengeSessionOut,
-    Session,
+    SessionOut,
     TotpCodeIn,
     TotpDisableIn,
     TotpEnabledOut,
     TotpSetupOut,
-    TotpStatus,
+    TotpStatusOut,
 )
 from tollway.auth.service import auth_service
 from tollway.auth.sessions import CHALLENGE_COOKIE, OpenedSession
@@ -67,14 +67,14 @@ async def enable_two_factor(
     return TotpEnabledOut(recovery_codes=codes)
 
 
-@router.post("/2fa/disable", response_model=TotpStatus)
+@router.post("/2fa/disable", response_model=TotpStatusOut)
 async def disable_two_factor(
     body: TotpDisableIn,
     principal: UserPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> TotpStatus:
+) -> TotpStatusOut:
     """Turn two-factor authentication off, proven by a current code, an unused recovery
     code or the password (422 `invalid_totp` when none holds). Recovery codes are deleted."""
     assert principal.user_id is not None
@@ -86,10 +86,10 @@ async def disable_two_factor(
         secret_key=settings.secret("secret_key"),
         now=clock.now(),
     )
-    return TotpStatus(enabled=False)
+    return TotpStatusOut(enabled=False)
 
 
-@router.post("/2fa/challenge", response_model=Session | ChallengeSessionOut)
+@router.post("/2fa/challenge", response_model=SessionOut | ChallengeSessionOut)
 async def complete_two_factor_challenge(
     body: ChallengeIn,
     request: Request,
@@ -97,7 +97,7 @@ async def complete_two_factor_challenge(
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> Session | ChallengeSessionOut:
+) -> SessionOut | ChallengeSessionOut:
     """Finish a login that waits for its second factor (an OAuth login of an account
     with 2FA on): `challenge` (or the `tollway_2fa_challenge` cookie) and a current
     `totp_code` or an unused `recovery_code`.

@@ -8,7 +8,7 @@ from tollway.auth.dependencies import current_principal
 from tollway.auth.principal import Principal
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, WallClockDep, api_router
 from tollway.kit.signing import KeyRing
-from tollway.license.schemas import LicenseTokenOut, PublicKeys
+from tollway.license.schemas import LicenseTokenOut, PublicKeysOut
 from tollway.license.service import license_service
 from tollway.payments.service import PaymentEnv
 
@@ -40,7 +40,7 @@ async def issue_license_token(
 
 
 @router.get("/public-key")
-async def license_public_key(request: Request) -> PublicKeys:
+async def license_public_key(request: Request) -> PublicKeysOut:
     """The public keys (JWKS, Ed25519) that verify license tokens; newest first."""
     keys: KeyRing = request.app.state.signing_keys
-    return PublicKeys(**license_service.public_keys(keys))
+    return PublicKeysOut(**license_service.public_keys(keys))
