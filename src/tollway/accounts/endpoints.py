@@ -7,11 +7,9 @@ Invitations are accepted by token, by any logged-in user (``/api/v1/invitations`
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends
 from starlette.responses import Response
 
+from tollway.accounts.auth import AnyMember, MemberManager
 from tollway.accounts.schemas import (
     InvitationAcceptedOut,
     InvitationAcceptIn,
@@ -27,16 +25,12 @@ from tollway.accounts.schemas import (
 from tollway.accounts.service.members import membership_service
 from tollway.accounts.service.organizations import organization_service
 from tollway.accounts.service.records import Member
-from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal, require_role
+from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
 from tollway.auth.principal import Principal
-from tollway.auth.scopes import ROLES
 from tollway.errors import NotFound
 from tollway.kit.routing import SessionDep, SettingsDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1", tags=["organizations"])
-
-AnyMember = Annotated[Principal, Depends(require_role(*ROLES))]
-MemberManager = Annotated[Principal, Depends(require_role("owner", "admin"))]
 
 
 def _own(principal: Principal, organization_id: str) -> str:

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
+from tollway.api_keys.auth import KeyManager
 from tollway.api_keys.schemas import (
     ApiKeyCreatedOut,
     ApiKeyIn,
@@ -14,13 +14,9 @@ from tollway.api_keys.schemas import (
     ApiKeyRollIn,
 )
 from tollway.api_keys.service import api_key_service
-from tollway.auth.dependencies import require_scope
-from tollway.auth.principal import Principal
 from tollway.kit.routing import SessionDep, SettingsDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1/auth/keys", tags=["api keys"])
-
-KeyManager = Annotated[Principal, Depends(require_scope("keys:manage"))]
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreatedOut)

@@ -6,13 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from tollway.auth.dependencies import AdminPrincipal, require_scope
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import AdminPrincipal
 from tollway.kit.pagination import Page, PageParams, page_params
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router, in_shared_commit
 from tollway.ledger import schemas
 from tollway.ledger.abuse import abuse_service
-from tollway.ledger.auth import spending_subject
+from tollway.ledger.auth import CreditsReader, CreditsWriter, spending_subject
 from tollway.ledger.models import CreditGrant, FraudFlag, Reservation, ReservationStatus
 from tollway.ledger.service.grants import grant_service
 from tollway.ledger.service.holds import hold_service
@@ -20,8 +19,6 @@ from tollway.ledger.service.transfers import transfer_service
 
 router = api_router(prefix="/api/v1", tags=["credits"])
 
-CreditsReader = Annotated[Principal, Depends(require_scope("credits:read"))]
-CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
 ReservationId = Annotated[str, Path(max_length=40, description="the hold's id (res_...)")]
 
 

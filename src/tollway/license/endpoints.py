@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import Request
 
-from fastapi import Depends, Request
-
-from tollway.auth.dependencies import current_principal
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import CurrentPrincipal
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, WallClockDep, api_router
 from tollway.kit.signing import KeyRing
 from tollway.license.schemas import LicenseTokenOut, PublicKeysOut
@@ -18,7 +15,7 @@ router = api_router(prefix="/api/v1/license", tags=["license"])
 @router.post("/token")
 async def issue_license_token(
     request: Request,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,

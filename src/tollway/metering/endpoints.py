@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Body, Depends
+from fastapi import Body
 
-from tollway.auth.dependencies import require_scope
-from tollway.auth.principal import Principal
 from tollway.kit.routing import ClockDep, SessionDep, api_router
+from tollway.metering.auth import UsageReader, UsageWriter
 from tollway.metering.schemas import (
     IngestOut,
     MeterUsageOut,
@@ -24,7 +23,7 @@ router = api_router(tags=["usage"])
 @router.post("/api/v1/billing/usage", response_model=IngestOut)
 async def record_usage(
     body: Annotated[UsageIn, Body()],
-    principal: Annotated[Principal, Depends(require_scope("usage:write"))],
+    principal: UsageWriter,
     session: SessionDep,
     clock: ClockDep,
 ) -> IngestOut:
@@ -61,7 +60,7 @@ async def record_usage(
 
 @router.get("/api/v1/billing/usage", response_model=UsageOut)
 async def get_usage(
-    principal: Annotated[Principal, Depends(require_scope("usage:read"))],
+    principal: UsageReader,
     session: SessionDep,
     clock: ClockDep,
 ) -> UsageOut:
