@@ -42,7 +42,7 @@ from tollway.ledger.models import AccountKind, CreditAccount, CreditEntry, Credi
 from tollway.observability.logging import configure_logging
 from tollway.payments.models import PaymentCustomer, PaymentMethod
 from tollway.plans.models import OrganizationPlan
-from tollway.plans.service import catalog_service
+from tollway.plans.service.catalog import catalog_service
 
 SUBSCRIPTIONS = 10_000
 START = datetime(2026, 3, 1, tzinfo=UTC)

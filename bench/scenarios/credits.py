@@ -45,7 +45,8 @@ from tollway.db import Database
 from tollway.entitlements.writer import GroupCommitter
 from tollway.kit.clock import utcnow
 from tollway.kit.ids import new_id
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
 from tollway.observability.logging import configure_logging
 
 PERMISSIVE_ABUSE_LIMITS = {
@@ -199,7 +200,7 @@ async def _drive_ledger(database_url: str, callers: int, duration_s: float) -> d
         async with database.transaction() as session:
             session.add(Organization(id=organization_id, name="Bench ledger"))
         async with database.transaction() as session:
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=organization_id,
                 amount=1_000_000_000,
@@ -213,7 +214,7 @@ async def _drive_ledger(database_url: str, callers: int, duration_s: float) -> d
             nonlocal pairs
             while time.perf_counter() < deadline:
                 hold = await committer.run_keeping_errors(
-                    lambda session: ledger_service.reserve(
+                    lambda session: hold_service.reserve(
                         session,
                         organization_id=organization_id,
                         amount=1,
@@ -222,7 +223,7 @@ async def _drive_ledger(database_url: str, callers: int, duration_s: float) -> d
                     )
                 )
                 await committer.run_keeping_errors(
-                    lambda session, held=hold.id: ledger_service.commit(
+                    lambda session, held=hold.id: hold_service.commit(
                         session, organization_id=organization_id, reservation_id=held, now=utcnow()
                     )
                 )

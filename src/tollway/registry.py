@@ -17,8 +17,21 @@ from tollway.wiring import wire
 DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.observability": ("endpoints",),
     "tollway.audit": ("service",),
-    "tollway.accounts": ("service", "endpoints", "tasks"),
-    "tollway.auth": ("endpoints", "tasks"),
+    "tollway.accounts": (
+        "service.users",
+        "service.organizations",
+        "service.members",
+        "endpoints",
+        "tasks",
+    ),
+    "tollway.auth": (
+        "endpoints",
+        "logins_endpoints",
+        "password_endpoints",
+        "two_factor_endpoints",
+        "oauth_endpoints",
+        "tasks",
+    ),
     "tollway.api_keys": ("endpoints",),
     "tollway.plans": ("endpoints",),
     "tollway.metering": ("endpoints",),

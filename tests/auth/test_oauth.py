@@ -29,7 +29,7 @@ from tests.fixtures.oauth_provider import (
     ProviderServer,
     ProviderUser,
 )
-from tollway.accounts.service import account_service
+from tollway.accounts.service.users import user_service
 from tollway.audit.models import AuditEntry
 from tollway.auth.models import OAuthAccount
 from tollway.db import Database
@@ -733,7 +733,7 @@ class TestSquattedEmail:
         account = await register(web, email="pat@company.com")
         database: Database = oauth_app.state.database
         async with database.transaction() as session:
-            user = await account_service.get_user(session, account.user_id)
+            user = await user_service.get_user(session, account.user_id)
             user.email_verified = True  # proven earlier (an import, an older link)
         provider.next_user = ProviderUser("6001", "pat@company.com")
         assert (await oauth_login(web, "github", mode="token")).status_code == 200

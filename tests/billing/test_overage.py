@@ -18,7 +18,7 @@ from tollway.billing import ports
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.plans.catalog import Catalog, Overage, PlanFeature, PlanPrice, catalog_digest
-from tollway.plans.service import catalog_service
+from tollway.plans.service.catalog import catalog_service
 
 DAY = 86_400
 

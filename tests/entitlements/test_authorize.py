@@ -18,7 +18,7 @@ from tollway.db import Database
 from tollway.entitlements.seams import AbuseVerdict, CreditsHold
 from tollway.entitlements.service import EntitlementsRuntime
 from tollway.kit.clock import ManualClock
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
 from tollway.plans.catalog import AbuseLimits
 
 
@@ -262,7 +262,7 @@ class TestDenials:
         await put_on_plan(app, account.organization_id, "pro")
         database: Database = app.state.database
         async with database.transaction() as session:
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=account.organization_id,
                 amount=5,
@@ -300,7 +300,7 @@ class TestDenials:
         )
         database: Database = app.state.database
         async with database.transaction() as session:
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=account.organization_id,
                 amount=100,
@@ -586,7 +586,7 @@ class TestDecidingInsideAnotherTransaction:
 async def fund(app: FastAPI, organization_id: str, clock: ManualClock, amount: int) -> None:
     database: Database = app.state.database
     async with database.transaction() as session:
-        await ledger_service.grant(
+        await grant_service.grant(
             session,
             organization_id=organization_id,
             amount=amount,

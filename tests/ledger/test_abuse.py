@@ -10,7 +10,8 @@ from tollway.kit.clock import ManualClock
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams
 from tollway.ledger.abuse import AbuseDecision, AbusePolicy, abuse_service
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
 
 SUBJECT = "user:usr_01JD8X3N5Q8W6Y2ZB4C7D9E0F1"
 
@@ -153,7 +154,7 @@ class TestAbuseBattery:
     ) -> None:
         policy = AbusePolicy(max_failures=2, min_interval_seconds=0)
         async with database.transaction() as session:
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=organization_id,
                 amount=5,
@@ -161,10 +162,10 @@ class TestAbuseBattery:
                 now=clock.now(),
                 reason="t",
             )
-            held = await ledger_service.reserve(
+            held = await hold_service.reserve(
                 session, organization_id=organization_id, amount=1, now=clock.now(), subject=SUBJECT
             )
-            await ledger_service.release(
+            await hold_service.release(
                 session, organization_id=organization_id, reservation_id=held.id, now=clock.now()
             )
         # Like the request edge: an error with commit_transaction keeps its writes.
@@ -172,7 +173,7 @@ class TestAbuseBattery:
             transaction = database.transaction()
             session = await transaction.begin()
             with pytest.raises(TollwayError) as raised:
-                await ledger_service.reserve(
+                await hold_service.reserve(
                     session,
                     organization_id=organization_id,
                     amount=9,
@@ -184,10 +185,10 @@ class TestAbuseBattery:
         clock.advance(1)
         assert (await evaluate(database, clock, organization_id, policy=policy)).allowed
         async with database.transaction() as session:
-            held = await ledger_service.reserve(
+            held = await hold_service.reserve(
                 session, organization_id=organization_id, amount=1, now=clock.now(), subject=SUBJECT
             )
-            await ledger_service.release(
+            await hold_service.release(
                 session, organization_id=organization_id, reservation_id=held.id, now=clock.now()
             )
         clock.advance(1)

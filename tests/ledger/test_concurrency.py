@@ -11,7 +11,9 @@ from tollway.config import Settings
 from tollway.db import Database
 from tollway.errors import TollwayError
 from tollway.kit.clock import ManualClock
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import transfer_service
 
 
 async def race(databases: list[Database], clock: ManualClock, organization_id: str) -> int:
@@ -21,7 +23,7 @@ async def race(databases: list[Database], clock: ManualClock, organization_id: s
         database = databases[index % len(databases)]
         try:
             async with database.transaction() as session:
-                await ledger_service.reserve(
+                await hold_service.reserve(
                     session, organization_id=organization_id, amount=1, now=clock.now()
                 )
         except TollwayError as error:
@@ -36,7 +38,7 @@ async def race(databases: list[Database], clock: ManualClock, organization_id: s
 
 async def fund(database: Database, clock: ManualClock, organization_id: str, amount: int) -> None:
     async with database.transaction() as session:
-        await ledger_service.grant(
+        await grant_service.grant(
             session,
             organization_id=organization_id,
             amount=amount,
@@ -48,7 +50,7 @@ async def fund(database: Database, clock: ManualClock, organization_id: str, amo
 
 async def figures(database: Database, clock: ManualClock, organization_id: str) -> tuple[int, int]:
     async with database.transaction(write=False) as session:
-        balance = await ledger_service.balance(
+        balance = await transfer_service.balance(
             session, organization_id=organization_id, now=clock.now()
         )
     return balance.reserved, balance.available

@@ -19,7 +19,9 @@ from tollway.errors import TollwayError
 from tollway.kit.clock import ManualClock
 from tollway.kit.sweeps import SweepContext
 from tollway.ledger import tasks
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import transfer_service
 
 
 @dataclass
@@ -156,7 +158,7 @@ class TestLedgerProperties:
                         now + timedelta(seconds=expires_in) if isinstance(expires_in, int) else None
                     )
                     async with database.transaction() as session:
-                        created = await ledger_service.grant(
+                        created = await grant_service.grant(
                             session,
                             organization_id=organization_id,
                             amount=amount,
@@ -174,7 +176,7 @@ class TestLedgerProperties:
                     expected_ok = model.available(now) >= amount
                     async with database.transaction() as session:
                         held = await outcome(
-                            ledger_service.reserve(
+                            hold_service.reserve(
                                 session,
                                 organization_id=organization_id,
                                 amount=amount,
@@ -203,7 +205,7 @@ class TestLedgerProperties:
                     amount = int(hold.amount * Fraction(str(fraction)))
                     async with database.transaction() as session:
                         result = await outcome(
-                            ledger_service.commit(
+                            hold_service.commit(
                                 session,
                                 organization_id=organization_id,
                                 reservation_id=hold.id,
@@ -229,7 +231,7 @@ class TestLedgerProperties:
                     hold = model.holds[index % len(model.holds)]
                     async with database.transaction() as session:
                         released = await outcome(
-                            ledger_service.release(
+                            hold_service.release(
                                 session,
                                 organization_id=organization_id,
                                 reservation_id=hold.id,
@@ -248,7 +250,7 @@ class TestLedgerProperties:
                 case ("sweep",):
                     await sweep()
             async with database.transaction(write=False) as session:
-                figures = await ledger_service.balance(
+                figures = await transfer_service.balance(
                     session, organization_id=organization_id, now=clock.now()
                 )
             assert figures.available >= 0
@@ -260,7 +262,7 @@ class TestLedgerProperties:
         await sweep()
         books = await assert_books_balance(database, organization_id)
         async with database.transaction(write=False) as session:
-            figures = await ledger_service.balance(
+            figures = await transfer_service.balance(
                 session, organization_id=organization_id, now=clock.now()
             )
         granted = -(books["issuance"] + books["purchases"])

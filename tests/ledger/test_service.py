@@ -17,7 +17,9 @@ from tollway.kit.clock import ManualClock
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams
 from tollway.ledger.models import CreditAccount, CreditTransfer, ReservationStatus
-from tollway.ledger.service import Balance, LedgerImbalance, ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import Balance, LedgerImbalance, transfer_service
 
 
 async def grant(
@@ -32,7 +34,7 @@ async def grant(
     reference: str | None = None,
 ) -> str:
     async with database.transaction() as session:
-        created = await ledger_service.grant(
+        created = await grant_service.grant(
             session,
             organization_id=organization_id,
             amount=amount,
@@ -48,7 +50,7 @@ async def grant(
 
 async def balance(database: Database, clock: ManualClock, organization_id: str) -> Balance:
     async with database.transaction(write=False) as session:
-        return await ledger_service.balance(
+        return await transfer_service.balance(
             session, organization_id=organization_id, now=clock.now()
         )
 
@@ -57,7 +59,7 @@ async def reserve(
     database: Database, clock: ManualClock, organization_id: str, amount: int, **kwargs: Any
 ) -> str:
     async with database.transaction() as session:
-        reservation = await ledger_service.reserve(
+        reservation = await hold_service.reserve(
             session,
             organization_id=organization_id,
             amount=amount,
@@ -127,7 +129,7 @@ class TestGrants:
         await grant(database, clock, organization_id, 10)
         reservation_id = await reserve(database, clock, organization_id, 4)
         async with database.transaction() as session:
-            await ledger_service.commit(
+            await hold_service.commit(
                 session,
                 organization_id=organization_id,
                 reservation_id=reservation_id,
@@ -205,7 +207,7 @@ class TestHolds:
         held = await balance(database, clock, organization_id)
         assert (held.balance, held.reserved, held.available) == (50, 10, 40)
         async with database.transaction() as session:
-            result = await ledger_service.commit(
+            result = await hold_service.commit(
                 session,
                 organization_id=organization_id,
                 reservation_id=reservation_id,
@@ -224,7 +226,7 @@ class TestHolds:
         await grant(database, clock, organization_id, 20)
         reservation_id = await reserve(database, clock, organization_id, 8)
         async with database.transaction() as session:
-            released = await ledger_service.release(
+            released = await hold_service.release(
                 session,
                 organization_id=organization_id,
                 reservation_id=reservation_id,
@@ -281,7 +283,7 @@ class TestHolds:
         reservation_id = await reserve(database, clock, organization_id, 5)
         async with database.transaction() as session:
             error = await error_of(
-                ledger_service.commit(
+                hold_service.commit(
                     session,
                     organization_id=organization_id,
                     reservation_id=reservation_id,
@@ -298,13 +300,13 @@ class TestHolds:
         released_id = await reserve(database, clock, organization_id, 5)
         committed_id = await reserve(database, clock, organization_id, 5)
         async with database.transaction() as session:
-            await ledger_service.release(
+            await hold_service.release(
                 session,
                 organization_id=organization_id,
                 reservation_id=released_id,
                 now=clock.now(),
             )
-            await ledger_service.commit(
+            await hold_service.commit(
                 session,
                 organization_id=organization_id,
                 reservation_id=committed_id,
@@ -312,7 +314,7 @@ class TestHolds:
             )
         async with database.transaction() as session:
             error = await error_of(
-                ledger_service.commit(
+                hold_service.commit(
                     session,
                     organization_id=organization_id,
                     reservation_id=released_id,
@@ -321,7 +323,7 @@ class TestHolds:
             )
             assert (error.status, error.code) == (409, "hold_not_active")
             error = await error_of(
-                ledger_service.release(
+                hold_service.release(
                     session,
                     organization_id=organization_id,
                     reservation_id=committed_id,
@@ -338,7 +340,7 @@ class TestHolds:
         clock.advance(30)
         async with database.transaction() as session:
             error = await error_of(
-                ledger_service.commit(
+                hold_service.commit(
                     session,
                     organization_id=organization_id,
                     reservation_id=reservation_id,
@@ -355,13 +357,13 @@ class TestHolds:
         reservation_id = await reserve(database, clock, owner, 5)
         async with database.transaction() as session:
             for work in (
-                ledger_service.commit(
+                hold_service.commit(
                     session,
                     organization_id=stranger,
                     reservation_id=reservation_id,
                     now=clock.now(),
                 ),
-                ledger_service.release(
+                hold_service.release(
                     session,
                     organization_id=stranger,
                     reservation_id=reservation_id,
@@ -392,7 +394,7 @@ class TestHolds:
         released_id = await reserve(database, clock, organization_id, 5)
         for _ in range(2):
             async with database.transaction() as session:
-                result = await ledger_service.commit(
+                result = await hold_service.commit(
                     session,
                     organization_id=organization_id,
                     reservation_id=committed_id,
@@ -400,7 +402,7 @@ class TestHolds:
                     amount=3,
                 )
                 assert (result.committed, result.released) == (3, 2)
-                await ledger_service.release(
+                await hold_service.release(
                     session,
                     organization_id=organization_id,
                     reservation_id=released_id,
@@ -417,7 +419,7 @@ class TestHolds:
         for amount in (2, 3, 4):
             await reserve(database, clock, organization_id, amount)
         async with database.transaction() as session:
-            count = await ledger_service.release_open_holds(
+            count = await hold_service.release_open_holds(
                 session, organization_id=organization_id, now=clock.now()
             )
         assert count == 3
@@ -435,7 +437,7 @@ class TestManyHoldsInOneTransaction:
         async with database.transaction() as session:
             for _ in range(8):
                 try:
-                    await ledger_service.reserve(
+                    await hold_service.reserve(
                         session, organization_id=organization_id, amount=1, now=clock.now()
                     )
                     outcomes.append("held")
@@ -453,21 +455,21 @@ class TestManyHoldsInOneTransaction:
         await grant(database, clock, organization_id, 3)
         earlier = await reserve(database, clock, organization_id, 3)  # all of the promo lot
         async with database.transaction() as session:
-            await ledger_service.reserve(
+            await hold_service.reserve(
                 session, organization_id=organization_id, amount=1, now=clock.now()
             )
             # The used-up promo lot gets 2 back, after this transaction read the lots.
-            await ledger_service.commit(
+            await hold_service.commit(
                 session,
                 organization_id=organization_id,
                 reservation_id=earlier,
                 now=clock.now(),
                 amount=1,
             )
-            both = await ledger_service.reserve(
+            both = await hold_service.reserve(
                 session, organization_id=organization_id, amount=4, now=clock.now()
             )
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=organization_id,
                 amount=5,
@@ -475,7 +477,7 @@ class TestManyHoldsInOneTransaction:
                 now=clock.now(),
                 reason="goodwill",
             )
-            fresh = await ledger_service.reserve(
+            fresh = await hold_service.reserve(
                 session, organization_id=organization_id, amount=5, now=clock.now()
             )
         assert (both.amount, fresh.amount) == (4, 5)
@@ -489,16 +491,16 @@ class TestManyHoldsInOneTransaction:
     ) -> None:
         await grant(database, clock, organization_id, 5)
         async with database.transaction() as session:
-            await ledger_service.reserve(
+            await hold_service.reserve(
                 session, organization_id=organization_id, amount=2, now=clock.now()
             )
             with pytest.raises(RuntimeError):
                 async with session.begin_nested():
-                    await ledger_service.reserve(
+                    await hold_service.reserve(
                         session, organization_id=organization_id, amount=3, now=clock.now()
                     )
                     raise RuntimeError("undo this hold")
-            entries = await ledger_service.list_entries(
+            entries = await transfer_service.list_entries(
                 session, organization_id=organization_id, params=PageParams(limit=50)
             )
         figures = await balance(database, clock, organization_id)
@@ -519,10 +521,10 @@ class TestExpiryAndReversal:
         clock.advance(hours=1)
         assert (await balance(database, clock, organization_id)).available == 5
         async with database.transaction() as session:
-            lapsed = await ledger_service.expire_grant(
+            lapsed = await grant_service.expire_grant(
                 session, organization_id=organization_id, grant_id=lot, now=clock.now()
             )
-            again = await ledger_service.expire_grant(
+            again = await grant_service.expire_grant(
                 session, organization_id=organization_id, grant_id=lot, now=clock.now()
             )
         assert (lapsed, again) == (10, 0)
@@ -537,12 +539,12 @@ class TestExpiryAndReversal:
         clock.advance(60)
         async with database.transaction() as session:
             assert (
-                await ledger_service.expire_grant(
+                await grant_service.expire_grant(
                     session, organization_id=organization_id, grant_id=lot, now=clock.now()
                 )
                 == 6
             )
-            await ledger_service.release(
+            await hold_service.release(
                 session,
                 organization_id=organization_id,
                 reservation_id=reservation_id,
@@ -559,7 +561,7 @@ class TestExpiryAndReversal:
         start = clock.now()
         end = start + timedelta(days=30)
         async with database.transaction() as session:
-            first = await ledger_service.grant_allotment(
+            first = await grant_service.grant_allotment(
                 session,
                 organization_id=organization_id,
                 amount=200,
@@ -567,7 +569,7 @@ class TestExpiryAndReversal:
                 period_end=end,
                 rollover_cap=50,
             )
-            again = await ledger_service.grant_allotment(
+            again = await grant_service.grant_allotment(
                 session,
                 organization_id=organization_id,
                 amount=200,
@@ -581,7 +583,7 @@ class TestExpiryAndReversal:
         await reserve(database, clock, organization_id, 10)
         clock.set(end)
         async with database.transaction() as session:
-            lapsed = await ledger_service.expire_grant(
+            lapsed = await grant_service.expire_grant(
                 session, organization_id=organization_id, grant_id=first.id, now=clock.now()
             )
         assert lapsed == 140
@@ -590,7 +592,7 @@ class TestExpiryAndReversal:
         clock.set(end + timedelta(days=30))
         async with database.transaction() as session:
             assert (
-                await ledger_service.expire_grant(
+                await grant_service.expire_grant(
                     session, organization_id=organization_id, grant_id=first.id, now=clock.now()
                 )
                 == 50
@@ -602,7 +604,7 @@ class TestExpiryAndReversal:
     ) -> None:
         async with database.transaction() as session:
             assert (
-                await ledger_service.grant_allotment(
+                await grant_service.grant_allotment(
                     session,
                     organization_id=organization_id,
                     amount=0,
@@ -618,21 +620,21 @@ class TestExpiryAndReversal:
         await grant(database, clock, organization_id, 500, source="purchase", reference="ord_9")
         reservation_id = await reserve(database, clock, organization_id, 200)
         async with database.transaction() as session:
-            await ledger_service.commit(
+            await hold_service.commit(
                 session,
                 organization_id=organization_id,
                 reservation_id=reservation_id,
                 now=clock.now(),
                 amount=120,
             )
-            reversed_amount = await ledger_service.reverse_grant_remaining(
+            reversed_amount = await grant_service.reverse_grant_remaining(
                 session,
                 organization_id=organization_id,
                 reference="ord_9",
                 now=clock.now(),
                 reason="refund",
             )
-            twice = await ledger_service.reverse_grant_remaining(
+            twice = await grant_service.reverse_grant_remaining(
                 session,
                 organization_id=organization_id,
                 reference="ord_9",
@@ -648,7 +650,7 @@ class TestExpiryAndReversal:
     ) -> None:
         async with database.transaction() as session:
             error = await error_of(
-                ledger_service.reverse_grant_remaining(
+                grant_service.reverse_grant_remaining(
                     session,
                     organization_id=organization_id,
                     reference="nope",
@@ -668,7 +670,7 @@ class TestLowBalance:
         async def spend(amount: int) -> None:
             reservation_id = await reserve(database, clock, organization_id, amount)
             async with database.transaction() as session:
-                await ledger_service.commit(
+                await hold_service.commit(
                     session,
                     organization_id=organization_id,
                     reservation_id=reservation_id,
@@ -705,7 +707,7 @@ class TestTransfers:
                 session, organization_id=organization_id, now=clock.now()
             )
             with pytest.raises(LedgerImbalance):
-                await ledger_service._transfer(
+                await transfer_service.transfer(
                     session,
                     accounts,
                     kind=TransferKind.GRANT,

@@ -14,7 +14,9 @@ from tollway.kit.clock import ManualClock
 from tollway.kit.sweeps import SweepContext, run_all_once
 from tollway.ledger import tasks
 from tollway.ledger.models import ReservationStatus
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import transfer_service
 
 
 def context_of(app: FastAPI) -> SweepContext:
@@ -32,7 +34,7 @@ class TestHoldSweep:
         database: Database,
     ) -> None:
         async with database.transaction() as session:
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=organization_id,
                 amount=10,
@@ -40,7 +42,7 @@ class TestHoldSweep:
                 now=clock.now(),
                 reason="t",
             )
-            held = await ledger_service.reserve(
+            held = await hold_service.reserve(
                 session, organization_id=organization_id, amount=4, now=clock.now()
             )
         # A new process on the same database: nothing of the first one survives but rows.
@@ -53,10 +55,10 @@ class TestHoldSweep:
             assert await tasks.release_expired_holds(context) == 1
             assert await tasks.release_expired_holds(context) == 0
             async with restarted.state.database.transaction(write=False) as session:
-                reservation = await ledger_service.get_reservation(
+                reservation = await hold_service.get_reservation(
                     session, organization_id=organization_id, reservation_id=held.id
                 )
-                balance = await ledger_service.balance(
+                balance = await transfer_service.balance(
                     session, organization_id=organization_id, now=clock.now()
                 )
         assert reservation.status == ReservationStatus.EXPIRED
@@ -69,7 +71,7 @@ class TestExpirySweep:
         self, app: FastAPI, clock: ManualClock, organization_id: str, database: Database
     ) -> None:
         async with database.transaction() as session:
-            await ledger_service.grant(
+            await grant_service.grant(
                 session,
                 organization_id=organization_id,
                 amount=10,

@@ -11,7 +11,8 @@ from tests.fixtures.identity import Account, create_api_key, register
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.kit.outbox import outbox
-from tollway.metering.service import metering_service, period_bounds
+from tollway.metering.service.counters import usage_counter_service
+from tollway.metering.service.records import period_bounds
 
 
 @pytest.fixture
@@ -277,7 +278,7 @@ class TestUsageReport:
         await client.post("/api/v1/billing/usage", json=event("b", quantity=6), headers=headers)
         start, end = period_bounds(clock.now(), "month")
         async with database.transaction(write=False) as session:
-            total = await metering_service.usage_between(
+            total = await usage_counter_service.usage_between(
                 session,
                 organization_id=account.organization_id,
                 meter_id="sync_runs",

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from tests.fixtures.entitlements import put_on_plan
 from tests.fixtures.identity import make_platform_admin, register
-from tollway.accounts.service import account_service
+from tollway.accounts.service.organizations import organization_service
 from tollway.audit.service import audit_service
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
@@ -16,12 +16,9 @@ from tollway.kit.money import Money
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams
 from tollway.plans.catalog import PlanPrice, catalog_digest
-from tollway.plans.service import (
-    OrganizationNotFound,
-    UnknownPlan,
-    catalog_service,
-    plans_service,
-)
+from tollway.plans.errors import OrganizationNotFound, UnknownPlan
+from tollway.plans.service.assignments import plans_service
+from tollway.plans.service.catalog import catalog_service
 
 
 class TestCatalogVersions:
@@ -112,7 +109,9 @@ class TestPlanAssignment:
         await put_on_plan(app, account.organization_id, "free")
         async with database.transaction() as session:
             before = await plans_service.plan_of(session, account.organization_id)
-            organization = await account_service.get_organization(session, account.organization_id)
+            organization = await organization_service.get_organization(
+                session, account.organization_id
+            )
             await plans_service.assign_plan(
                 session, account.organization_id, "pro", license_state="grace"
             )

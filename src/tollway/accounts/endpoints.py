@@ -7,34 +7,30 @@ Invitations are accepted by token, by any logged-in user (``/api/v1/invitations`
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends
 from starlette.responses import Response
 
+from tollway.accounts.auth import AnyMember, MemberManager
 from tollway.accounts.schemas import (
-    InvitationAccepted,
+    InvitationAcceptedOut,
     InvitationAcceptIn,
-    InvitationIssued,
+    InvitationIssuedOut,
     InvitationOut,
-    MemberAdd,
-    MemberAdded,
-    MemberList,
+    MemberAddedOut,
+    MemberAddIn,
+    MemberListOut,
     MemberOut,
-    MemberUpdate,
+    MemberUpdateIn,
     OrganizationOut,
 )
-from tollway.accounts.service import Member, account_service
-from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal, require_role
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.organizations import organization_service
+from tollway.accounts.service.records import Member
+from tollway.auth.dependencies import CurrentPrincipal, UserPrincipal
 from tollway.auth.principal import Principal
-from tollway.auth.scopes import ROLES
 from tollway.errors import NotFound
 from tollway.kit.routing import SessionDep, SettingsDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1", tags=["organizations"])
-
-AnyMember = Annotated[Principal, Depends(require_role(*ROLES))]
-MemberManager = Annotated[Principal, Depends(require_role("owner", "admin"))]
 
 
 def _own(principal: Principal, organization_id: str) -> str:
@@ -58,35 +54,37 @@ async def get_organization(
     organization_id: str, principal: CurrentPrincipal, session: SessionDep
 ) -> OrganizationOut:
     """The caller's organization (any credential of it); others' are 404."""
-    organization = await account_service.get_organization(session, _own(principal, organization_id))
+    organization = await organization_service.get_organization(
+        session, _own(principal, organization_id)
+    )
     return OrganizationOut.model_validate(organization)
 
 
-@router.get("/organizations/{organization_id}/members", response_model=MemberList)
+@router.get("/organizations/{organization_id}/members", response_model=MemberListOut)
 async def list_members(
     organization_id: str, principal: AnyMember, session: SessionDep
-) -> MemberList:
+) -> MemberListOut:
     """Members with their roles, and the invitations not yet accepted."""
-    members, invitations = await account_service.list_members(
+    members, invitations = await membership_service.list_members(
         session, organization_id=_own(principal, organization_id)
     )
-    return MemberList(
+    return MemberListOut(
         items=[_member(member) for member in members],
         invitations=[InvitationOut.model_validate(invitation) for invitation in invitations],
     )
 
 
 @router.post(
-    "/organizations/{organization_id}/members", status_code=201, response_model=MemberAdded
+    "/organizations/{organization_id}/members", status_code=201, response_model=MemberAddedOut
 )
 async def add_member(
     organization_id: str,
-    body: MemberAdd,
+    body: MemberAddIn,
     principal: MemberManager,
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> MemberAdded:
+) -> MemberAddedOut:
     """Invite an email with a role (`owner`, `admin`, `billing`, `member`; default
     `member`). The answer is an invitation (`status: "invited"`) valid 14 days, with its
     accept `token` and `accept_url`, shown only in this answer and in the
@@ -99,7 +97,7 @@ async def add_member(
     registration with that verified email accepts the invitation.
     Owners and admins only; only owners make owners. 409 `already_member`, `already_invited`.
     """
-    added = await account_service.add_member(
+    added = await membership_service.add_member(
         session,
         organization_id=_own(principal, organization_id),
         actor_user_id=principal.user_id,
@@ -109,11 +107,11 @@ async def add_member(
         now=clock.now(),
     )
     if added.member is not None:
-        return MemberAdded(status="added", member=_member(added.member))
+        return MemberAddedOut(status="added", member=_member(added.member))
     assert added.invitation is not None
-    return MemberAdded(
+    return MemberAddedOut(
         status="invited",
-        invitation=InvitationIssued(
+        invitation=InvitationIssuedOut(
             **InvitationOut.model_validate(added.invitation.invitation).model_dump(),
             token=added.invitation.token,
             accept_url=added.invitation.accept_url,
@@ -125,14 +123,14 @@ async def add_member(
 async def change_role(
     organization_id: str,
     user_id: str,
-    body: MemberUpdate,
+    body: MemberUpdateIn,
     principal: MemberManager,
     session: SessionDep,
     clock: WallClockDep,
 ) -> MemberOut:
     """Change a member's role. Owners and admins only; only owners make or unmake
     owners; the last owner cannot be demoted (409 `last_owner`)."""
-    member = await account_service.change_role(
+    member = await membership_service.change_role(
         session,
         organization_id=_own(principal, organization_id),
         actor_user_id=principal.user_id,
@@ -153,7 +151,7 @@ async def remove_member(
 ) -> Response:
     """Remove a member (by user id) or withdraw an invitation (by its id). Owners and
     admins only; only owners remove owners; the last owner stays (409 `last_owner`)."""
-    await account_service.remove_member(
+    await membership_service.remove_member(
         session,
         organization_id=_own(principal, organization_id),
         actor_user_id=principal.user_id,
@@ -163,10 +161,10 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/invitations/accept", response_model=InvitationAccepted)
+@router.post("/invitations/accept", response_model=InvitationAcceptedOut)
 async def accept_invitation(
     body: InvitationAcceptIn, principal: UserPrincipal, session: SessionDep, clock: WallClockDep
-) -> InvitationAccepted:
+) -> InvitationAcceptedOut:
     """Join the organization of an invitation with its `token` (from the invitation
     email's link), as the logged-in user (token or dashboard session, not an API key),
     with the invited role. The token proves control of the invited mailbox, so the
@@ -178,10 +176,10 @@ async def accept_invitation(
     with `organization_id` at login.
     """
     assert principal.user_id is not None
-    accepted = await account_service.accept_invitation(
+    accepted = await membership_service.accept_invitation(
         session, user_id=principal.user_id, token=body.token, now=clock.now()
     )
-    return InvitationAccepted(
+    return InvitationAcceptedOut(
         organization=OrganizationOut.model_validate(accepted.organization),
         user_id=accepted.membership.user_id,
         role=accepted.membership.role,

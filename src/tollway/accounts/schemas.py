@@ -55,7 +55,7 @@ class InvitationOut(BaseModel):
     expires_at: datetime
 
 
-class InvitationIssued(InvitationOut):
+class InvitationIssuedOut(InvitationOut):
     """A new invitation as the inviter sees it once: with its accept token."""
 
     token: str = Field(
@@ -65,33 +65,33 @@ class InvitationIssued(InvitationOut):
     accept_url: str = Field(description="the dashboard link that accepts the invitation")
 
 
-class MemberList(BaseModel):
+class MemberListOut(BaseModel):
     items: list[MemberOut]
     invitations: list[InvitationOut] = Field(
         description="invitations not yet accepted (withdraw one with DELETE .../members/{id})"
     )
 
 
-class MemberAdd(BaseModel):
+class MemberAddIn(BaseModel):
     email: EmailStr
     role: RoleName = "member"
 
 
-class MemberUpdate(BaseModel):
+class MemberUpdateIn(BaseModel):
     role: RoleName
 
 
-class MemberAdded(BaseModel):
+class MemberAddedOut(BaseModel):
     status: Literal["added", "invited"]
     member: MemberOut | None = None
-    invitation: InvitationIssued | None = None
+    invitation: InvitationIssuedOut | None = None
 
 
 class InvitationAcceptIn(BaseModel):
     token: str = Field(min_length=1, max_length=200, description="the invitation's token")
 
 
-class InvitationAccepted(BaseModel):
+class InvitationAcceptedOut(BaseModel):
     organization: OrganizationOut
     user_id: str
     role: str

@@ -1,36 +1,32 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
+from tollway.api_keys.auth import KeyManager
 from tollway.api_keys.schemas import (
-    ApiKeyCreate,
-    ApiKeyCreated,
-    ApiKeyList,
+    ApiKeyCreatedOut,
+    ApiKeyIn,
+    ApiKeyListOut,
     ApiKeyOut,
-    ApiKeyRoll,
-    ApiKeyRolled,
+    ApiKeyRolledOut,
+    ApiKeyRollIn,
 )
 from tollway.api_keys.service import api_key_service
-from tollway.auth.dependencies import require_scope
-from tollway.auth.principal import Principal
 from tollway.kit.routing import SessionDep, SettingsDep, WallClockDep, api_router
 
 router = api_router(prefix="/api/v1/auth/keys", tags=["api keys"])
 
-KeyManager = Annotated[Principal, Depends(require_scope("keys:manage"))]
 
-
-@router.post("", status_code=201, response_model=ApiKeyCreated)
+@router.post("", status_code=201, response_model=ApiKeyCreatedOut)
 async def create_key(
-    body: ApiKeyCreate,
+    body: ApiKeyIn,
     principal: KeyManager,
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-) -> ApiKeyCreated:
+) -> ApiKeyCreatedOut:
     """Create an API key for the caller's organization. The `key` is shown only in this
     answer; Tollway keeps only its HMAC. Scopes default to using the product (authorize,
     usage, credits, marketplace) and may not exceed the caller's own."""
@@ -44,14 +40,16 @@ async def create_key(
         pepper=settings.secret("api_key_pepper"),
         now=clock.now(),
     )
-    return ApiKeyCreated(**ApiKeyOut.model_validate(created.record).model_dump(), key=created.key)
+    return ApiKeyCreatedOut(
+        **ApiKeyOut.model_validate(created.record).model_dump(), key=created.key
+    )
 
 
-@router.get("", response_model=ApiKeyList)
-async def list_keys(principal: KeyManager, session: SessionDep) -> ApiKeyList:
+@router.get("", response_model=ApiKeyListOut)
+async def list_keys(principal: KeyManager, session: SessionDep) -> ApiKeyListOut:
     """The organization's API keys, newest first, without the keys themselves."""
     records = await api_key_service.list(session, organization_id=principal.organization_id)
-    return ApiKeyList(items=[ApiKeyOut.model_validate(record) for record in records])
+    return ApiKeyListOut(items=[ApiKeyOut.model_validate(record) for record in records])
 
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyOut)
@@ -66,7 +64,7 @@ async def revoke_key(
     return ApiKeyOut.model_validate(record)
 
 
-@router.post("/{key_id}/roll", status_code=201, response_model=ApiKeyRolled)
+@router.post("/{key_id}/roll", status_code=201, response_model=ApiKeyRolledOut)
 async def roll_key(
     key_id: str,
     principal: KeyManager,
@@ -74,15 +72,15 @@ async def roll_key(
     session: SessionDep,
     settings: SettingsDep,
     clock: WallClockDep,
-    body: ApiKeyRoll | None = None,
-) -> ApiKeyRolled:
+    body: ApiKeyRollIn | None = None,
+) -> ApiKeyRolledOut:
     """Replace a key without downtime: a new key (shown only in this answer) with the
     same name, scopes, environment and expiry, while the old one keeps working for
     `grace_seconds` (default one day; then it expires; `0` revokes it at once). Deploy
     the new key, and the old one stops by itself. 409 `api_key_revoked` or
     `api_key_expired` for a key that no longer works. Audited and published as
     `api_key.rolled`."""
-    body = body or ApiKeyRoll()
+    body = body or ApiKeyRollIn()
     rolled = await api_key_service.roll(
         session,
         principal=principal,
@@ -93,7 +91,7 @@ async def roll_key(
     )
     # This process sees the old key's new expiry (or revocation) at once.
     request.app.state.authenticator.forget_api_key(rolled.replaced.id)
-    return ApiKeyRolled(
+    return ApiKeyRolledOut(
         **ApiKeyOut.model_validate(rolled.created.record).model_dump(),
         key=rolled.created.key,
         replaced_key=ApiKeyOut.model_validate(rolled.replaced),

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tollway.kit.clock import UtcDatetime
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] | None = Field(
         None, description="scopes the key grants; default: use the product, not administer it"
@@ -31,11 +31,11 @@ class ApiKeyOut(BaseModel):
     revoked_at: datetime | None
 
 
-class ApiKeyCreated(ApiKeyOut):
+class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="the key itself; shown only in this answer")
 
 
-class ApiKeyRoll(BaseModel):
+class ApiKeyRollIn(BaseModel):
     grace_seconds: int = Field(
         86_400,
         ge=0,
@@ -44,9 +44,9 @@ class ApiKeyRoll(BaseModel):
     )
 
 
-class ApiKeyRolled(ApiKeyCreated):
+class ApiKeyRolledOut(ApiKeyCreatedOut):
     replaced_key: ApiKeyOut = Field(description="the old key, with its new expiry")
 
 
-class ApiKeyList(BaseModel):
+class ApiKeyListOut(BaseModel):
     items: list[ApiKeyOut]

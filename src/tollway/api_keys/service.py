@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
 from tollway.api_keys import keys, repository
 from tollway.api_keys.models import ApiKey
 from tollway.audit.service import audit_service
@@ -94,7 +94,7 @@ class ApiKeyService:
         removed since cannot mint keys with the rights they lost."""
         if principal.user_id is None:
             return principal.scopes
-        membership = await account_service.get_membership(
+        membership = await membership_service.get_membership(
             session, user_id=principal.user_id, organization_id=principal.organization_id
         )
         role_scopes = ROLE_SCOPES[membership.role] if membership is not None else frozenset()

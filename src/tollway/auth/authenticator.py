@@ -27,7 +27,8 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.users import user_service
 from tollway.api_keys.keys import digest
 from tollway.api_keys.service import InvalidApiKey, api_key_service
 from tollway.auth import repository
@@ -134,17 +135,17 @@ class TollwayAuthenticator:
         when they are no longer a member. A token or session carries what was true when
         it was issued; this is what is true now (read at most once a second per process,
         and at once after a change made in this process)."""
-        membership = account_service.cached_membership(
+        membership = membership_service.cached_membership(
             user_id=user_id, organization_id=organization_id, now=now
         )
-        user = account_service.cached_user(user_id, now=now)
+        user = user_service.cached_user(user_id, now=now)
         if membership is None or (membership.role is not None and user is None):
             async with self.database.transaction(write=False) as session:
-                membership = await account_service.membership_view(
+                membership = await membership_service.membership_view(
                     session, user_id=user_id, organization_id=organization_id, now=now
                 )
                 if membership.role is not None:
-                    user = await account_service.user_view(session, user_id, now=now)
+                    user = await user_service.user_view(session, user_id, now=now)
         if membership.role is None or user is None:
             return None
         return membership.role, user.is_platform_admin

@@ -28,7 +28,8 @@ from tollway.accounts.passwords import (
     hash_password_in_thread,
     verify_password_in_thread,
 )
-from tollway.accounts.service import account_service, normalize_email
+from tollway.accounts.service.records import normalize_email
+from tollway.accounts.service.users import user_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import UserToken
@@ -139,7 +140,7 @@ class CredentialService:
         """A short write before any hashing: refuse a new password the policy refuses
         (422 ``weak_password``), then reserve the attempt on the account and address as
         a login does (429 ``login_throttled`` when locked or full)."""
-        user = await account_service.get_user(session, user_id)
+        user = await user_service.get_user(session, user_id)
         check_policy(new_password, email=user.email)
         await login_throttle_service.reserve(
             session,
@@ -168,7 +169,7 @@ class CredentialService:
         caller's own (``principal``) stays."""
         assert principal.user_id is not None
         # Locked, as at login: a password changed or cleared meanwhile is seen here.
-        user = await account_service.get_user(session, principal.user_id, for_update=True)
+        user = await user_service.get_user(session, principal.user_id, for_update=True)
         valid = check.valid
         if user.password_hash != check.password_hash:
             valid, _ = await verify_password_in_thread(current_password, user.password_hash)
@@ -235,7 +236,7 @@ class CredentialService:
             await login_throttle_service.record_failure(
                 session, keys=[key], policy=policy, now=now, action="auth.password_reset_locked"
             )
-        user = await account_service.get_user_by_email(session, email)
+        user = await user_service.get_user_by_email(session, email)
         token = RESET_TOKEN_PREFIX + secrets.token_urlsafe(32)
         if user is None or user.disabled_at is not None:
             # The statement a real request runs first, matching nothing: an unknown email
@@ -268,7 +269,7 @@ class CredentialService:
             raise InvalidResetToken(
                 "this reset link is unknown, used or expired; ask for a new one"
             )
-        user = await account_service.get_user(session, record.user_id)
+        user = await user_service.get_user(session, record.user_id)
         check_policy(password, email=user.email)
 
     async def reset_password(
@@ -285,7 +286,7 @@ class CredentialService:
                 "this reset link is unknown, used or expired; ask for a new one"
             )
         # Lock order users -> tokens, as at login and refresh.
-        user = await account_service.get_user(session, found.user_id, for_update=True)
+        user = await user_service.get_user(session, found.user_id, for_update=True)
         record = await tokens.get_by_hash(token_hash, for_update=True)
         if record is None or not _usable(record, purpose=PASSWORD_RESET, now=now):
             raise InvalidResetToken(
@@ -312,7 +313,7 @@ class CredentialService:
     ) -> None:
         """Send a verification token to the user's email. 409 ``email_already_verified``;
         429 ``email_token_throttled`` after too many requests for the account."""
-        user = await account_service.get_user(session, user_id)
+        user = await user_service.get_user(session, user_id)
         if user.email_verified:
             raise EmailAlreadyVerified("this email address is verified already")
         key = scoped_key(EMAIL_VERIFICATION, account_key(user.email))
@@ -358,7 +359,7 @@ class CredentialService:
         found = await tokens.get_by_hash(token_hash)
         if found is None or found.user_id != user_id:
             raise InvalidVerificationToken("this verification link is unknown, used or expired")
-        user = await account_service.get_user(session, found.user_id, for_update=True)
+        user = await user_service.get_user(session, found.user_id, for_update=True)
         record = await tokens.get_by_hash(token_hash, for_update=True)
         if record is None or not _usable(record, purpose=EMAIL_VERIFICATION, now=now):
             raise InvalidVerificationToken("this verification link is unknown, used or expired")
@@ -369,7 +370,7 @@ class CredentialService:
             return EmailVerified(user=user, joined=[])
         user.email_verified = True
         await session.flush()
-        joined = await account_service.accept_invitations_of_verified_email(
+        joined = await user_service.accept_invitations_of_verified_email(
             session, user=user, now=now
         )
         audit_service.record(

@@ -5,9 +5,11 @@ functions below it (``current_principal`` calls ``optional_principal``, which
 authenticates once per request), instead of depending on them through ``Depends``,
 which FastAPI would solve level by level on every request.
 
-``principal: Annotated[Principal, Depends(require_scope("credits:write"))]`` - the
-caller must be authenticated and hold the scope; objects of other organizations are
-looked up with ``principal.organization_id`` and answer 404 when they belong elsewhere.
+``Annotated[Principal, Depends(require_scope("credits:write"))]`` - the caller must be
+authenticated and hold the scope; objects of other organizations are looked up with
+``principal.organization_id`` and answer 404 when they belong elsewhere. Each domain
+names the aliases its endpoints take in its own ``auth.py`` (``CreditsWriter`` in
+``tollway.ledger.auth``); the ones every domain shares are at the end of this module.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import User
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.users import user_service
 from tollway.api_keys.service import api_key_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
@@ -436,7 +437,7 @@ class OAuthService:
             provider=identity.provider, provider_user_id=identity.provider_user_id
         )
         if linked is not None:
-            user = await account_service.get_user(session, linked.user_id)
+            user = await user_service.get_user(session, linked.user_id)
             if user.disabled_at is not None:
                 raise Forbidden("this account is disabled", code="account_disabled")
             linked.last_login_at = now
@@ -451,12 +452,12 @@ class OAuthService:
             )
         # Locked: a password login or refresh of this account waits for the link (and
         # any clearing below) to commit, and then finds its credentials void.
-        user_or_none = await account_service.get_user_by_email(
+        user_or_none = await user_service.get_user_by_email(
             session, identity.email, for_update=True
         )
         created = user_or_none is None
         if user_or_none is None:
-            tenancy = await account_service.register(
+            tenancy = await user_service.register(
                 session,
                 email=identity.email,
                 password=None,
@@ -504,7 +505,7 @@ class OAuthService:
             actor=actor,
             now=now,
         )
-        membership = await account_service.default_membership(session, user.id)
+        membership = await membership_service.default_membership(session, user.id)
         audit_service.record(
             session,
             action="user.unverified_credentials_cleared",
@@ -570,8 +571,8 @@ class OAuthService:
             # The provider vouched for the mailbox: the same proof as a verification
             # token, so the open invitations to it are accepted the same way.
             user.email_verified = True
-            await account_service.accept_invitations_of_verified_email(session, user=user, now=now)
-        membership = await account_service.default_membership(session, user.id)
+            await user_service.accept_invitations_of_verified_email(session, user=user, now=now)
+        membership = await membership_service.default_membership(session, user.id)
         audit_service.record(
             session,
             action="user.oauth_linked",

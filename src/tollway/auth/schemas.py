@@ -23,7 +23,7 @@ class ValidateIn(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
 
 
-class Session(BaseModel):
+class SessionOut(BaseModel):
     """What register, login and refresh answer."""
 
     user: UserOut
@@ -35,7 +35,7 @@ class Session(BaseModel):
     expires_in: int
 
 
-class Validation(BaseModel):
+class ValidationOut(BaseModel):
     valid: bool
     kind: str | None = None
     user_id: str | None = None
@@ -46,7 +46,7 @@ class Validation(BaseModel):
     code: str | None = Field(None, description="why the token is not valid")
 
 
-class Me(BaseModel):
+class MeOut(BaseModel):
     user: UserOut | None
     organization: OrganizationOut
     role: str
@@ -90,7 +90,7 @@ class TotpDisableIn(BaseModel):
     password: str | None = Field(None, max_length=1024)
 
 
-class TotpStatus(BaseModel):
+class TotpStatusOut(BaseModel):
     enabled: bool
 
 
@@ -132,21 +132,21 @@ class EmailVerifyIn(BaseModel):
     )
 
 
-class EmailSent(BaseModel):
+class EmailSentOut(BaseModel):
     """A request whose answer travels by email (through the operator's mailer)."""
 
     status: Literal["accepted"] = "accepted"
     detail: str
 
 
-class JoinedOrganization(BaseModel):
+class JoinedOrganizationOut(BaseModel):
     organization_id: str
     role: str
 
 
-class EmailVerified(BaseModel):
+class EmailVerifiedOut(BaseModel):
     user: UserOut
-    joined: list[JoinedOrganization] = Field(
+    joined: list[JoinedOrganizationOut] = Field(
         description="organizations joined through open invitations to the verified email"
     )
 
@@ -163,10 +163,10 @@ class LoginOut(BaseModel):
     current: bool = Field(description="the login making this request")
 
 
-class LoginList(BaseModel):
+class LoginListOut(BaseModel):
     items: list[LoginOut]
 
 
-class LoginsEnded(BaseModel):
+class LoginsEndedOut(BaseModel):
     logins: int = Field(description="token logins ended")
     sessions: int = Field(description="dashboard sessions closed")

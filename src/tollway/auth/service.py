@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Membership, Organization, User
 from tollway.accounts.passwords import verify_password_in_thread
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.organizations import organization_service
+from tollway.accounts.service.users import user_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import RefreshToken, TwoFactorChallenge
@@ -32,7 +34,7 @@ from tollway.config import Settings
 from tollway.errors import Forbidden, NotFound, Unauthorized
 from tollway.kit.ids import new_id
 from tollway.kit.signing import KeyRing
-from tollway.plans.service import plans_service
+from tollway.plans.service.assignments import plans_service
 
 REFRESH_TOKEN_TTL = timedelta(days=30)
 REFRESH_TOKEN_PREFIX = "twr_"  # noqa: S105 - a visible prefix, not a secret
@@ -154,7 +156,7 @@ class AuthService:
         organization_name: str | None,
         now: datetime,
     ) -> IssuedSession:
-        tenancy = await account_service.register(
+        tenancy = await user_service.register(
             session,
             email=email,
             password=password,
@@ -188,7 +190,9 @@ class AuthService:
         membership = await self._membership(
             session, user=user, organization_id=attempt.organization_id
         )
-        organization = await account_service.get_organization(session, membership.organization_id)
+        organization = await organization_service.get_organization(
+            session, membership.organization_id
+        )
         return await self.issue(
             session, keys=keys, user=user, membership=membership, organization=organization, now=now
         )
@@ -260,7 +264,7 @@ class AuthService:
         now: datetime,
     ) -> IssuedSession | OpenedSession:
         """The user's default organization: a dashboard session (``cookie``) or tokens."""
-        membership = await account_service.default_membership(session, user.id)
+        membership = await membership_service.default_membership(session, user.id)
         if mode == "cookie":
             return await dashboard_session_service.open(
                 session,
@@ -269,7 +273,9 @@ class AuthService:
                 ttl=timedelta(seconds=settings.session_ttl_seconds),
                 now=now,
             )
-        organization = await account_service.get_organization(session, membership.organization_id)
+        organization = await organization_service.get_organization(
+            session, membership.organization_id
+        )
         return await self.issue(
             session,
             keys=keys,
@@ -338,7 +344,7 @@ class AuthService:
             raise InvalidChallenge(
                 "this two-factor challenge is unknown, used or expired; log in again"
             )
-        user = await account_service.get_user(session, record.user_id)
+        user = await user_service.get_user(session, record.user_id)
         counted = throttle_keys(email=user.email, client_address=client_address)
         # The code is compared with the rows locked: concurrent guesses wait their turn
         # and at most the limit of them is compared in a window.
@@ -405,7 +411,7 @@ class AuthService:
         await login_throttle_service.reserve(
             session, keys=keys, policy=throttle_policy(settings), now=now
         )
-        user = await account_service.get_user_by_email(session, attempt.email)
+        user = await user_service.get_user_by_email(session, attempt.email)
         return (user.id, user.password_hash) if user is not None else (None, None)
 
     async def check_password(
@@ -438,7 +444,7 @@ class AuthService:
         # Locked (users before tokens, like the OAuth takeover of an unverified account):
         # a password cleared by a concurrent takeover is seen here, not after tokens
         # were issued on the old one.
-        user = await account_service.get_user_by_email(session, attempt.email, for_update=True)
+        user = await user_service.get_user_by_email(session, attempt.email, for_update=True)
         valid, upgraded_hash = check.valid, check.upgraded_hash
         if user is not None and (
             user.id != check.user_id or user.password_hash != check.password_hash
@@ -485,8 +491,8 @@ class AuthService:
         self, session: AsyncSession, *, user: User, organization_id: str | None
     ) -> Membership:
         if organization_id is None:
-            return await account_service.default_membership(session, user.id)
-        membership = await account_service.get_membership(
+            return await membership_service.default_membership(session, user.id)
+        membership = await membership_service.get_membership(
             session, user_id=user.id, organization_id=organization_id
         )
         if membership is None:
@@ -555,7 +561,7 @@ class AuthService:
         # Lock order users -> refresh tokens, as at login and the OAuth takeover: a
         # takeover revoking this user's logins meanwhile is seen below (the token read
         # afresh), and cannot miss the token issued here.
-        user = await account_service.get_user(session, found.user_id, for_update=True)
+        user = await user_service.get_user(session, found.user_id, for_update=True)
         record = await tokens.get_by_hash(token_hash, for_update=True)
         if record is None or record.revoked_at is not None:
             raise InvalidToken("this refresh token is not valid; log in again")
@@ -576,13 +582,13 @@ class AuthService:
         if record.expires_at <= now:
             raise TokenExpired("the refresh token has expired; log in again")
         record.used_at = now
-        membership = await account_service.get_membership(
+        membership = await membership_service.get_membership(
             session, user_id=user.id, organization_id=record.organization_id
         )
         if membership is None or user.disabled_at is not None:
             await revoke_family(session, record.family_id, now=now)
             raise InvalidToken("this account can no longer use this organization")
-        organization = await account_service.get_organization(session, record.organization_id)
+        organization = await organization_service.get_organization(session, record.organization_id)
         return await self.issue(
             session,
             keys=keys,

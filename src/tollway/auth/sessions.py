@@ -19,7 +19,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Membership, Organization, User
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.organizations import organization_service
+from tollway.accounts.service.users import user_service
 from tollway.auth import repository
 from tollway.auth.models import DashboardSession
 from tollway.errors import Forbidden, Unauthorized
@@ -92,7 +94,9 @@ class DashboardSessionService:
             expires_at=now + ttl,
         )
         await repository.dashboard_sessions(session).add(record)
-        organization = await account_service.get_organization(session, membership.organization_id)
+        organization = await organization_service.get_organization(
+            session, membership.organization_id
+        )
         return OpenedSession(
             record=record, token=token, user=user, organization=organization, role=membership.role
         )
@@ -104,10 +108,10 @@ class DashboardSessionService:
         record = await repository.dashboard_sessions(session).get_by_hash(hash_session_token(token))
         if record is None or record.revoked_at is not None or record.expires_at <= now:
             return None
-        membership = await account_service.get_membership(
+        membership = await membership_service.get_membership(
             session, user_id=record.user_id, organization_id=record.organization_id
         )
-        user = await account_service.get_user(session, record.user_id)
+        user = await user_service.get_user(session, record.user_id)
         if membership is None or user.disabled_at is not None:
             return None
         return SessionSnapshot(

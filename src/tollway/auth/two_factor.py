@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import User
 from tollway.accounts.passwords import verify_password_in_thread
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.users import user_service
 from tollway.audit.service import audit_service
 from tollway.auth import repository
 from tollway.auth.models import RecoveryCode
@@ -88,7 +89,7 @@ class TwoFactorService:
 
     async def setup(self, session: AsyncSession, *, user_id: str, secret_key: str) -> TotpSetup:
         """A new secret for the user's authenticator app; 2FA is not on until enabled."""
-        user = await account_service.get_user(session, user_id)
+        user = await user_service.get_user(session, user_id)
         if user.totp_enabled:
             raise Conflict(
                 "two-factor authentication is already on; disable it first",
@@ -105,7 +106,7 @@ class TwoFactorService:
         self, session: AsyncSession, *, user_id: str, code: str, secret_key: str, now: datetime
     ) -> list[str]:
         """Turn 2FA on with a valid code; answers the recovery codes (shown only now)."""
-        user = await account_service.get_user(session, user_id)
+        user = await user_service.get_user(session, user_id)
         if user.totp_enabled:
             raise Conflict("two-factor authentication is already on", code="totp_already_enabled")
         if user.totp_secret is None:
@@ -140,7 +141,7 @@ class TwoFactorService:
         now: datetime,
     ) -> User:
         """Turn 2FA off, proven by a current code, a recovery code or the password."""
-        user = await account_service.get_user(session, user_id)
+        user = await user_service.get_user(session, user_id)
         if not user.totp_enabled:
             raise Conflict("two-factor authentication is not on", code="totp_not_enabled")
         if code is None and password is None:
@@ -159,7 +160,7 @@ class TwoFactorService:
     async def reset(self, session: AsyncSession, *, user_id: str, now: datetime) -> User:
         """The operator turns 2FA off for a user who lost both app and recovery codes
         (``tollway admin reset-2fa``); no proof asked, so it is audited as such."""
-        user = await account_service.get_user(session, user_id)
+        user = await user_service.get_user(session, user_id)
         await self.turn_off(session, user=user)
         await self._audit(session, user, "user.2fa_reset", now=now)
         return user
@@ -236,7 +237,7 @@ class TwoFactorService:
     async def _audit(
         self, session: AsyncSession, user: User, action: str, *, now: datetime
     ) -> None:
-        membership = await account_service.default_membership(session, user.id)
+        membership = await membership_service.default_membership(session, user.id)
         audit_service.record(
             session,
             action=action,

@@ -21,9 +21,12 @@ from tollway.billing.ports import (
     TaxRate,
     TokenPack,
 )
-from tollway.ledger.service import ledger_service
-from tollway.metering.service import metering_service
-from tollway.plans.service import UnknownPlan, catalog_service, plans_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.metering.service.counters import usage_counter_service
+from tollway.plans.errors import UnknownPlan
+from tollway.plans.service.assignments import plans_service
+from tollway.plans.service.catalog import catalog_service
 
 
 class PlansCatalog:
@@ -155,7 +158,7 @@ class PlansCatalog:
         period_end: datetime,
     ) -> int:
         """The meter's aggregate over the billing period [period_start, period_end)."""
-        return await metering_service.usage_between(
+        return await usage_counter_service.usage_between(
             session,
             organization_id=organization_id,
             meter_id=meter,
@@ -166,14 +169,15 @@ class PlansCatalog:
     async def prepare_usage(
         self, session: AsyncSession, periods: list[tuple[str, str, datetime, datetime]]
     ) -> None:
-        await metering_service.read_usage_ahead(session, periods=periods)
+        await usage_counter_service.read_usage_ahead(session, periods=periods)
 
 
 class LedgerCredits:
     """:class:`~tollway.billing.ports.Credits` over ``tollway.ledger.service``."""
 
     def __init__(self) -> None:
-        self._ledger = ledger_service
+        self._grants = grant_service
+        self._holds = hold_service
 
     async def grant_allotment(
         self,
@@ -185,7 +189,7 @@ class LedgerCredits:
         period_end: datetime,
         rollover_cap: int | None,
     ) -> None:
-        await self._ledger.grant_allotment(
+        await self._grants.grant_allotment(
             session,
             organization_id=organization_id,
             amount=amount,
@@ -197,7 +201,7 @@ class LedgerCredits:
     async def prepare_allotments(
         self, session: AsyncSession, periods: list[tuple[str, datetime]]
     ) -> None:
-        await self._ledger.prepare_allotments(session, periods=periods)
+        await self._grants.prepare_allotments(session, periods=periods)
 
     async def grant(
         self,
@@ -211,7 +215,7 @@ class LedgerCredits:
         now: datetime,
         reason: str,
     ) -> None:
-        await self._ledger.grant(
+        await self._grants.grant(
             session,
             organization_id=organization_id,
             amount=amount,
@@ -225,7 +229,7 @@ class LedgerCredits:
     async def release_open_holds(
         self, session: AsyncSession, organization_id: str, *, now: datetime
     ) -> int:
-        return await self._ledger.release_open_holds(
+        return await self._holds.release_open_holds(
             session, organization_id=organization_id, now=now
         )
 
@@ -239,7 +243,7 @@ class LedgerCredits:
         now: datetime,
         reason: str,
     ) -> int:
-        return await self._ledger.reverse_allotments(
+        return await self._grants.reverse_allotments(
             session,
             organization_id=organization_id,
             granted_from=granted_from,
@@ -257,7 +261,7 @@ class LedgerCredits:
         now: datetime,
         amount: int | None = None,
     ) -> int:
-        return await self._ledger.reverse_grant_remaining(
+        return await self._grants.reverse_grant_remaining(
             session,
             organization_id=organization_id,
             now=now,

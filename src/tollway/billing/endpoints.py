@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Query
 from starlette.responses import Response
 
-from tollway.accounts.service import BillingProfile, account_service
+from tollway.accounts.service.organizations import organization_service
+from tollway.accounts.service.records import BillingProfile
 from tollway.auth.dependencies import (
     AdminPrincipal,
     SpendingPrincipal,
@@ -66,7 +67,7 @@ async def get_billing_profile(principal: BillingManager, session: SessionDep) ->
     """Who the organization's invoices are made out to: billing name, ISO country,
     address lines and tax id (owners, admins and the billing role only; 403
     `insufficient_role` for members and API keys)."""
-    return _profile(await account_service.billing_profile(session, principal.organization_id))
+    return _profile(await organization_service.billing_profile(session, principal.organization_id))
 
 
 @router.put("/billing/profile")
@@ -78,7 +79,7 @@ async def put_billing_profile(
     `invalid_country` otherwise; it selects the catalog's tax rate. Invoices issued from
     now on print the name (the organization's name when unset), address lines and tax
     id; issued invoices keep theirs."""
-    profile = await account_service.set_billing_profile(
+    profile = await organization_service.set_billing_profile(
         session,
         principal.organization_id,
         name=body.name,

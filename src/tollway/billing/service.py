@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Organization
-from tollway.accounts.service import account_service
+from tollway.accounts.service.organizations import organization_service
 from tollway.audit.service import audit_service
 from tollway.billing import repository
 from tollway.billing.arithmetic import (
@@ -173,7 +173,7 @@ class BillingService:
         plan = await catalog().get_plan(session, plan_id)
         interval = plan.interval if plan is not None else "month"
         now = env.clock.now()
-        organization = await account_service.get_organization(session, organization_id)
+        organization = await organization_service.get_organization(session, organization_id)
         anchor = min(organization.created_at, now)
         index = 0
         period_start, period_end = period_bounds(anchor, index, interval)
@@ -583,7 +583,7 @@ class BillingService:
         # of the chunk has its invoice.
         session.info[_DEFERRED_CHARGES] = []
         held: dict[str, Organization] = session.info.setdefault(_ORGANIZATIONS, {})
-        held.update(await account_service.get_organizations(session, organization_ids))
+        held.update(await organization_service.get_organizations(session, organization_ids))
         # The ended periods' usage, for their overage lines (see renew).
         periods: list[tuple[str, str, datetime, datetime]] = []
         for sub in subscriptions:
@@ -903,7 +903,7 @@ class BillingService:
         now = env.clock.now()
         organization = session.info.get(_ORGANIZATIONS, {}).get(
             organization_id
-        ) or await account_service.get_organization(session, organization_id)
+        ) or await organization_service.get_organization(session, organization_id)
         country = organization.billing_country.upper() if organization.billing_country else None
         rate = await catalog().tax_rate(session, country)
         subtotal = sum(line.amount_minor for line in lines)

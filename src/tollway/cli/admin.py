@@ -25,7 +25,8 @@ def create(
     import structlog
 
     from tollway import migrations
-    from tollway.accounts.service import account_service, valid_email
+    from tollway.accounts.service.records import valid_email
+    from tollway.accounts.service.users import user_service
     from tollway.errors import TollwayError
 
     try:
@@ -40,13 +41,13 @@ def create(
         structlog.contextvars.bind_contextvars(actor="cli")
         now = context.clock.now()
         async with context.database.transaction() as session:
-            existing = await account_service.get_user_by_email(session, email)
+            existing = await user_service.get_user_by_email(session, email)
             if existing is not None:
-                await account_service.set_platform_admin(
+                await user_service.set_platform_admin(
                     session, user_id=existing.id, is_admin=True, now=now
                 )
                 return f"{existing.email} ({existing.id}) is now a platform admin"
-            tenancy = await account_service.register(
+            tenancy = await user_service.register(
                 session, email=email, password=password, now=now, is_platform_admin=True
             )
             return f"created platform admin {tenancy.user.email} ({tenancy.user.id})"
@@ -61,7 +62,7 @@ def create(
 def reset_two_factor(email: str = typer.Option(..., help="the user's email")) -> None:
     """Turn two-factor authentication off for a user who lost their authenticator and
     recovery codes (audited as user.2fa_reset). Check who is asking first."""
-    from tollway.accounts.service import account_service
+    from tollway.accounts.service.users import user_service
     from tollway.auth.two_factor import two_factor_service
     from tollway.errors import TollwayError
 
@@ -69,7 +70,7 @@ def reset_two_factor(email: str = typer.Option(..., help="the user's email")) ->
 
     async def _reset(context: SweepContext) -> str:
         async with context.database.transaction() as session:
-            user = await account_service.get_user_by_email(session, email)
+            user = await user_service.get_user_by_email(session, email)
             if user is None:
                 raise TollwayError(f"no user with the email {email}", code="not_found")
             await two_factor_service.reset(session, user_id=user.id, now=context.clock.now())

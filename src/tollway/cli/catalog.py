@@ -52,7 +52,7 @@ def load(file: Path = typer.Argument(..., help="catalog TOML file")) -> None:
     from tollway import migrations
     from tollway.errors import TollwayError
     from tollway.plans.catalog import load_catalog_file
-    from tollway.plans.service import catalog_service
+    from tollway.plans.service.catalog import catalog_service
 
     settings = load_settings()
     migrations.upgrade(settings)
@@ -81,7 +81,8 @@ def assign(
 ) -> None:
     """Put an organization on a plan by hand (subscriptions normally do this)."""
     from tollway.errors import TollwayError
-    from tollway.plans.service import catalog_service, plans_service
+    from tollway.plans.service.assignments import plans_service
+    from tollway.plans.service.catalog import catalog_service
 
     settings = load_settings()
 
@@ -117,7 +118,8 @@ def override(
 ) -> None:
     """Set an organization's custom limits (replaces its previous overrides)."""
     from tollway.errors import TollwayError
-    from tollway.plans.service import catalog_service, plans_service
+    from tollway.plans.service.assignments import plans_service
+    from tollway.plans.service.catalog import catalog_service
 
     settings = load_settings()
     try:

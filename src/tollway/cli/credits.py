@@ -28,7 +28,7 @@ def grant(
     import structlog
 
     from tollway.errors import TollwayError
-    from tollway.ledger.service import ledger_service
+    from tollway.ledger.service.grants import grant_service
 
     settings = load_settings()
     if source not in ("admin", "promo"):
@@ -41,7 +41,7 @@ def grant(
         # The audit log names who granted: the operator at the console.
         structlog.contextvars.bind_contextvars(actor="cli")
         async with context.database.transaction() as session:
-            return await ledger_service.grant(
+            return await grant_service.grant(
                 session,
                 organization_id=org,
                 amount=amount,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tollway.auth.dependencies import current_principal
+from tollway.auth.dependencies import current_principal, require_scope
 from tollway.auth.principal import Principal
 from tollway.errors import Forbidden, Unauthorized
 
@@ -28,3 +28,4 @@ async def require_authorize_key(request: Request) -> Principal:
 
 
 AuthorizeKey = Annotated[Principal, Depends(require_authorize_key)]
+EntitlementsReader = Annotated[Principal, Depends(require_scope("usage:read"))]

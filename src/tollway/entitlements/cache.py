@@ -17,13 +17,13 @@ from datetime import timedelta
 from tollway.db import Database
 from tollway.kit.cache import TTLCache
 from tollway.kit.clock import Clock
-from tollway.plans.service import (
+from tollway.plans.service.assignments import (
     EffectivePlan,
     PlanAssignment,
-    catalog_service,
     on_plan_change,
     plans_service,
 )
+from tollway.plans.service.catalog import catalog_service
 
 TTL = timedelta(seconds=1)
 

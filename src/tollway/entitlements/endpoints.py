@@ -6,9 +6,7 @@ import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 
-from tollway.auth.dependencies import require_scope
-from tollway.auth.principal import Principal
-from tollway.entitlements.auth import AuthorizeKey
+from tollway.entitlements.auth import AuthorizeKey, EntitlementsReader
 from tollway.entitlements.schemas import AuthorizeIn, AuthorizeOut, EntitlementsOut, FeatureOut
 from tollway.entitlements.service import EntitlementsRuntime, entitlements_service
 from tollway.kit.routing import api_router
@@ -79,7 +77,7 @@ router.add_api_route(
 
 @router.get("/api/v1/entitlements", response_model=EntitlementsOut)
 async def entitlements(
-    principal: Annotated[Principal, Depends(require_scope("usage:read"))],
+    principal: EntitlementsReader,
     runtime: RuntimeDep,
 ) -> EntitlementsOut:
     """The organization's plan, license state and, per feature, whether it is enabled

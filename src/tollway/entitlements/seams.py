@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollway.errors import Conflict
 from tollway.ledger.abuse import AbusePolicy, abuse_service
 from tollway.ledger.errors import IdempotencyKeyReused, InsufficientCredits
-from tollway.ledger.service import DEFAULT_HOLD_TTL_SECONDS, ledger_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import DEFAULT_HOLD_TTL_SECONDS
 from tollway.plans.catalog import AbuseLimits
 
 
@@ -130,9 +131,11 @@ class IdempotencyKeyConflict(Conflict):
     title = "Idempotency key reused"
 
 
-class LedgerCredits:
-    """Step 6: a hold in the credit ledger, released after ``hold_ttl_seconds``
-    (``TOLLWAY_CREDITS_HOLD_TTL_SECONDS``) unless committed."""
+class LedgerCreditsReserver:
+    """Step 6 of a decision, :class:`CreditsReserver` over the ledger: a hold in the
+    credit ledger, released after ``hold_ttl_seconds`` (``TOLLWAY_CREDITS_HOLD_TTL_SECONDS``)
+    unless committed. (Billing's ``LedgerCredits`` is the ledger's other adapter: grants
+    and reversals.)"""
 
     def __init__(self, hold_ttl_seconds: int = DEFAULT_HOLD_TTL_SECONDS) -> None:
         self.hold_ttl_seconds = hold_ttl_seconds
@@ -148,7 +151,7 @@ class LedgerCredits:
         now: datetime,
     ) -> CreditsHold | None:
         try:
-            reservation = await ledger_service.held_for_key(
+            reservation = await hold_service.held_for_key(
                 session,
                 organization_id=organization_id,
                 idempotency_key=idempotency_key,
@@ -173,7 +176,7 @@ class LedgerCredits:
         subject: str | None,
     ) -> CreditsHold:
         try:
-            reservation = await ledger_service.reserve(
+            reservation = await hold_service.reserve(
                 session,
                 organization_id=organization_id,
                 amount=amount,

@@ -34,22 +34,20 @@ from tollway.entitlements.seams import (
     AbuseBattery,
     CreditsReserver,
     LedgerAbuseBattery,
-    LedgerCredits,
+    LedgerCreditsReserver,
 )
 from tollway.entitlements.writer import GroupCommitter
 from tollway.errors import Unprocessable
 from tollway.kit.clock import Clock
 from tollway.kit.ids import new_id
 from tollway.kit.numbers import MAX_CREDITS, MAX_QUANTITY, is_whole
-from tollway.ledger.service import DEFAULT_HOLD_TTL_SECONDS
-from tollway.metering.service import (
-    ConsumeRequest,
-    Consumption,
-    meter_limits,
-    metering_service,
-)
+from tollway.ledger.service.transfers import DEFAULT_HOLD_TTL_SECONDS
+from tollway.metering.service.counters import usage_counter_service
+from tollway.metering.service.records import ConsumeRequest, Consumption, meter_limits
 from tollway.plans.catalog import Degradation
-from tollway.plans.service import PlanAssignment, UnknownFeature, catalog_service
+from tollway.plans.errors import UnknownFeature
+from tollway.plans.service.assignments import PlanAssignment
+from tollway.plans.service.catalog import catalog_service
 
 #: The feature every call to Tollway's own API with an API key goes through.
 API_FEATURE = "api"
@@ -65,7 +63,7 @@ class EntitlementsRuntime:
     cache: EntitlementsCache
     committer: GroupCommitter
     abuse: AbuseBattery = field(default_factory=LedgerAbuseBattery)
-    credits: CreditsReserver = field(default_factory=LedgerCredits)
+    credits: CreditsReserver = field(default_factory=LedgerCreditsReserver)
 
     async def close(self) -> None:
         await self.limiter.close()
@@ -220,7 +218,7 @@ class EntitlementsService:
                 source=source,
             )
             consumption: Consumption = (
-                (await metering_service.consume_many(session, [request]))[0]
+                (await usage_counter_service.consume_many(session, [request]))[0]
                 if session is not None
                 else await runtime.committer.run_batched(_consume_many, request)
             )
@@ -310,7 +308,7 @@ class EntitlementsService:
         # 5. quota, and 7. the usage event in the same statement pair
         consumption: Consumption | None = None
         if meter is not None:
-            consumption = await metering_service.consume(
+            consumption = await usage_counter_service.consume(
                 session,
                 organization_id=organization_id,
                 meter_id=meter,
@@ -343,7 +341,7 @@ class EntitlementsService:
             )
             if not hold.allowed:
                 if consumption is not None:
-                    await metering_service.undo(
+                    await usage_counter_service.undo(
                         session, organization_id=organization_id, consumption=consumption
                     )
                 return Decision(
@@ -393,7 +391,7 @@ class EntitlementsService:
         )
         consumption: Consumption | None = None
         if meter is not None:
-            consumption = await metering_service.replay(
+            consumption = await usage_counter_service.replay(
                 session,
                 organization_id=organization_id,
                 meter_id=meter,
@@ -476,7 +474,7 @@ def _decision_for(consumption: Consumption, *, rate_limit: RateLimitStatus | Non
 
 async def _consume_many(session: AsyncSession, requests: list[Any]) -> list[Any]:
     """The group committer's batch handler for the hot path."""
-    return list(await metering_service.consume_many(session, requests))
+    return list(await usage_counter_service.consume_many(session, requests))
 
 
 entitlements_service = EntitlementsService()
@@ -495,5 +493,5 @@ def build_runtime(
         limiter=RateLimiter(redis_url),
         cache=EntitlementsCache(database, clock),
         committer=GroupCommitter(database),
-        credits=LedgerCredits(hold_ttl_seconds),
+        credits=LedgerCreditsReserver(hold_ttl_seconds),
     )

@@ -10,7 +10,15 @@ all name the caller this way, so one caller has one set of limits on every path:
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Depends
+
+from tollway.auth.dependencies import require_scope
 from tollway.auth.principal import Principal
+
+CreditsReader = Annotated[Principal, Depends(require_scope("credits:read"))]
+CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
 
 
 def spending_subject(principal: Principal) -> str:

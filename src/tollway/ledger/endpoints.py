@@ -6,25 +6,24 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from tollway.auth.dependencies import AdminPrincipal, require_scope
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import AdminPrincipal
 from tollway.kit.pagination import Page, PageParams, page_params
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router, in_shared_commit
 from tollway.ledger import schemas
 from tollway.ledger.abuse import abuse_service
-from tollway.ledger.auth import spending_subject
+from tollway.ledger.auth import CreditsReader, CreditsWriter, spending_subject
 from tollway.ledger.models import CreditGrant, FraudFlag, Reservation, ReservationStatus
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
+from tollway.ledger.service.transfers import transfer_service
 
 router = api_router(prefix="/api/v1", tags=["credits"])
 
-CreditsReader = Annotated[Principal, Depends(require_scope("credits:read"))]
-CreditsWriter = Annotated[Principal, Depends(require_scope("credits:write"))]
 ReservationId = Annotated[str, Path(max_length=40, description="the hold's id (res_...)")]
 
 
-def _grant(grant: CreditGrant) -> schemas.Grant:
-    return schemas.Grant(
+def _grant(grant: CreditGrant) -> schemas.GrantOut:
+    return schemas.GrantOut(
         id=grant.id,
         amount=grant.amount,
         remaining=grant.remaining,
@@ -34,8 +33,8 @@ def _grant(grant: CreditGrant) -> schemas.Grant:
     )
 
 
-def _reservation(reservation: Reservation) -> schemas.Reservation:
-    return schemas.Reservation(
+def _reservation(reservation: Reservation) -> schemas.ReservationOut:
+    return schemas.ReservationOut(
         id=reservation.id,
         amount=reservation.amount,
         status=reservation.status,
@@ -48,8 +47,8 @@ def _reservation(reservation: Reservation) -> schemas.Reservation:
     )
 
 
-def _flag(flag: FraudFlag) -> schemas.FraudFlag:
-    return schemas.FraudFlag(
+def _flag(flag: FraudFlag) -> schemas.FraudFlagOut:
+    return schemas.FraudFlagOut(
         id=flag.id,
         organization_id=flag.organization_id,
         subject=flag.subject,
@@ -63,14 +62,14 @@ def _flag(flag: FraudFlag) -> schemas.FraudFlag:
 @router.get("/credits/balance")
 async def get_balance(
     principal: CreditsReader, session: SessionDep, clock: ClockDep
-) -> schemas.Balance:
+) -> schemas.BalanceOut:
     """The organization's credits: `balance` (granted - spent - expired), `reserved` (held),
     `available` (`balance - reserved`), and the live grants in spending order (priority,
     then earliest expiry, then oldest)."""
-    balance = await ledger_service.balance(
+    balance = await transfer_service.balance(
         session, organization_id=principal.organization_id, now=clock.now()
     )
-    return schemas.Balance(
+    return schemas.BalanceOut(
         balance=balance.balance,
         reserved=balance.reserved,
         available=balance.available,
@@ -83,15 +82,15 @@ async def get_ledger(
     principal: CreditsReader,
     session: SessionDep,
     params: Annotated[PageParams, Depends(page_params)],
-) -> Page[schemas.LedgerEntry]:
+) -> Page[schemas.LedgerEntryOut]:
     """The organization's ledger entries, newest first. Each transfer (grant, reserve,
     commit, release, expire, reverse) has entries on two or more accounts summing to zero."""
-    page = await ledger_service.list_entries(
+    page = await transfer_service.list_entries(
         session, organization_id=principal.organization_id, params=params
     )
     return Page(
         items=[
-            schemas.LedgerEntry(
+            schemas.LedgerEntryOut(
                 id=entry.id,
                 transfer_id=entry.transfer_id,
                 account=entry.account_kind,
@@ -113,10 +112,10 @@ async def list_reservations(
     status: Annotated[
         ReservationStatus | None, Query(description="only holds in this state")
     ] = None,
-) -> Page[schemas.Reservation]:
+) -> Page[schemas.ReservationOut]:
     """The organization's holds, newest first: `?status=held` lists the open ones (a
     client that restarted finds what it still holds and commits or releases it)."""
-    page = await ledger_service.list_reservations(
+    page = await hold_service.list_reservations(
         session,
         organization_id=principal.organization_id,
         params=params,
@@ -128,10 +127,10 @@ async def list_reservations(
 @router.get("/credits/reservations/{reservation_id}")
 async def get_reservation(
     reservation_id: ReservationId, principal: CreditsReader, session: SessionDep
-) -> schemas.Reservation:
+) -> schemas.ReservationOut:
     """One hold and how it ended (`committed`, `released`, `settled_at`); 404
     `hold_not_found` for a hold of another organization."""
-    reservation = await ledger_service.get_reservation(
+    reservation = await hold_service.get_reservation(
         session, organization_id=principal.organization_id, reservation_id=reservation_id
     )
     return _reservation(reservation)
@@ -139,12 +138,12 @@ async def get_reservation(
 
 @router.post("/credits/reservations", status_code=201)
 async def create_reservation(
-    body: schemas.ReservationCreate,
+    body: schemas.ReservationIn,
     principal: CreditsWriter,
     request: Request,
     clock: ClockDep,
     settings: SettingsDep,
-) -> schemas.Reservation:
+) -> schemas.ReservationOut:
     """Hold `amount` credits for `ttl_seconds` (default 30 s). The hold is released by
     itself when neither committed nor released in time. Runs the abuse battery first,
     with the limits of the organization's plan (`[plans.<id>.abuse]` in the catalog) and
@@ -153,7 +152,7 @@ async def create_reservation(
     Send `Idempotency-Key` to make retries safe."""
     reservation = await in_shared_commit(
         request,
-        lambda session: ledger_service.reserve(
+        lambda session: hold_service.reserve(
             session,
             organization_id=principal.organization_id,
             amount=body.amount,
@@ -175,16 +174,16 @@ async def commit_reservation(
     request: Request,
     clock: ClockDep,
     settings: SettingsDep,
-    body: schemas.ReservationCommit | None = None,
-) -> schemas.ReservationCommitted:
+    body: schemas.ReservationCommitIn | None = None,
+) -> schemas.ReservationCommittedOut:
     """Spend `amount` credits of the hold (default: all of it) and return the rest.
     409 `hold_not_active` once released or expired, 422 `amount_exceeds_hold` above the
     held amount, 422 `output_too_large` when `output_units` exceeds the plan's
     `max_output_units` (or the organization's override of it)."""
-    body = body or schemas.ReservationCommit()
+    body = body or schemas.ReservationCommitIn()
     result = await in_shared_commit(
         request,
-        lambda session: ledger_service.commit(
+        lambda session: hold_service.commit(
             session,
             organization_id=principal.organization_id,
             reservation_id=reservation_id,
@@ -194,7 +193,7 @@ async def commit_reservation(
             low_balance_threshold=settings.credits_low_balance_threshold,
         ),
     )
-    return schemas.ReservationCommitted(
+    return schemas.ReservationCommittedOut(
         id=result.reservation.id,
         status=result.reservation.status,
         committed=result.committed,
@@ -205,30 +204,30 @@ async def commit_reservation(
 @router.post("/credits/reservations/{reservation_id}/release")
 async def release_reservation(
     reservation_id: ReservationId, principal: CreditsWriter, session: SessionDep, clock: ClockDep
-) -> schemas.ReservationReleased:
+) -> schemas.ReservationReleasedOut:
     """Give the whole hold back. Releasing twice is harmless; a committed hold answers
     409 `hold_not_active`."""
-    reservation = await ledger_service.release(
+    reservation = await hold_service.release(
         session,
         organization_id=principal.organization_id,
         reservation_id=reservation_id,
         now=clock.now(),
     )
-    return schemas.ReservationReleased(
+    return schemas.ReservationReleasedOut(
         id=reservation.id, status=reservation.status, released=reservation.released or 0
     )
 
 
 @router.post("/admin/credits/grant", status_code=201, tags=["admin"])
 async def admin_grant(
-    body: schemas.AdminGrantCreate,
+    body: schemas.AdminGrantIn,
     principal: AdminPrincipal,
     session: SessionDep,
     clock: ClockDep,
     settings: SettingsDep,
-) -> schemas.AdminGrant:
+) -> schemas.AdminGrantOut:
     """Platform administrators: grant credits to any organization (audited, with a reason)."""
-    grant = await ledger_service.grant(
+    grant = await grant_service.grant(
         session,
         organization_id=body.organization_id,
         amount=body.amount,
@@ -238,7 +237,7 @@ async def admin_grant(
         reason=body.reason,
         low_balance_threshold=settings.credits_low_balance_threshold,
     )
-    return schemas.AdminGrant(
+    return schemas.AdminGrantOut(
         id=grant.id,
         organization_id=grant.organization_id,
         amount=grant.amount,
@@ -254,7 +253,7 @@ async def list_fraud_flags(
     session: SessionDep,
     params: Annotated[PageParams, Depends(page_params)],
     organization_id: Annotated[str | None, Query(max_length=40)] = None,
-) -> Page[schemas.FraudFlag]:
+) -> Page[schemas.FraudFlagOut]:
     """Platform administrators: subjects that spent more credits in an hour than the
     abuse policy's fraud threshold, newest first. Flags never deny a request."""
     page = await abuse_service.list_fraud_flags(

@@ -9,7 +9,7 @@ from tollway.kit.clock import UtcDatetime
 from tollway.kit.numbers import Count, Credits, Quantity
 
 
-class Grant(BaseModel):
+class GrantOut(BaseModel):
     id: str
     amount: int
     remaining: int
@@ -18,14 +18,14 @@ class Grant(BaseModel):
     priority: int
 
 
-class Balance(BaseModel):
+class BalanceOut(BaseModel):
     balance: int = Field(description="granted - spent - expired - reversed (includes reserved)")
     reserved: int = Field(description="credits held by open reservations")
     available: int = Field(description="credits that can be reserved now")
-    grants: list[Grant] = Field(description="live lots in spending order")
+    grants: list[GrantOut] = Field(description="live lots in spending order")
 
 
-class LedgerEntry(BaseModel):
+class LedgerEntryOut(BaseModel):
     id: str
     transfer_id: str
     account: str = Field(
@@ -36,7 +36,7 @@ class LedgerEntry(BaseModel):
     occurred_at: datetime
 
 
-class ReservationCreate(BaseModel):
+class ReservationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Credits = Field(gt=0, description="credits to hold")
@@ -46,7 +46,7 @@ class ReservationCreate(BaseModel):
     )
 
 
-class Reservation(BaseModel):
+class ReservationOut(BaseModel):
     id: str
     amount: int
     status: str = Field(description="held, committed, released or expired")
@@ -60,7 +60,7 @@ class Reservation(BaseModel):
     )
 
 
-class ReservationCommit(BaseModel):
+class ReservationCommitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Credits | None = Field(None, ge=0, description="credits spent (<= held; default all)")
@@ -69,20 +69,20 @@ class ReservationCommit(BaseModel):
     )
 
 
-class ReservationCommitted(BaseModel):
+class ReservationCommittedOut(BaseModel):
     id: str
     status: str
     committed: int
     released: int
 
 
-class ReservationReleased(BaseModel):
+class ReservationReleasedOut(BaseModel):
     id: str
     status: str
     released: int
 
 
-class AdminGrantCreate(BaseModel):
+class AdminGrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     organization_id: str = Field(min_length=1, max_length=40)
@@ -92,7 +92,7 @@ class AdminGrantCreate(BaseModel):
     source: Literal["admin", "promo"] = "admin"
 
 
-class AdminGrant(BaseModel):
+class AdminGrantOut(BaseModel):
     id: str
     organization_id: str
     amount: int
@@ -101,7 +101,7 @@ class AdminGrant(BaseModel):
     reason: str
 
 
-class FraudFlag(BaseModel):
+class FraudFlagOut(BaseModel):
     id: str
     organization_id: str
     subject: str

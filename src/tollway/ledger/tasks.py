@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from tollway.kit.sweeps import SweepContext, register_sweep
 from tollway.ledger import repository
-from tollway.ledger.service import ledger_service
+from tollway.ledger.service.grants import grant_service
+from tollway.ledger.service.holds import hold_service
 
 BATCH = 200
 
@@ -24,7 +25,7 @@ async def release_expired_holds(context: SweepContext) -> int:
     released = 0
     for organization_id, reservation_id in due:
         async with context.database.transaction() as session:
-            if await ledger_service.expire_hold(
+            if await hold_service.expire_hold(
                 session, organization_id=organization_id, reservation_id=reservation_id, now=now
             ):
                 released += 1
@@ -39,7 +40,7 @@ async def expire_grants(context: SweepContext) -> int:
         due = await repository.list_due_grant_ids(session, now=now, limit=BATCH)
     for organization_id, grant_id in due:
         async with context.database.transaction() as session:
-            await ledger_service.expire_grant(
+            await grant_service.expire_grant(
                 session,
                 organization_id=organization_id,
                 grant_id=grant_id,

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import Request
 
-from fastapi import Depends, Request
-
-from tollway.auth.dependencies import current_principal
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import CurrentPrincipal
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, WallClockDep, api_router
 from tollway.kit.signing import KeyRing
-from tollway.license.schemas import LicenseTokenOut, PublicKeys
+from tollway.license.schemas import LicenseTokenOut, PublicKeysOut
 from tollway.license.service import license_service
 from tollway.payments.service import PaymentEnv
 
@@ -18,7 +15,7 @@ router = api_router(prefix="/api/v1/license", tags=["license"])
 @router.post("/token")
 async def issue_license_token(
     request: Request,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -40,7 +37,7 @@ async def issue_license_token(
 
 
 @router.get("/public-key")
-async def license_public_key(request: Request) -> PublicKeys:
+async def license_public_key(request: Request) -> PublicKeysOut:
     """The public keys (JWKS, Ed25519) that verify license tokens; newest first."""
     keys: KeyRing = request.app.state.signing_keys
-    return PublicKeys(**license_service.public_keys(keys))
+    return PublicKeysOut(**license_service.public_keys(keys))

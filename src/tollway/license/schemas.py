@@ -11,5 +11,5 @@ class LicenseTokenOut(BaseModel):
     expires_at: datetime
 
 
-class PublicKeys(BaseModel):
+class PublicKeysOut(BaseModel):
     keys: list[dict[str, Any]]

@@ -10,7 +10,8 @@ import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from tollway.accounts.service import account_service
+from tollway.accounts.service.members import membership_service
+from tollway.accounts.service.users import user_service
 from tollway.kit.demo import register_demo_loader
 from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext
@@ -371,9 +372,9 @@ async def load_marketplace(context: SweepContext) -> str:
     async with context.database.transaction() as session:
         organizations: dict[str, str] = {}
         for key, (email, org_name) in AUTHORS.items():
-            user = await account_service.get_user_by_email(session, email)
+            user = await user_service.get_user_by_email(session, email)
             if user is None:
-                tenancy = await account_service.register(
+                tenancy = await user_service.register(
                     session,
                     email=email,
                     password=None,
@@ -384,7 +385,7 @@ async def load_marketplace(context: SweepContext) -> str:
                 )
                 organizations[key] = tenancy.organization.id
             else:
-                membership = await account_service.default_membership(session, user.id)
+                membership = await membership_service.default_membership(session, user.id)
                 organizations[key] = membership.organization_id
         for spec in PACKAGES:
             organization_id = organizations[spec.author]

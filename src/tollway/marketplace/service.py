@@ -35,7 +35,7 @@ import structlog
 from packaging.licenses import InvalidLicenseExpression, canonicalize_license_expression
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.accounts.service import account_service
+from tollway.accounts.service.organizations import organization_service
 from tollway.audit.service import audit_service
 from tollway.config import Settings
 from tollway.entitlements.service import EntitlementsRuntime, entitlements_service
@@ -63,7 +63,7 @@ from tollway.marketplace.storage import ArtifactStorage
 from tollway.marketplace.versioning import parse_spec, parse_version, validate_name
 from tollway.payments.models import Payment
 from tollway.payments.service import PaymentEnv, payment_service
-from tollway.plans.service import catalog_service
+from tollway.plans.service.catalog import catalog_service
 
 log = structlog.get_logger("tollway.marketplace")
 
@@ -357,7 +357,9 @@ class MarketplaceService:
             price_minor=amount,
             currency=currency,
             organization_id=organization_id,
-            author_name=(await account_service.get_organization(session, organization_id)).name,
+            author_name=(
+                await organization_service.get_organization(session, organization_id)
+            ).name,
             quality_score=0,
             downloads=0,
             listed=False,

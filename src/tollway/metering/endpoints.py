@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Body, Depends
+from fastapi import Body
 
-from tollway.auth.dependencies import require_scope
-from tollway.auth.principal import Principal
 from tollway.kit.routing import ClockDep, SessionDep, api_router
+from tollway.metering.auth import UsageReader, UsageWriter
 from tollway.metering.schemas import (
     IngestOut,
     MeterUsageOut,
@@ -14,7 +13,9 @@ from tollway.metering.schemas import (
     UsageIn,
     UsageOut,
 )
-from tollway.metering.service import UsageRecord, metering_service
+from tollway.metering.service.counters import usage_counter_service
+from tollway.metering.service.events import usage_event_service
+from tollway.metering.service.records import UsageRecord
 
 router = api_router(tags=["usage"])
 
@@ -22,7 +23,7 @@ router = api_router(tags=["usage"])
 @router.post("/api/v1/billing/usage", response_model=IngestOut)
 async def record_usage(
     body: Annotated[UsageIn, Body()],
-    principal: Annotated[Principal, Depends(require_scope("usage:write"))],
+    principal: UsageWriter,
     session: SessionDep,
     clock: ClockDep,
 ) -> IngestOut:
@@ -35,7 +36,7 @@ async def record_usage(
     ``invalid_timestamp``, ``timestamp_in_future``, ``period_closed``,
     ``missing_property``, ``batch_too_large`` (with the event's ``index``)."""
     events = body.events if isinstance(body, UsageBatchIn) else [body]
-    result = await metering_service.ingest(
+    result = await usage_event_service.ingest(
         session,
         organization_id=principal.organization_id,
         records=[
@@ -59,13 +60,13 @@ async def record_usage(
 
 @router.get("/api/v1/billing/usage", response_model=UsageOut)
 async def get_usage(
-    principal: Annotated[Principal, Depends(require_scope("usage:read"))],
+    principal: UsageReader,
     session: SessionDep,
     clock: ClockDep,
 ) -> UsageOut:
     """Use of every meter in its open period, against the plan's limit (``null``:
     unlimited); ``period_start``/``period_end`` give the current calendar month."""
-    summary = await metering_service.usage_summary(
+    summary = await usage_counter_service.usage_summary(
         session, organization_id=principal.organization_id, now=clock.now()
     )
     return UsageOut(

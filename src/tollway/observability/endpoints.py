@@ -12,27 +12,27 @@ from tollway.observability.service import readiness_service
 router = api_router(tags=["health"])
 
 
-class Health(BaseModel):
+class HealthOut(BaseModel):
     status: str
 
 
-class Ready(BaseModel):
+class ReadyOut(BaseModel):
     status: str
     checks: dict[str, str]
 
 
-@router.get("/api/v1/health", response_model=Health)
-async def health() -> Health:
+@router.get("/api/v1/health", response_model=HealthOut)
+async def health() -> HealthOut:
     """Liveness: answers 200 while the process runs, touching nothing else."""
-    return Health(status="ok")
+    return HealthOut(status="ok")
 
 
 @router.get(
     "/api/v1/ready",
-    response_model=Ready,
+    response_model=ReadyOut,
     responses={503: {"description": "a dependency is down or migrations are pending"}},
 )
-async def ready(request: Request, database: DatabaseDep) -> Ready:
+async def ready(request: Request, database: DatabaseDep) -> ReadyOut:
     """Readiness: 200 when the database answers with migrations at head and Redis (if
     configured) answers; otherwise 503 ``not_ready`` with the failing checks."""
     readiness = await readiness_service.check(database, request.app.state.redis)
@@ -40,7 +40,7 @@ async def ready(request: Request, database: DatabaseDep) -> Ready:
         raise ServiceUnavailable(
             "Tollway is not ready to serve", code="not_ready", checks=readiness.checks
         )
-    return Ready(status="ready", checks=readiness.checks)
+    return ReadyOut(status="ready", checks=readiness.checks)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -15,11 +15,12 @@ from tollway.plans.schemas import (
     PlanFeatureOut,
     PlanOut,
     PriceOut,
-    Pricing,
-    TokenPackList,
+    PricingOut,
+    TokenPackListOut,
     TokenPackOut,
 )
-from tollway.plans.service import apply_overrides, catalog_service, plans_service
+from tollway.plans.service.assignments import apply_overrides, plans_service
+from tollway.plans.service.catalog import catalog_service
 
 router = api_router(tags=["plans"])
 
@@ -67,13 +68,13 @@ def _plan_out(plan: Plan) -> PlanOut:
     )
 
 
-@router.get("/api/v1/billing/pricing", response_model=Pricing)
-async def pricing(session: SessionDep, clock: ClockDep) -> Pricing:
+@router.get("/api/v1/billing/pricing", response_model=PricingOut)
+async def pricing(session: SessionDep, clock: ClockDep) -> PricingOut:
     """The public price list: every plan with its price, trial, features and limits
     (``null`` limits are unlimited; a feature's ``overage`` is the price of use above its
     soft quota, billed in arrears), and the token packs. Needs no credentials."""
     await catalog_service.refresh(session, now=clock.now())
-    return Pricing(
+    return PricingOut(
         catalog_version=catalog_service.current_version,
         plans=[_plan_out(plan) for plan in catalog_service.list_plans()],
         token_packs=[_pack_out(pack) for pack in catalog_service.token_packs()],
@@ -89,12 +90,12 @@ def _pack_out(pack: TokenPack) -> TokenPackOut:
     )
 
 
-@router.get("/api/v1/credits/packs", response_model=TokenPackList)
-async def token_packs(session: SessionDep, clock: ClockDep) -> TokenPackList:
+@router.get("/api/v1/credits/packs", response_model=TokenPackListOut)
+async def token_packs(session: SessionDep, clock: ClockDep) -> TokenPackListOut:
     """The token packs for sale (credits and price); buy one with
     ``POST /api/v1/credits/packs/{id}/purchase``. Needs no credentials."""
     await catalog_service.refresh(session, now=clock.now())
-    return TokenPackList(items=[_pack_out(pack) for pack in catalog_service.token_packs()])
+    return TokenPackListOut(items=[_pack_out(pack) for pack in catalog_service.token_packs()])
 
 
 @router.get("/api/v1/admin/organizations/{organization_id}/overrides", response_model=OverridesOut)

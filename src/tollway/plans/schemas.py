@@ -55,17 +55,17 @@ class TokenPackOut(BaseModel):
     price: MoneyOut
 
 
-class TokenPackList(BaseModel):
+class TokenPackListOut(BaseModel):
     items: list[TokenPackOut]
 
 
-class Pricing(BaseModel):
+class PricingOut(BaseModel):
     catalog_version: int | None
     plans: list[PlanOut]
     token_packs: list[TokenPackOut]
 
 
-class FeatureOverride(BaseModel):
+class FeatureOverrideIn(BaseModel):
     model_config = {"extra": "forbid"}
 
     enabled: bool | None = None
@@ -74,7 +74,7 @@ class FeatureOverride(BaseModel):
     rate_limit_per_minute: Count | None = Field(None, ge=1)
 
 
-class AbuseOverride(BaseModel):
+class AbuseOverrideIn(BaseModel):
     """The abuse battery's thresholds to change for one organization (omitted: the plan's)."""
 
     model_config = {"extra": "forbid"}
@@ -95,9 +95,9 @@ class OverridesIn(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    features: dict[str, FeatureOverride] = Field(default_factory=dict)
+    features: dict[str, FeatureOverrideIn] = Field(default_factory=dict)
     rate_limit_per_minute: Count | None = Field(None, ge=1)
-    abuse: AbuseOverride | None = None
+    abuse: AbuseOverrideIn | None = None
 
     def document(self) -> dict[str, Any]:
         document: dict[str, Any] = {

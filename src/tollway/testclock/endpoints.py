@@ -9,20 +9,20 @@ from tollway.db import Database
 from tollway.kit.clock import Clock
 from tollway.kit.routing import ClockDep, DatabaseDep, SettingsDep, api_router
 from tollway.kit.sweeps import SweepContext
-from tollway.testclock.schemas import ClockAdvance, ClockState
+from tollway.testclock.schemas import ClockAdvanceIn, ClockStateOut
 from tollway.testclock.service import clock_service
 
 router = api_router(prefix="/api/v1/admin/clock", tags=["admin"])
 
 
 async def advance_clock(
-    body: ClockAdvance,
+    body: ClockAdvanceIn,
     admin: AdminPrincipal,
     request: Request,
     database: DatabaseDep,
     clock: ClockDep,
     settings: SettingsDep,
-) -> ClockState:
+) -> ClockStateOut:
     """Move the sandbox's business time forward (sandbox provider only; 404 otherwise).
 
     Renewals, dunning retries and grace ends due on the way run at their own moments,
@@ -34,7 +34,9 @@ async def advance_clock(
     result = await clock_service.advance(
         _context(request, database, clock, settings), seconds=body.seconds, actor=admin.actor
     )
-    return ClockState(now=result.now, offset_seconds=result.offset_seconds, handled=result.handled)
+    return ClockStateOut(
+        now=result.now, offset_seconds=result.offset_seconds, handled=result.handled
+    )
 
 
 async def reset_clock(
@@ -43,7 +45,7 @@ async def reset_clock(
     database: DatabaseDep,
     clock: ClockDep,
     settings: SettingsDep,
-) -> ClockState:
+) -> ClockStateOut:
     """Put the sandbox's business time back to real time (offset 0; sandbox provider
     only, 404 otherwise). Every process follows within a second. Nothing billed on the
     way is undone. Audited as `testclock.reset`, as each advance is as
@@ -51,7 +53,9 @@ async def reset_clock(
     result = await clock_service.reset(
         _context(request, database, clock, settings), actor=admin.actor
     )
-    return ClockState(now=result.now, offset_seconds=result.offset_seconds, handled=result.handled)
+    return ClockStateOut(
+        now=result.now, offset_seconds=result.offset_seconds, handled=result.handled
+    )
 
 
 # Each billing step of a move commits in its own transaction; a request transaction
@@ -59,7 +63,11 @@ async def reset_clock(
 # they wait for it. So these are plain routes, without the request transaction.
 for _path, _endpoint in (("/advance", advance_clock), ("/reset", reset_clock)):
     router.add_api_route(
-        _path, _endpoint, methods=["POST"], response_model=ClockState, route_class_override=APIRoute
+        _path,
+        _endpoint,
+        methods=["POST"],
+        response_model=ClockStateOut,
+        route_class_override=APIRoute,
     )
 
 

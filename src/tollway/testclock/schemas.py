@@ -7,11 +7,11 @@ from pydantic import BaseModel, Field
 from tollway.kit.numbers import Count
 
 
-class ClockAdvance(BaseModel):
+class ClockAdvanceIn(BaseModel):
     seconds: Count = Field(ge=0, description="how far to move business time forward")
 
 
-class ClockState(BaseModel):
+class ClockStateOut(BaseModel):
     now: datetime
     offset_seconds: float
     handled: int = Field(description="billing items processed on the way")
