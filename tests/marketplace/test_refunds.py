@@ -24,7 +24,7 @@ from tests.marketplace.test_purchases import (
 from tollway.audit.models import AuditEntry
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
-from tollway.marketplace.service import reversal_shares
+from tollway.marketplace.service.sales import reversal_shares
 from tollway.payments.models import Payment
 from tollway.payments.signature import sign
 

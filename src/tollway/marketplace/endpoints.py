@@ -37,12 +37,12 @@ from tollway.marketplace.schemas import (
     price_of,
 )
 from tollway.marketplace.search import SearchQuery
-from tollway.marketplace.service import (
-    SIGNED_MESSAGE,
-    MarketEnv,
-    PackageView,
-    marketplace_service,
-)
+from tollway.marketplace.service.discovery import discovery_service
+from tollway.marketplace.service.downloads import download_service
+from tollway.marketplace.service.env import MarketEnv
+from tollway.marketplace.service.listing import PackageView, listing_service
+from tollway.marketplace.service.sales import sales_service
+from tollway.marketplace.service.versions import SIGNED_MESSAGE, version_service
 from tollway.marketplace.storage import CHUNK_BYTES, ArtifactStorage, build_storage
 
 router = api_router(prefix="/api/v1/marketplace", tags=["marketplace"])
@@ -97,7 +97,7 @@ async def create_package(
     `package_name_taken`); `license` is an SPDX expression, canonicalised (422
     `invalid_license`; `LicenseRef-...` only for paid packages); `price` absent or 0
     makes a free package. The package appears in search once a version is published."""
-    package = await marketplace_service.create_package(
+    package = await listing_service.create_package(
         session,
         env,
         organization_id=principal.organization_id,
@@ -125,7 +125,7 @@ async def update_package(
     403 `not_package_owner`). Fields left out stay; `price: null` makes it free. The
     values are checked as at creation (`invalid_description`, `invalid_category`,
     `invalid_keywords`, `invalid_currency`, `invalid_license`)."""
-    view = await marketplace_service.update_package(
+    view = await listing_service.update_package(
         session,
         env,
         organization_id=principal.organization_id,
@@ -141,7 +141,7 @@ async def delete_package(
 ) -> Response:
     """Delete a package of the caller's organization that never had a published version
     (its drafts go with it) and free its name; 409 `package_published` otherwise."""
-    await marketplace_service.delete_package(
+    await listing_service.delete_package(
         session, env, organization_id=principal.organization_id, package_ref=package_id
     )
     return Response(status_code=204)
@@ -172,7 +172,7 @@ async def create_version(
     a yank), 422 `invalid_dependencies` / `invalid_version_spec`, 413
     `artifact_too_large`, 422 `artifact_empty`, 429 `publish_rate_limited` (token
     bucket per organization), 403 `not_package_owner`."""
-    row = await marketplace_service.create_version(
+    row = await version_service.create_version(
         session,
         env,
         organization_id=principal.organization_id,
@@ -201,7 +201,7 @@ async def change_version(
     description too short, dependencies that do not exist or match no version);
     `deprecate` takes an optional `reason` shown to users; `yank` needs a `reason`
     (422 `yank_reason_required`). Other moves are 409 `invalid_transition`."""
-    row = await marketplace_service.transition(
+    row = await version_service.transition(
         session,
         env,
         organization_id=principal.organization_id,
@@ -214,7 +214,7 @@ async def change_version(
 
 
 async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
-    page = await marketplace_service.search(
+    page = await discovery_service.search(
         session,
         SearchQuery(
             text=body.query,
@@ -266,7 +266,7 @@ async def signing_key(request: Request) -> SigningKeyOut:
 @router.get("/packages/{package_id}")
 async def get_package(package_id: str, principal: Visitor, session: SessionDep) -> PackageDetail:
     """A package by id or name, with its versions (drafts only for its author)."""
-    view = await marketplace_service.get_package(
+    view = await listing_service.get_package(
         session,
         id_or_name=package_id,
         organization_id=principal.organization_id if principal else None,
@@ -284,7 +284,7 @@ async def resolve(
     `dependency_cycle` with `cycle`; too many rounds or too long is 422
     `resolution_too_complex`; an unknown package is 404 `package_not_found`.
     `purchase_required` says whether the caller must acquire a package first."""
-    items = await marketplace_service.resolve(
+    items = await discovery_service.resolve(
         session,
         env,
         organization_id=principal.organization_id if principal else None,
@@ -327,7 +327,7 @@ async def purchase(
     is charged and the answer is `pending` until the payment succeeds; without one the
     answer carries a `checkout_url`. Buying a package you already own answers that
     purchase again."""
-    row = await marketplace_service.purchase(
+    row = await sales_service.purchase(
         session,
         env,
         runtime,
@@ -341,7 +341,7 @@ async def purchase(
 
 async def _count_download(database: Database, package_id: str, version_id: str) -> None:
     async with database.transaction() as session:
-        await marketplace_service.record_download(
+        await download_service.record_download(
             session, package_id=package_id, version_id=version_id
         )
 
@@ -364,7 +364,7 @@ async def download(
     the caller is its author; buyers keep access to deprecated and yanked versions. A
     purchase refunded in full no longer counts.
     A download is counted once its last byte is sent."""
-    found = await marketplace_service.prepare_download(
+    found = await download_service.prepare_download(
         session,
         organization_id=principal.organization_id,
         package_ref=package_id,
@@ -394,7 +394,7 @@ async def list_purchases(
     """The organization's purchases, newest first: `status` pending, completed, failed or
     refunded (a full refund revoked the package; `refunded` is the amount refunded so
     far, partial refunds keep the package)."""
-    page = await marketplace_service.list_purchases(
+    page = await sales_service.list_purchases(
         session, organization_id=principal.organization_id, params=params
     )
     return PurchaseList(
@@ -412,7 +412,7 @@ async def earnings(
     net as booked) and each sale, newest first. Refunds show as `refunded`,
     `commission_reversed` and `net_reversed` (refunded = commission_reversed +
     net_reversed; a full refund reverses exactly the sale's commission and net)."""
-    view = await marketplace_service.earnings(
+    view = await sales_service.earnings(
         session, organization_id=principal.organization_id, params=params
     )
     return EarningsOut(
