@@ -16,7 +16,7 @@ the payment's refunded total: the earning is reversed in proportion
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,7 @@ from tollway.audit.service import audit_service
 from tollway.entitlements.service import EntitlementsRuntime, entitlements_service
 from tollway.errors import Forbidden, PaymentRequired, RateLimited, TollwayError
 from tollway.kit.ids import new_id
-from tollway.kit.money import Money
+from tollway.kit.money import Money, split_by_running_total
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
 from tollway.marketplace import repository
@@ -57,9 +57,15 @@ class EarningsView:
     page: PageResult[Earning]
 
 
-def _half_up_share(part: int, numerator: int, denominator: int) -> int:
-    """round_half_up(part x numerator / denominator) for non-negative integers."""
-    return (2 * part * numerator + denominator) // (2 * denominator)
+def sale_shares(gross: int, *, commission_percent: Decimal) -> tuple[int, int]:
+    """(the platform's commission, the author's net) of a sale of ``gross``.
+
+    The commission is ``gross x commission_percent / 100`` rounded half up to the minor
+    unit; the author gets the exact rest, so commission + net is always the gross.
+    """
+    numerator, denominator = commission_percent.as_integer_ratio()
+    commission, net = split_by_running_total(gross, [numerator, 100 * denominator - numerator])
+    return commission, net
 
 
 def reversal_shares(
@@ -79,9 +85,10 @@ def reversal_shares(
         return 0, 0
     after = min(refunded_after, gross)
     before = min(refunded_before, after)
-    commission_share = _half_up_share(commission, after, gross) - _half_up_share(
-        commission, before, gross
-    )
+    # The commission shared over (refunded before, this refund, not refunded) of the gross.
+    commission_share = split_by_running_total(commission, [before, after - before, gross - after])[
+        1
+    ]
     return commission_share, (after - before) - commission_share
 
 
@@ -311,10 +318,7 @@ class SalesService:
         assert purchase.currency is not None
         percent = catalog_service.commission_percent()
         gross = Money(purchase.price_minor, purchase.currency)
-        # The platform's commission is rounded half up to the minor unit; the author
-        # gets the exact rest, so commission + net is always the gross.
-        commission = gross.multiply(percent / Decimal(100), rounding=ROUND_HALF_UP)
-        net = gross - commission
+        commission, net = sale_shares(gross.amount_minor, commission_percent=percent)
         now = env.clock.now()
         earning = Earning(
             id=new_id("ern"),
@@ -323,8 +327,8 @@ class SalesService:
             organization_id=package.organization_id,
             buyer_organization_id=purchase.organization_id,
             gross_minor=gross.amount_minor,
-            commission_minor=commission.amount_minor,
-            net_minor=net.amount_minor,
+            commission_minor=commission,
+            net_minor=net,
             currency=gross.currency,
             commission_percent=str(percent),
             booked_at=now,
