@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tollway.auth.dependencies import AdminPrincipal
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
-from tollway.marketplace.schemas import OrderRefundCreate, PurchaseOut
+from tollway.marketplace.schemas import OrderRefundIn, PurchaseOut
 from tollway.marketplace.service.sales import sales_service
 from tollway.payments.service import PaymentEnv
 
@@ -14,7 +14,7 @@ router = api_router(prefix="/api/v1/admin/marketplace", tags=["marketplace"])
 @router.post("/orders/{order_id}/refund")
 async def refund_order(
     order_id: str,
-    body: OrderRefundCreate,
+    body: OrderRefundIn,
     _admin: AdminPrincipal,
     session: SessionDep,
     settings: SettingsDep,

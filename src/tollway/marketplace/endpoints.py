@@ -19,20 +19,20 @@ from tollway.kit.signing import KeyRing
 from tollway.marketplace.schemas import (
     EarningOut,
     EarningsOut,
-    EarningTotal,
-    PackageCreate,
-    PackageDetail,
+    EarningTotalOut,
+    PackageDetailOut,
+    PackageIn,
     PackageOut,
-    PackageUpdate,
-    PurchaseList,
+    PackageUpdateIn,
+    PurchaseListOut,
     PurchaseOut,
-    ResolvedPackage,
-    ResolveRequest,
-    ResolveResult,
-    SearchRequest,
-    SearchResult,
+    ResolvedPackageOut,
+    ResolveIn,
+    ResolveOut,
+    SearchIn,
+    SearchOut,
     SigningKeyOut,
-    VersionActionBody,
+    VersionActionIn,
     VersionOut,
     price_of,
 )
@@ -80,8 +80,8 @@ EnvDep = Annotated[MarketEnv, Depends(market_env)]
 RuntimeDep = Annotated[EntitlementsRuntime, Depends(entitlements_runtime)]
 
 
-def _detail(view: PackageView) -> PackageDetail:
-    return PackageDetail(
+def _detail(view: PackageView) -> PackageDetailOut:
+    return PackageDetailOut(
         **PackageOut.of(view.package).model_dump(),
         versions=[VersionOut.of(version) for version in view.versions],
     )
@@ -89,8 +89,8 @@ def _detail(view: PackageView) -> PackageDetail:
 
 @router.post("/packages", status_code=201)
 async def create_package(
-    body: PackageCreate, principal: Publisher, session: SessionDep, env: EnvDep
-) -> PackageDetail:
+    body: PackageIn, principal: Publisher, session: SessionDep, env: EnvDep
+) -> PackageDetailOut:
     """Create a package of the caller's organization (scope `marketplace:publish`).
 
     The name is normalised (`Flask_Login` is `flask-login`) and must be free (409
@@ -115,11 +115,11 @@ async def create_package(
 @router.patch("/packages/{package_id}")
 async def update_package(
     package_id: str,
-    body: PackageUpdate,
+    body: PackageUpdateIn,
     principal: Publisher,
     session: SessionDep,
     env: EnvDep,
-) -> PackageDetail:
+) -> PackageDetailOut:
     """Change `description`, `keywords`, `category`, `price` or `license` of a package
     of the caller's organization (scope `marketplace:publish`; another organization's is
     403 `not_package_owner`). Fields left out stay; `price: null` makes it free. The
@@ -193,7 +193,7 @@ async def change_version(
     principal: Publisher,
     session: SessionDep,
     env: EnvDep,
-    body: VersionActionBody | None = None,
+    body: VersionActionIn | None = None,
 ) -> VersionOut:
     """Move a version along `draft -> published -> deprecated -> yanked`.
 
@@ -213,7 +213,7 @@ async def change_version(
     return VersionOut.of(row)
 
 
-async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
+async def _search(session: SessionDep, body: SearchIn) -> SearchOut:
     page = await discovery_service.search(
         session,
         SearchQuery(
@@ -227,7 +227,7 @@ async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
             limit=body.limit,
         ),
     )
-    return SearchResult(
+    return SearchOut(
         items=[PackageOut.of(package) for package in page.items],
         total=page.total,
         page=body.page,
@@ -235,7 +235,7 @@ async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
     )
 
 
-async def search(body: SearchRequest, session: SessionDep) -> SearchResult:
+async def search(body: SearchIn, session: SessionDep) -> SearchOut:
     """Full-text search of listed packages (no credentials needed).
 
     Any text is safe: it is cut into words, each quoted; all must match, the last as
@@ -249,7 +249,7 @@ router.add_api_route("/search", search, methods=["POST"], route_class_override=R
 
 
 @router.get("/search")
-async def search_get(session: SessionDep, body: Annotated[SearchRequest, Query()]) -> SearchResult:
+async def search_get(session: SessionDep, body: Annotated[SearchIn, Query()]) -> SearchOut:
     """The same search with query parameters (`?query=flask&sort=downloads`)."""
     return await _search(session, body)
 
@@ -264,7 +264,7 @@ async def signing_key(request: Request) -> SigningKeyOut:
 
 
 @router.get("/packages/{package_id}")
-async def get_package(package_id: str, principal: Visitor, session: SessionDep) -> PackageDetail:
+async def get_package(package_id: str, principal: Visitor, session: SessionDep) -> PackageDetailOut:
     """A package by id or name, with its versions (drafts only for its author)."""
     view = await listing_service.get_package(
         session,
@@ -275,8 +275,8 @@ async def get_package(package_id: str, principal: Visitor, session: SessionDep) 
 
 
 async def resolve(
-    body: ResolveRequest, principal: Visitor, session: SessionDep, env: EnvDep
-) -> ResolveResult:
+    body: ResolveIn, principal: Visitor, session: SessionDep, env: EnvDep
+) -> ResolveOut:
     """Choose one version of every package needed (resolvelib), dependencies first.
 
     Yanked versions are chosen only when pinned exactly (`==1.2.0`). Conflicts are
@@ -290,9 +290,9 @@ async def resolve(
         organization_id=principal.organization_id if principal else None,
         requirements=[(req.name, req.spec) for req in body.requirements],
     )
-    return ResolveResult(
+    return ResolveOut(
         packages=[
-            ResolvedPackage(
+            ResolvedPackageOut(
                 name=item.candidate.name,
                 version=str(item.candidate.version),
                 sha256=item.candidate.sha256,
@@ -390,14 +390,14 @@ async def list_purchases(
     principal: Reader,
     session: SessionDep,
     params: Annotated[PageParams, Depends(page_params)],
-) -> PurchaseList:
+) -> PurchaseListOut:
     """The organization's purchases, newest first: `status` pending, completed, failed or
     refunded (a full refund revoked the package; `refunded` is the amount refunded so
     far, partial refunds keep the package)."""
     page = await sales_service.list_purchases(
         session, organization_id=principal.organization_id, params=params
     )
-    return PurchaseList(
+    return PurchaseListOut(
         items=[PurchaseOut.of(row) for row in page.items], next_cursor=page.next_cursor
     )
 
@@ -417,7 +417,7 @@ async def earnings(
     )
     return EarningsOut(
         totals=[
-            EarningTotal(
+            EarningTotalOut(
                 currency=total.currency,
                 sales=total.sales,
                 gross=total.gross,
