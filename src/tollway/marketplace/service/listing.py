@@ -223,6 +223,8 @@ class ListingService:
     async def refresh_listing(
         self, session: AsyncSession, env: MarketEnv, package: Package
     ) -> None:
+        """Recompute what follows from the package's versions and fields: listed (while a
+        version is published), latest version, quality score and the search document."""
         versions = await repository.list_versions(session, package_id=package.id)
         published = [v for v in versions if v.state == "published"]
         live = [v for v in versions if v.state in ("published", "deprecated")]
