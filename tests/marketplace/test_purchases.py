@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.fixtures.identity import create_api_key
 from tests.marketplace.conftest import Org, publish
 from tollway.kit.sweeps import SweepContext
+from tollway.marketplace.service.sales import sale_shares
 from tollway.payments.tasks import process_webhook_events
 
 PRICE = {"amount": 1999, "currency": "usd"}
@@ -253,3 +257,22 @@ class TestPaidPackages:
         )
         assert (refused.status_code, refused.json()["code"]) == (403, "insufficient_scope")
         assert (await buy(client, buyer, "ghost", expect=404))["code"] == "package_not_found"
+
+
+class TestSaleArithmetic:
+    @given(
+        gross=st.integers(min_value=0, max_value=100_000_000),
+        percent=st.decimals(min_value=0, max_value=100, places=3),
+    )
+    def test_the_commission_is_rounded_half_up_and_the_author_gets_the_rest(
+        self, gross: int, percent: Decimal
+    ) -> None:
+        commission, net = sale_shares(gross, commission_percent=percent)
+        exact = Decimal(gross) * percent / Decimal(100)
+        assert commission == int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        assert commission + net == gross
+        assert min(commission, net) >= 0
+
+    def test_a_sale_of_19_99_at_15_percent_books_3_00_and_16_99(self) -> None:
+        assert sale_shares(1999, commission_percent=Decimal(15)) == (300, 1699)
+        assert sale_shares(10, commission_percent=Decimal(15)) == (2, 8)

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from tests.fixtures.identity import Account, make_platform_admin, register
@@ -24,7 +26,8 @@ from tests.marketplace.test_purchases import (
 from tollway.audit.models import AuditEntry
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
-from tollway.marketplace.service import reversal_shares
+from tollway.kit.money import round_half_up
+from tollway.marketplace.service.sales import reversal_shares
 from tollway.payments.models import Payment
 from tollway.payments.signature import sign
 
@@ -411,3 +414,21 @@ class TestReversalArithmetic:
             commission_total += fee
             net_total += net
         assert (commission_total, net_total) == (commission, gross - commission)
+
+    @given(
+        gross=st.integers(min_value=1, max_value=10_000_000),
+        data=st.data(),
+    )
+    def test_the_commission_reversed_is_rounded_half_up_on_the_running_total(
+        self, gross: int, data: st.DataObject
+    ) -> None:
+        commission = data.draw(st.integers(min_value=0, max_value=gross))
+        after = data.draw(st.integers(min_value=0, max_value=gross))
+        before = data.draw(st.integers(min_value=0, max_value=after))
+        fee, net = reversal_shares(
+            gross=gross, commission=commission, refunded_before=before, refunded_after=after
+        )
+        assert fee == round_half_up(commission * after, gross) - round_half_up(
+            commission * before, gross
+        )
+        assert fee + net == after - before

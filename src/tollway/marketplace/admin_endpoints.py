@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tollway.auth.dependencies import AdminPrincipal
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
-from tollway.marketplace.schemas import OrderRefundCreate, PurchaseOut
-from tollway.marketplace.service import marketplace_service
+from tollway.marketplace.schemas import OrderRefundIn, PurchaseOut
+from tollway.marketplace.service.sales import sales_service
 from tollway.payments.service import PaymentEnv
 
 router = api_router(prefix="/api/v1/admin/marketplace", tags=["marketplace"])
@@ -14,7 +14,7 @@ router = api_router(prefix="/api/v1/admin/marketplace", tags=["marketplace"])
 @router.post("/orders/{order_id}/refund")
 async def refund_order(
     order_id: str,
-    body: OrderRefundCreate,
+    body: OrderRefundIn,
     _admin: AdminPrincipal,
     session: SessionDep,
     settings: SettingsDep,
@@ -33,7 +33,7 @@ async def refund_order(
     Errors: unknown order 404 `order_not_found`; free or unpaid order 409
     `order_not_paid`; `amount` ≤ 0 or above what is left 422 `refund_exceeds_paid`
     (with `refundable`)."""
-    purchase = await marketplace_service.refund_order(
+    purchase = await sales_service.refund_order(
         session, PaymentEnv(settings, clock), order_id=order_id, amount_minor=body.amount
     )
     return PurchaseOut.of(purchase)

@@ -16,7 +16,9 @@ from tollway.kit.demo import register_demo_loader
 from tollway.kit.signing import load_key_ring
 from tollway.kit.sweeps import SweepContext
 from tollway.marketplace import repository
-from tollway.marketplace.service import MarketEnv, marketplace_service
+from tollway.marketplace.service.env import MarketEnv
+from tollway.marketplace.service.listing import listing_service
+from tollway.marketplace.service.versions import version_service
 from tollway.marketplace.storage import build_storage
 
 AUTHORS = {
@@ -391,7 +393,7 @@ async def load_marketplace(context: SweepContext) -> str:
             organization_id = organizations[spec.author]
             package = await repository.get_package_by_name(session, spec.name)
             if package is None:
-                package = await marketplace_service.create_package(
+                package = await listing_service.create_package(
                     session,
                     env,
                     organization_id=organization_id,
@@ -410,7 +412,7 @@ async def load_marketplace(context: SweepContext) -> str:
             for demo_version in spec.versions:
                 if demo_version.version in existing:
                     continue
-                await marketplace_service.create_version(
+                await version_service.create_version(
                     session,
                     env,
                     organization_id=organization_id,
@@ -422,7 +424,7 @@ async def load_marketplace(context: SweepContext) -> str:
                 )
                 created_versions += 1
                 if demo_version.then is not None:
-                    await marketplace_service.transition(
+                    await version_service.transition(
                         session,
                         env,
                         organization_id=organization_id,

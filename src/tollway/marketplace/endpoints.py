@@ -19,30 +19,30 @@ from tollway.kit.signing import KeyRing
 from tollway.marketplace.schemas import (
     EarningOut,
     EarningsOut,
-    EarningTotal,
-    PackageCreate,
-    PackageDetail,
+    EarningTotalOut,
+    PackageDetailOut,
+    PackageIn,
     PackageOut,
-    PackageUpdate,
-    PurchaseList,
+    PackageUpdateIn,
+    PurchaseListOut,
     PurchaseOut,
-    ResolvedPackage,
-    ResolveRequest,
-    ResolveResult,
-    SearchRequest,
-    SearchResult,
+    ResolvedPackageOut,
+    ResolveIn,
+    ResolveOut,
+    SearchIn,
+    SearchOut,
     SigningKeyOut,
-    VersionActionBody,
+    VersionActionIn,
     VersionOut,
     price_of,
 )
 from tollway.marketplace.search import SearchQuery
-from tollway.marketplace.service import (
-    SIGNED_MESSAGE,
-    MarketEnv,
-    PackageView,
-    marketplace_service,
-)
+from tollway.marketplace.service.discovery import discovery_service
+from tollway.marketplace.service.downloads import download_service
+from tollway.marketplace.service.env import MarketEnv
+from tollway.marketplace.service.listing import PackageView, listing_service
+from tollway.marketplace.service.sales import sales_service
+from tollway.marketplace.service.versions import SIGNED_MESSAGE, version_service
 from tollway.marketplace.storage import CHUNK_BYTES, ArtifactStorage, build_storage
 
 router = api_router(prefix="/api/v1/marketplace", tags=["marketplace"])
@@ -80,8 +80,8 @@ EnvDep = Annotated[MarketEnv, Depends(market_env)]
 RuntimeDep = Annotated[EntitlementsRuntime, Depends(entitlements_runtime)]
 
 
-def _detail(view: PackageView) -> PackageDetail:
-    return PackageDetail(
+def _detail(view: PackageView) -> PackageDetailOut:
+    return PackageDetailOut(
         **PackageOut.of(view.package).model_dump(),
         versions=[VersionOut.of(version) for version in view.versions],
     )
@@ -89,15 +89,15 @@ def _detail(view: PackageView) -> PackageDetail:
 
 @router.post("/packages", status_code=201)
 async def create_package(
-    body: PackageCreate, principal: Publisher, session: SessionDep, env: EnvDep
-) -> PackageDetail:
+    body: PackageIn, principal: Publisher, session: SessionDep, env: EnvDep
+) -> PackageDetailOut:
     """Create a package of the caller's organization (scope `marketplace:publish`).
 
     The name is normalised (`Flask_Login` is `flask-login`) and must be free (409
     `package_name_taken`); `license` is an SPDX expression, canonicalised (422
     `invalid_license`; `LicenseRef-...` only for paid packages); `price` absent or 0
     makes a free package. The package appears in search once a version is published."""
-    package = await marketplace_service.create_package(
+    package = await listing_service.create_package(
         session,
         env,
         organization_id=principal.organization_id,
@@ -115,17 +115,17 @@ async def create_package(
 @router.patch("/packages/{package_id}")
 async def update_package(
     package_id: str,
-    body: PackageUpdate,
+    body: PackageUpdateIn,
     principal: Publisher,
     session: SessionDep,
     env: EnvDep,
-) -> PackageDetail:
+) -> PackageDetailOut:
     """Change `description`, `keywords`, `category`, `price` or `license` of a package
     of the caller's organization (scope `marketplace:publish`; another organization's is
     403 `not_package_owner`). Fields left out stay; `price: null` makes it free. The
     values are checked as at creation (`invalid_description`, `invalid_category`,
     `invalid_keywords`, `invalid_currency`, `invalid_license`)."""
-    view = await marketplace_service.update_package(
+    view = await listing_service.update_package(
         session,
         env,
         organization_id=principal.organization_id,
@@ -141,7 +141,7 @@ async def delete_package(
 ) -> Response:
     """Delete a package of the caller's organization that never had a published version
     (its drafts go with it) and free its name; 409 `package_published` otherwise."""
-    await marketplace_service.delete_package(
+    await listing_service.delete_package(
         session, env, organization_id=principal.organization_id, package_ref=package_id
     )
     return Response(status_code=204)
@@ -172,7 +172,7 @@ async def create_version(
     a yank), 422 `invalid_dependencies` / `invalid_version_spec`, 413
     `artifact_too_large`, 422 `artifact_empty`, 429 `publish_rate_limited` (token
     bucket per organization), 403 `not_package_owner`."""
-    row = await marketplace_service.create_version(
+    row = await version_service.create_version(
         session,
         env,
         organization_id=principal.organization_id,
@@ -193,7 +193,7 @@ async def change_version(
     principal: Publisher,
     session: SessionDep,
     env: EnvDep,
-    body: VersionActionBody | None = None,
+    body: VersionActionIn | None = None,
 ) -> VersionOut:
     """Move a version along `draft -> published -> deprecated -> yanked`.
 
@@ -201,7 +201,7 @@ async def change_version(
     description too short, dependencies that do not exist or match no version);
     `deprecate` takes an optional `reason` shown to users; `yank` needs a `reason`
     (422 `yank_reason_required`). Other moves are 409 `invalid_transition`."""
-    row = await marketplace_service.transition(
+    row = await version_service.transition(
         session,
         env,
         organization_id=principal.organization_id,
@@ -213,8 +213,8 @@ async def change_version(
     return VersionOut.of(row)
 
 
-async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
-    page = await marketplace_service.search(
+async def _search(session: SessionDep, body: SearchIn) -> SearchOut:
+    page = await discovery_service.search(
         session,
         SearchQuery(
             text=body.query,
@@ -227,7 +227,7 @@ async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
             limit=body.limit,
         ),
     )
-    return SearchResult(
+    return SearchOut(
         items=[PackageOut.of(package) for package in page.items],
         total=page.total,
         page=body.page,
@@ -235,7 +235,7 @@ async def _search(session: SessionDep, body: SearchRequest) -> SearchResult:
     )
 
 
-async def search(body: SearchRequest, session: SessionDep) -> SearchResult:
+async def search(body: SearchIn, session: SessionDep) -> SearchOut:
     """Full-text search of listed packages (no credentials needed).
 
     Any text is safe: it is cut into words, each quoted; all must match, the last as
@@ -249,7 +249,7 @@ router.add_api_route("/search", search, methods=["POST"], route_class_override=R
 
 
 @router.get("/search")
-async def search_get(session: SessionDep, body: Annotated[SearchRequest, Query()]) -> SearchResult:
+async def search_get(session: SessionDep, body: Annotated[SearchIn, Query()]) -> SearchOut:
     """The same search with query parameters (`?query=flask&sort=downloads`)."""
     return await _search(session, body)
 
@@ -264,9 +264,9 @@ async def signing_key(request: Request) -> SigningKeyOut:
 
 
 @router.get("/packages/{package_id}")
-async def get_package(package_id: str, principal: Visitor, session: SessionDep) -> PackageDetail:
+async def get_package(package_id: str, principal: Visitor, session: SessionDep) -> PackageDetailOut:
     """A package by id or name, with its versions (drafts only for its author)."""
-    view = await marketplace_service.get_package(
+    view = await listing_service.get_package(
         session,
         id_or_name=package_id,
         organization_id=principal.organization_id if principal else None,
@@ -275,8 +275,8 @@ async def get_package(package_id: str, principal: Visitor, session: SessionDep) 
 
 
 async def resolve(
-    body: ResolveRequest, principal: Visitor, session: SessionDep, env: EnvDep
-) -> ResolveResult:
+    body: ResolveIn, principal: Visitor, session: SessionDep, env: EnvDep
+) -> ResolveOut:
     """Choose one version of every package needed (resolvelib), dependencies first.
 
     Yanked versions are chosen only when pinned exactly (`==1.2.0`). Conflicts are
@@ -284,15 +284,15 @@ async def resolve(
     `dependency_cycle` with `cycle`; too many rounds or too long is 422
     `resolution_too_complex`; an unknown package is 404 `package_not_found`.
     `purchase_required` says whether the caller must acquire a package first."""
-    items = await marketplace_service.resolve(
+    items = await discovery_service.resolve(
         session,
         env,
         organization_id=principal.organization_id if principal else None,
         requirements=[(req.name, req.spec) for req in body.requirements],
     )
-    return ResolveResult(
+    return ResolveOut(
         packages=[
-            ResolvedPackage(
+            ResolvedPackageOut(
                 name=item.candidate.name,
                 version=str(item.candidate.version),
                 sha256=item.candidate.sha256,
@@ -327,7 +327,7 @@ async def purchase(
     is charged and the answer is `pending` until the payment succeeds; without one the
     answer carries a `checkout_url`. Buying a package you already own answers that
     purchase again."""
-    row = await marketplace_service.purchase(
+    row = await sales_service.purchase(
         session,
         env,
         runtime,
@@ -341,7 +341,7 @@ async def purchase(
 
 async def _count_download(database: Database, package_id: str, version_id: str) -> None:
     async with database.transaction() as session:
-        await marketplace_service.record_download(
+        await download_service.record_download(
             session, package_id=package_id, version_id=version_id
         )
 
@@ -364,7 +364,7 @@ async def download(
     the caller is its author; buyers keep access to deprecated and yanked versions. A
     purchase refunded in full no longer counts.
     A download is counted once its last byte is sent."""
-    found = await marketplace_service.prepare_download(
+    found = await download_service.prepare_download(
         session,
         organization_id=principal.organization_id,
         package_ref=package_id,
@@ -390,14 +390,14 @@ async def list_purchases(
     principal: Reader,
     session: SessionDep,
     params: Annotated[PageParams, Depends(page_params)],
-) -> PurchaseList:
+) -> PurchaseListOut:
     """The organization's purchases, newest first: `status` pending, completed, failed or
     refunded (a full refund revoked the package; `refunded` is the amount refunded so
     far, partial refunds keep the package)."""
-    page = await marketplace_service.list_purchases(
+    page = await sales_service.list_purchases(
         session, organization_id=principal.organization_id, params=params
     )
-    return PurchaseList(
+    return PurchaseListOut(
         items=[PurchaseOut.of(row) for row in page.items], next_cursor=page.next_cursor
     )
 
@@ -412,12 +412,12 @@ async def earnings(
     net as booked) and each sale, newest first. Refunds show as `refunded`,
     `commission_reversed` and `net_reversed` (refunded = commission_reversed +
     net_reversed; a full refund reverses exactly the sale's commission and net)."""
-    view = await marketplace_service.earnings(
+    view = await sales_service.earnings(
         session, organization_id=principal.organization_id, params=params
     )
     return EarningsOut(
         totals=[
-            EarningTotal(
+            EarningTotalOut(
                 currency=total.currency,
                 sales=total.sales,
                 gross=total.gross,

@@ -10,7 +10,7 @@ from tollway.kit.numbers import AmountMinor
 from tollway.marketplace.models import Earning, Package, PackageVersion, Purchase
 
 
-class Price(BaseModel):
+class PackagePriceOut(BaseModel):
     amount: AmountMinor = Field(ge=0, le=100_000_000, description="minor units (cents)")
     currency: str = Field(min_length=3, max_length=3, examples=["usd"])
 
@@ -22,7 +22,7 @@ class PriceIn(BaseModel):
     currency: Currency
 
 
-class PackageCreate(BaseModel):
+class PackageIn(BaseModel):
     name: str = Field(min_length=1, max_length=100, examples=["fastapi-crud"])
     description: str = Field(min_length=1, max_length=5000)
     category: str = Field(min_length=1, max_length=40, examples=["web"])
@@ -31,7 +31,7 @@ class PackageCreate(BaseModel):
     price: PriceIn | None = Field(None, description="absent or amount 0: a free package")
 
 
-class PackageUpdate(BaseModel):
+class PackageUpdateIn(BaseModel):
     """The fields to change; those left out stay. ``price: null`` (or amount 0) makes the
     package free."""
 
@@ -42,7 +42,7 @@ class PackageUpdate(BaseModel):
     price: PriceIn | None = None
 
 
-class Author(BaseModel):
+class AuthorOut(BaseModel):
     organization_id: str
     name: str
 
@@ -88,10 +88,10 @@ class VersionOut(BaseModel):
         )
 
 
-def price_of(amount_minor: int, currency: str | None) -> Price | None:
+def price_of(amount_minor: int, currency: str | None) -> PackagePriceOut | None:
     if amount_minor == 0 or currency is None:
         return None
-    return Price(amount=amount_minor, currency=currency)
+    return PackagePriceOut(amount=amount_minor, currency=currency)
 
 
 class PackageOut(BaseModel):
@@ -101,9 +101,9 @@ class PackageOut(BaseModel):
     category: str
     keywords: list[str]
     license: str
-    price: Price | None = Field(description="null for a free package")
+    price: PackagePriceOut | None = Field(description="null for a free package")
     free: bool
-    author: Author
+    author: AuthorOut
     quality_score: int
     downloads: int
     listed: bool
@@ -122,7 +122,7 @@ class PackageOut(BaseModel):
             license=package.license,
             price=price_of(package.price_minor, package.currency),
             free=package.is_free,
-            author=Author(organization_id=package.organization_id, name=package.author_name),
+            author=AuthorOut(organization_id=package.organization_id, name=package.author_name),
             quality_score=package.quality_score,
             downloads=package.downloads,
             listed=package.listed,
@@ -132,17 +132,17 @@ class PackageOut(BaseModel):
         )
 
 
-class PackageDetail(PackageOut):
+class PackageDetailOut(PackageOut):
     versions: list[VersionOut]
 
 
-class VersionActionBody(BaseModel):
+class VersionActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(None, max_length=500, description="why (required to yank)")
 
 
-class SearchRequest(BaseModel):
+class SearchIn(BaseModel):
     query: str | None = Field(None, max_length=200)
     category: str | None = Field(None, max_length=40)
     author: str | None = Field(None, max_length=200, description="organization id or name")
@@ -153,7 +153,7 @@ class SearchRequest(BaseModel):
     limit: int = Field(20, ge=1, le=100)
 
 
-class SearchResult(BaseModel):
+class SearchOut(BaseModel):
     items: list[PackageOut]
     total: int
     page: int
@@ -165,11 +165,11 @@ class RequirementIn(BaseModel):
     spec: str = Field("*", max_length=200, examples=[">=1.2,<2", "^1.4", "==1.0.3"])
 
 
-class ResolveRequest(BaseModel):
+class ResolveIn(BaseModel):
     requirements: list[RequirementIn] = Field(min_length=1, max_length=200)
 
 
-class ResolvedPackage(BaseModel):
+class ResolvedPackageOut(BaseModel):
     name: str
     version: str
     sha256: str
@@ -178,18 +178,18 @@ class ResolvedPackage(BaseModel):
     purchase_required: bool
     package_id: str
     state: str
-    price: Price | None
+    price: PackagePriceOut | None
 
 
-class ResolveResult(BaseModel):
-    packages: list[ResolvedPackage]
+class ResolveOut(BaseModel):
+    packages: list[ResolvedPackageOut]
 
 
 class PurchaseOut(BaseModel):
     purchase_id: str
     package_id: str
     status: str
-    price: Price | None
+    price: PackagePriceOut | None
     checkout_url: str | None = None
     created_at: datetime
     completed_at: datetime | None
@@ -213,12 +213,12 @@ class PurchaseOut(BaseModel):
         )
 
 
-class PurchaseList(BaseModel):
+class PurchaseListOut(BaseModel):
     items: list[PurchaseOut]
     next_cursor: str | None = None
 
 
-class EarningTotal(BaseModel):
+class EarningTotalOut(BaseModel):
     currency: str
     sales: int
     gross: int
@@ -264,7 +264,7 @@ class EarningOut(BaseModel):
 
 
 class EarningsOut(BaseModel):
-    totals: list[EarningTotal] = Field(
+    totals: list[EarningTotalOut] = Field(
         description="per currency: sales, gross, commission, net as booked, and what refunds "
         "reversed of them"
     )
@@ -280,7 +280,7 @@ class SigningKeyOut(BaseModel):
     )
 
 
-class OrderRefundCreate(BaseModel):
+class OrderRefundIn(BaseModel):
     amount: AmountMinor | None = Field(
         None, description="minor units; all that is left to refund if omitted"
     )
