@@ -1,9 +1,10 @@
 """The catalog and credits ports over the ``plans``, ``metering`` and ``ledger`` domains.
 
 Billing calls those domains only through :mod:`tollway.billing.ports`; these adapters
-are the installed implementations (tests may install others with ``use_catalog`` /
-``use_credits``). They import the domains' services directly: none of them imports
-billing, so there is no cycle.
+are the installed implementations, and :func:`catalog` / :func:`credits` answer the
+one in use (a test may install others with ``ports.use_catalog`` / ``use_credits``).
+They import the domains' services directly: none of them imports billing, so there is
+no cycle.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.billing.ports import (
+    Catalog,
+    Credits,
     DunningPolicy,
     LicenseState,
     MeterPrice,
     PlanTerms,
     TaxRate,
     TokenPack,
+    chosen_catalog,
+    chosen_credits,
 )
 from tollway.ledger.service import ledger_service
 from tollway.metering.service import metering_service
@@ -267,9 +272,27 @@ class LedgerCredits:
         )
 
 
-def installed_catalog() -> PlansCatalog:
-    return PlansCatalog()
+_plans_catalog: PlansCatalog | None = None
+_ledger_credits: LedgerCredits | None = None
 
 
-def installed_credits() -> LedgerCredits:
-    return LedgerCredits()
+def catalog() -> Catalog:
+    """The catalog port in use: the one a test installed, else the plans adapter."""
+    global _plans_catalog
+    chosen = chosen_catalog()
+    if chosen is not None:
+        return chosen
+    if _plans_catalog is None:
+        _plans_catalog = PlansCatalog()
+    return _plans_catalog
+
+
+def credits() -> Credits:
+    """The credits port in use: the one a test installed, else the ledger adapter."""
+    global _ledger_credits
+    chosen = chosen_credits()
+    if chosen is not None:
+        return chosen
+    if _ledger_credits is None:
+        _ledger_credits = LedgerCredits()
+    return _ledger_credits

@@ -8,13 +8,8 @@ from fastapi import Depends, Query
 from starlette.responses import Response
 
 from tollway.accounts.service import BillingProfile, account_service
-from tollway.auth.dependencies import (
-    AdminPrincipal,
-    SpendingPrincipal,
-    require_role,
-    require_scope,
-)
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import AdminPrincipal, SpendingPrincipal
+from tollway.billing.auth import BillingManager, BillingReader, BillingWriter
 from tollway.billing.pdf import render_invoice_pdf
 from tollway.billing.schemas import (
     BillingProfileIn,
@@ -34,10 +29,6 @@ from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
 from tollway.payments.service import PaymentEnv
 
 router = api_router(prefix="/api/v1", tags=["billing"])
-
-BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
-BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
-BillingManager = Annotated[Principal, Depends(require_role("owner", "admin", "billing"))]
 
 
 def _detail(view: InvoiceView) -> InvoiceDetail:

@@ -32,15 +32,26 @@ from tollway.accounts.models import Organization
 from tollway.accounts.service import account_service
 from tollway.audit.service import audit_service
 from tollway.billing import repository
+from tollway.billing.adapters import catalog, credits
 from tollway.billing.arithmetic import (
     period_bounds,
     prorate,
     tax_exclusive,
     tax_inclusive,
 )
+from tollway.billing.errors import (
+    CurrencyMismatch,
+    InvoiceNotFound,
+    NotCancelable,
+    PlanUnchanged,
+    RefundExceedsPaid,
+    SubscriptionPastDue,
+    TokenPackNotFound,
+    UnknownPlan,
+)
 from tollway.billing.models import CreditNote, Invoice, InvoiceLine, PackOrder, Subscription
-from tollway.billing.ports import LicenseState, PlanTerms, catalog, credits
-from tollway.errors import Conflict, NotFound, Unprocessable
+from tollway.billing.ports import LicenseState, PlanTerms
+from tollway.errors import Conflict
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
@@ -61,46 +72,6 @@ _DEFERRED_CHARGES = "tollway.billing.deferred_charges"
 _ORGANIZATIONS = "tollway.billing.organizations"
 #: A first invoice that is not paid within this time ends the attempt (Stripe: 23 h).
 INCOMPLETE_EXPIRY = timedelta(hours=23)
-
-
-class UnknownPlan(Unprocessable):
-    code = "unknown_plan"
-    title = "Unknown plan"
-
-
-class PlanUnchanged(Conflict):
-    code = "plan_unchanged"
-    title = "Already on this plan"
-
-
-class SubscriptionPastDue(Conflict):
-    code = "subscription_past_due"
-    title = "Subscription past due"
-
-
-class NotCancelable(Conflict):
-    code = "subscription_not_cancelable"
-    title = "Nothing to cancel"
-
-
-class CurrencyMismatch(Conflict):
-    code = "currency_mismatch"
-    title = "Currency mismatch"
-
-
-class InvoiceNotFound(NotFound):
-    code = "invoice_not_found"
-    title = "Invoice not found"
-
-
-class RefundExceedsPaid(Unprocessable):
-    code = "refund_exceeds_paid"
-    title = "Refund above the paid amount"
-
-
-class TokenPackNotFound(NotFound):
-    code = "token_pack_not_found"
-    title = "Token pack not found"
 
 
 @dataclass(frozen=True, slots=True)

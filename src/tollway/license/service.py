@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.billing.ports import catalog
+from tollway.billing.adapters import catalog
 from tollway.billing.service import billing_service
 from tollway.kit.signing import KeyRing
 from tollway.payments.service import PaymentEnv
