@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, event, func, select
@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from tollway.billing.models import (
+    DUE_RULES,
     CreditNote,
+    DueRule,
     Invoice,
     InvoiceCounter,
     InvoiceLine,
@@ -23,7 +25,6 @@ from tollway.billing.models import (
 from tollway.db import TollwaySession
 from tollway.kit.pagination import PageParams, PageResult, paginate
 
-LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid")
 _HELD_COUNTERS = "tollway.billing.held_counters"
 _READ_AHEAD = "tollway.billing.read_ahead"
 
@@ -162,83 +163,24 @@ async def has_trialed(session: AsyncSession, *, organization_id: str) -> bool:
     return int((await session.execute(statement)).scalar_one()) > 0
 
 
-def due_renewals(now: datetime, *, limit: int) -> Select[Any]:
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.status.in_(("trialing", "active", "past_due")),
-            Subscription.current_period_end <= now,
-        )
-        .order_by(Subscription.current_period_end)
-        .limit(limit)
-    )
+def list_due(rule: DueRule, now: datetime, *, limit: int) -> Select[Any]:
+    """The IDs of subscriptions for which ``rule``'s work is due, earliest first."""
+    return select(Subscription.id).where(rule.where(now)).order_by(rule.moment).limit(limit)
 
 
-def due_retries(now: datetime, *, limit: int) -> Select[Any]:
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.status == "past_due",
-            Subscription.next_retry_at <= now,
-        )
-        .order_by(Subscription.next_retry_at)
-        .limit(limit)
-    )
-
-
-def due_incomplete_expiries(cutoff: datetime, *, limit: int) -> Select[Any]:
-    """First invoices left unpaid since before ``cutoff``."""
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.status == "incomplete",
-            Subscription.current_period_start <= cutoff,
-        )
-        .limit(limit)
-    )
-
-
-def due_grace_ends(now: datetime, *, limit: int) -> Select[Any]:
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.license_state == "grace",
-            Subscription.grace_ends_at <= now,
-        )
-        .limit(limit)
-    )
-
-
-async def next_due_at(
-    session: AsyncSession, *, incomplete_expiry: timedelta, after: datetime | None = None
-) -> datetime | None:
-    """The earliest moment a billing sweep has work: a period end, a retry, a grace end;
-    with ``after``, the earliest one later than that (work due earlier that is still
-    there failed, and must not hold time back)."""
-    columns = [
-        (
-            Subscription.current_period_end,
-            Subscription.status.in_(("trialing", "active", "past_due")),
-        ),
-        (Subscription.next_retry_at, Subscription.status == "past_due"),
-        (Subscription.grace_ends_at, Subscription.license_state == "grace"),
-        (Subscription.current_period_start, Subscription.status == "incomplete"),
-    ]
-    moments: list[datetime | None] = []
-    for index, (column, condition) in enumerate(columns):
-        query = select(func.min(column)).where(Subscription.is_current, condition)
+async def next_due_at(session: AsyncSession, *, after: datetime | None = None) -> datetime | None:
+    """The earliest moment a billing sweep has work (:data:`DUE_RULES`); with ``after``,
+    the earliest one later than that (work due earlier that is still there failed, and
+    must not hold time back)."""
+    moments: list[datetime] = []
+    for rule in DUE_RULES:
+        query = select(func.min(rule.moment)).where(rule.waiting())
         if after is not None:
-            # The incomplete attempt is due an expiry after it started.
-            query = query.where(column > (after - incomplete_expiry if index == 3 else after))
-        moments.append((await session.execute(query)).scalar_one_or_none())
-    if moments[3] is not None:
-        moments[3] += incomplete_expiry
-    present = [moment for moment in moments if moment is not None]
-    return min(present) if present else None
+            query = query.where(rule.moment > after - rule.delay)
+        first = (await session.execute(query)).scalar_one_or_none()
+        if first is not None:
+            moments.append(first + rule.delay)
+    return min(moments) if moments else None
 
 
 async def get_invoice(

@@ -49,7 +49,17 @@ from tollway.billing.errors import (
     TokenPackNotFound,
     UnknownPlan,
 )
-from tollway.billing.models import CreditNote, Invoice, InvoiceLine, PackOrder, Subscription
+from tollway.billing.models import (
+    GRACE_OVER,
+    INCOMPLETE_EXPIRED,
+    RENEWAL_DUE,
+    RETRY_DUE,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    PackOrder,
+    Subscription,
+)
 from tollway.billing.ports import LicenseState, PlanTerms
 from tollway.errors import Conflict
 from tollway.kit.ids import new_id
@@ -70,8 +80,6 @@ INVOICE_PURPOSE = "invoice"
 _DEFERRED_CHARGES = "tollway.billing.deferred_charges"
 #: session.info key: organizations read ahead by :meth:`BillingService.prepare_renewals`.
 _ORGANIZATIONS = "tollway.billing.organizations"
-#: A first invoice that is not paid within this time ends the attempt (Stripe: 23 h).
-INCOMPLETE_EXPIRY = timedelta(hours=23)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,13 +490,7 @@ class BillingService:
         The caller holds the row (the sweep claims it with ``claim_due``).
         """
         sub = await session.get(Subscription, subscription_id)
-        now = env.clock.now()
-        if (
-            sub is None
-            or not sub.is_current
-            or sub.status not in ("trialing", "active", "past_due")
-            or sub.current_period_end > now
-        ):
+        if sub is None or not RENEWAL_DUE.is_due(sub, env.clock.now()):
             return False
         ended_start, ended_end = sub.current_period_start, sub.current_period_end
         if not sub.cancel_at_period_end:
@@ -584,14 +586,7 @@ class BillingService:
     async def retry(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
         """The next dunning attempt of one past-due subscription (row claimed by the caller)."""
         sub = await session.get(Subscription, subscription_id)
-        now = env.clock.now()
-        if (
-            sub is None
-            or not sub.is_current
-            or sub.status != "past_due"
-            or sub.next_retry_at is None
-            or sub.next_retry_at > now
-        ):
+        if sub is None or not RETRY_DUE.is_due(sub, env.clock.now()):
             return False
         sub.next_retry_at = None  # set again when this attempt fails
         await self._touch(session, env, sub)
@@ -603,13 +598,7 @@ class BillingService:
     ) -> bool:
         """Grace is over: the license becomes restricted (row claimed by the caller)."""
         sub = await session.get(Subscription, subscription_id)
-        now = env.clock.now()
-        if (
-            sub is None
-            or sub.license_state != "grace"
-            or sub.grace_ends_at is None
-            or sub.grace_ends_at > now
-        ):
+        if sub is None or not GRACE_OVER.is_due(sub, env.clock.now()):
             return False
         await self._set_license(session, env, sub, "restricted")
         return True
@@ -619,23 +608,10 @@ class BillingService:
     ) -> bool:
         """A first invoice unpaid for :data:`INCOMPLETE_EXPIRY`: void it, back to Free."""
         sub = await session.get(Subscription, subscription_id)
-        now = env.clock.now()
-        if (
-            sub is None
-            or not sub.is_current
-            or sub.status != "incomplete"
-            or sub.current_period_start + INCOMPLETE_EXPIRY > now
-        ):
+        if sub is None or not INCOMPLETE_EXPIRED.is_due(sub, env.clock.now()):
             return False
-        await self._end(session, env, sub, at=now, void_open=True)
+        await self._end(session, env, sub, at=env.clock.now(), void_open=True)
         return True
-
-    async def next_due_at(
-        self, session: AsyncSession, *, after: datetime | None = None
-    ) -> datetime | None:
-        return await repository.next_due_at(
-            session, incomplete_expiry=INCOMPLETE_EXPIRY, after=after
-        )
 
     # -- collection and dunning -------------------------------------------------------
 
