@@ -23,7 +23,10 @@ from tollway.billing.schemas import (
     SubscriptionChange,
     SubscriptionOut,
 )
-from tollway.billing.service import InvoiceView, billing_service
+from tollway.billing.service.invoices import InvoiceView, invoice_service
+from tollway.billing.service.lifecycle import lifecycle_service
+from tollway.billing.service.packs import pack_service
+from tollway.billing.service.subscriptions import subscription_service
 from tollway.kit.pagination import Page, PageParams, page_params
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
 from tollway.payments.service import PaymentEnv
@@ -86,7 +89,7 @@ async def get_subscription(
     principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> SubscriptionOut:
     """The organization's subscription and license state (every organization starts on Free)."""
-    sub = await billing_service.current(
+    sub = await lifecycle_service.current(
         session, PaymentEnv(settings, clock), organization_id=principal.organization_id
     )
     return SubscriptionOut.of(sub)
@@ -108,7 +111,7 @@ async def change_subscription(
     `billing:purchase`). A paid plan needs a default payment method
     (402 `payment_method_required`); an unknown plan is 422 `unknown_plan`, the current
     plan 409 `plan_unchanged`."""
-    sub = await billing_service.change_plan(
+    sub = await subscription_service.change_plan(
         session,
         PaymentEnv(settings, clock),
         organization_id=principal.organization_id,
@@ -126,7 +129,7 @@ async def cancel_subscription(
     at_period_end: Annotated[bool, Query(description="false cancels now")] = True,
 ) -> SubscriptionOut:
     """Cancel at the period end (default) or now; the organization then returns to Free."""
-    sub = await billing_service.cancel(
+    sub = await subscription_service.cancel(
         session,
         PaymentEnv(settings, clock),
         organization_id=principal.organization_id,
@@ -142,7 +145,7 @@ async def list_invoices(
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Page[InvoiceSummary]:
     """The organization's invoices, newest first."""
-    page = await billing_service.list_invoices(
+    page = await invoice_service.list_invoices(
         session, organization_id=principal.organization_id, params=params
     )
     return Page(items=[InvoiceSummary.of(inv) for inv in page.items], next_cursor=page.next_cursor)
@@ -153,7 +156,7 @@ async def get_invoice(
     invoice_id: str, principal: BillingReader, session: SessionDep
 ) -> InvoiceDetail:
     """One invoice with its lines and credit notes."""
-    view = await billing_service.get_invoice(
+    view = await invoice_service.get_invoice(
         session, invoice_id=invoice_id, organization_id=principal.organization_id
     )
     return _detail(view)
@@ -168,7 +171,7 @@ async def get_invoice_pdf(
     invoice_id: str, principal: BillingReader, session: SessionDep
 ) -> Response:
     """The invoice as a PDF: seller, buyer, lines, tax and total."""
-    view = await billing_service.get_invoice(
+    view = await invoice_service.get_invoice(
         session, invoice_id=invoice_id, organization_id=principal.organization_id
     )
     return Response(
@@ -193,7 +196,7 @@ async def refund_invoice(
     refunded so far / paid) less earlier refunds' shares), never more than are unspent;
     the refund completing the invoice's refund takes back all still unspent
     (`credits_reversed`). Above the paid rest: 422 `refund_exceeds_paid`."""
-    note = await billing_service.refund_invoice(
+    note = await invoice_service.refund(
         session,
         PaymentEnv(settings, clock),
         invoice_id=invoice_id,
@@ -215,7 +218,7 @@ async def purchase_pack(
     credits land when it succeeds; otherwise the answer carries a `checkout_url`. Needs
     the role `owner` or `billing`, or a key with the scope `billing:purchase` (not in a
     key's default scopes)."""
-    order = await billing_service.purchase_pack(
+    order = await pack_service.purchase(
         session,
         PaymentEnv(settings, clock),
         organization_id=principal.organization_id,

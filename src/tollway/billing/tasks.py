@@ -23,7 +23,10 @@ from tollway.billing.models import (
     DueRule,
     Subscription,
 )
-from tollway.billing.service import billing_service
+from tollway.billing.service.collection import collection_service
+from tollway.billing.service.license import license_state_service
+from tollway.billing.service.lifecycle import lifecycle_service
+from tollway.billing.service.renewals import renewal_service
 from tollway.kit.sweeps import SweepContext, claim_due, register_sweep
 from tollway.payments.service import PaymentEnv
 from tollway.payments.tasks import process_webhook_events
@@ -104,15 +107,15 @@ async def _run_chunk(
 
 
 async def _renew(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.renew(session, env, subscription_id=subscription_id)
+    return await renewal_service.renew(session, env, subscription_id=subscription_id)
 
 
 async def _retry(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.retry(session, env, subscription_id=subscription_id)
+    return await collection_service.retry(session, env, subscription_id=subscription_id)
 
 
 async def _end_grace(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.end_grace(session, env, subscription_id=subscription_id)
+    return await license_state_service.end_grace(session, env, subscription_id=subscription_id)
 
 
 @register_sweep("billing.renew", interval_seconds=5.0)
@@ -122,8 +125,8 @@ async def renew_subscriptions(context: SweepContext) -> int:
         context,
         RENEWAL_DUE,
         _renew,
-        billing_service.prepare_renewals,
-        billing_service.finish_renewals,
+        renewal_service.prepare,
+        renewal_service.finish,
     )
 
 
@@ -140,7 +143,7 @@ async def end_grace_periods(context: SweepContext) -> int:
 
 
 async def _expire(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.expire_incomplete(session, env, subscription_id=subscription_id)
+    return await lifecycle_service.expire_incomplete(session, env, subscription_id=subscription_id)
 
 
 @register_sweep("billing.expire_incomplete", interval_seconds=60.0)
