@@ -272,27 +272,17 @@ class LedgerCredits:
         )
 
 
-_plans_catalog: PlansCatalog | None = None
-_ledger_credits: LedgerCredits | None = None
+_plans_catalog = PlansCatalog()
+_ledger_credits = LedgerCredits()
 
 
 def catalog() -> Catalog:
     """The catalog port in use: the one a test installed, else the plans adapter."""
-    global _plans_catalog
     chosen = chosen_catalog()
-    if chosen is not None:
-        return chosen
-    if _plans_catalog is None:
-        _plans_catalog = PlansCatalog()
-    return _plans_catalog
+    return _plans_catalog if chosen is None else chosen
 
 
 def credits() -> Credits:
     """The credits port in use: the one a test installed, else the ledger adapter."""
-    global _ledger_credits
     chosen = chosen_credits()
-    if chosen is not None:
-        return chosen
-    if _ledger_credits is None:
-        _ledger_credits = LedgerCredits()
-    return _ledger_credits
+    return _ledger_credits if chosen is None else chosen

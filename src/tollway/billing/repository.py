@@ -24,9 +24,7 @@ from tollway.billing.models import (
 )
 from tollway.db import TollwaySession
 from tollway.kit.pagination import PageParams, PageResult, paginate
-
-_HELD_COUNTERS = "tollway.billing.held_counters"
-_READ_AHEAD = "tollway.billing.read_ahead"
+from tollway.kit.session_state import SessionKey
 
 
 @dataclass
@@ -46,16 +44,29 @@ class ReadAhead:
     organization_subscriptions: dict[str, list[Subscription]] = field(default_factory=dict)
 
 
+@dataclass
+class _HeldCounter:
+    """An invoice counter this transaction locked, and the last number it gave."""
+
+    row: InvoiceCounter
+    last_number: int
+
+
+#: What :func:`read_ahead` loaded in this transaction.
+_READ_AHEAD: SessionKey[ReadAhead] = SessionKey("tollway.billing.read_ahead")
+#: The counters this transaction holds by series; written just before the commit.
+_HELD_COUNTERS: SessionKey[dict[str, _HeldCounter]] = SessionKey("tollway.billing.held_counters")
+
+
 def _read_ahead(session: AsyncSession) -> ReadAhead | None:
-    held: ReadAhead | None = session.info.get(_READ_AHEAD)
-    return held
+    return _READ_AHEAD.get(session)
 
 
 async def read_ahead(session: AsyncSession, *, invoice_ids: list[str]) -> ReadAhead:
     """Lock the invoices ``invoice_ids`` and their subscriptions and read what paying
     them needs (the subscriptions' other open invoices, the organizations' other
     subscriptions) in four queries, for a chunk of payment events."""
-    held: ReadAhead = session.info.setdefault(_READ_AHEAD, ReadAhead())
+    held = _READ_AHEAD.setdefault(session, ReadAhead())
     wanted = sorted(set(invoice_ids) - held.invoices.keys())
     if not wanted:
         return held
@@ -244,12 +255,12 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     The row lock makes concurrent finalizations queue, and because the number is
     taken in the invoice's own transaction a rollback gives it back: no gaps.
     """
-    held: dict[str, list[Any]] = session.sync_session.info.setdefault(_HELD_COUNTERS, {})
+    held = _HELD_COUNTERS.setdefault(session, {})
     if series in held:
         # Already locked by this transaction (a sweep renewing a chunk): no round trip;
         # the row gets the final figure once, just before the commit.
-        held[series][1] += 1
-        return int(held[series][1])
+        held[series].last_number += 1
+        return held[series].last_number
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     await session.execute(
@@ -259,7 +270,7 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     )
     statement = select(InvoiceCounter).where(InvoiceCounter.series == series).with_for_update()
     counter = (await session.execute(statement)).scalar_one()
-    held[series] = [counter, counter.last_number + 1]
+    held[series] = _HeldCounter(row=counter, last_number=counter.last_number + 1)
     return counter.last_number + 1
 
 
@@ -276,17 +287,17 @@ async def list_credit_notes(session: AsyncSession, *, invoice_id: str) -> list[C
 
 
 def _write_counters(session: Session) -> None:
-    held = session.info.pop(_HELD_COUNTERS, None)
+    held = _HELD_COUNTERS.pop(session)
     if not held:
         return
-    for counter, last_number in held.values():
-        counter.last_number = last_number
+    for counter in held.values():
+        counter.row.last_number = counter.last_number
     session.flush()
 
 
 def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
-        session.info.pop(_HELD_COUNTERS, None)
+        _HELD_COUNTERS.pop(session)
 
 
 event.listen(TollwaySession, "before_commit", _write_counters)

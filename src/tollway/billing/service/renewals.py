@@ -83,7 +83,8 @@ class RenewalService:
     async def renew(self, session: AsyncSession, env: PaymentEnv, *, subscription_id: str) -> bool:
         """Close the ended period of one subscription; False when it was not due.
 
-        The caller holds the row (the sweep claims it with ``claim_due``).
+        The caller holds the row (the sweep claims it with ``claim_due``). In a chunk
+        (after :meth:`prepare`) the invoice's charge waits for :meth:`finish`.
         """
         sub = await session.get(Subscription, subscription_id)
         if sub is None or not RENEWAL_DUE.is_due(sub, env.clock.now()):
