@@ -13,7 +13,9 @@ from __future__ import annotations
 
 def wire() -> None:
     """Fill the cross-domain listener maps (idempotent)."""
-    from tollway.billing.service import INVOICE_PURPOSE, billing_service, invoice_payments
+    from tollway.billing.service.base import INVOICE_PURPOSE
+    from tollway.billing.service.collection import collection_service, invoice_payments
+    from tollway.billing.service.license import license_state_service
     from tollway.marketplace.service.sales import PURCHASE_PURPOSE, marketplace_payments
     from tollway.payments.service import (
         register_access_listener,
@@ -24,6 +26,6 @@ def wire() -> None:
 
     register_purpose(INVOICE_PURPOSE, invoice_payments)
     register_read_ahead(INVOICE_PURPOSE, invoice_payments.read_ahead)
-    register_method_listener(billing_service.retry_after_new_card)
-    register_access_listener(billing_service.access_changed)
+    register_method_listener(collection_service.retry_after_new_card)
+    register_access_listener(license_state_service.access_changed)
     register_purpose(PURCHASE_PURPOSE, marketplace_payments)

@@ -24,7 +24,7 @@ from tests.fixtures.billing import (
 )
 from tollway.app import create_app
 from tollway.audit.models import AuditEntry
-from tollway.billing.service import billing_service
+from tollway.billing.service.renewals import renewal_service
 from tollway.config import Settings
 from tollway.db import Database
 from tollway.kit.clock import ManualClock, SystemClock
@@ -79,7 +79,7 @@ class TestClockAdvance:
         async def broken_renewal(*_args: Any, **_kwargs: Any) -> bool:
             raise RuntimeError("a renewal bug")
 
-        monkeypatch.setattr(billing_service, "renew", broken_renewal)
+        monkeypatch.setattr(renewal_service, "renew", broken_renewal)
         start = clock.now()
         response = await asyncio.wait_for(
             client.post(

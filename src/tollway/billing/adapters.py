@@ -1,9 +1,10 @@
 """The catalog and credits ports over the ``plans``, ``metering`` and ``ledger`` domains.
 
 Billing calls those domains only through :mod:`tollway.billing.ports`; these adapters
-are the installed implementations (tests may install others with ``use_catalog`` /
-``use_credits``). They import the domains' services directly: none of them imports
-billing, so there is no cycle.
+are the installed implementations, and :func:`catalog` / :func:`credits` answer the
+one in use (a test may install others with ``ports.use_catalog`` / ``use_credits``).
+They import the domains' services directly: none of them imports billing, so there is
+no cycle.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.billing.ports import (
+    Catalog,
+    Credits,
     DunningPolicy,
     LicenseState,
     MeterPrice,
     PlanTerms,
     TaxRate,
     TokenPack,
+    chosen_catalog,
+    chosen_credits,
 )
 from tollway.ledger.service.grants import grant_service
 from tollway.ledger.service.holds import hold_service
@@ -271,9 +276,17 @@ class LedgerCredits:
         )
 
 
-def installed_catalog() -> PlansCatalog:
-    return PlansCatalog()
+_plans_catalog = PlansCatalog()
+_ledger_credits = LedgerCredits()
 
 
-def installed_credits() -> LedgerCredits:
-    return LedgerCredits()
+def catalog() -> Catalog:
+    """The catalog port in use: the one a test installed, else the plans adapter."""
+    chosen = chosen_catalog()
+    return _plans_catalog if chosen is None else chosen
+
+
+def credits() -> Credits:
+    """The credits port in use: the one a test installed, else the ledger adapter."""
+    chosen = chosen_credits()
+    return _ledger_credits if chosen is None else chosen

@@ -9,13 +9,8 @@ from starlette.responses import Response
 
 from tollway.accounts.service.organizations import organization_service
 from tollway.accounts.service.records import BillingProfile
-from tollway.auth.dependencies import (
-    AdminPrincipal,
-    SpendingPrincipal,
-    require_role,
-    require_scope,
-)
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import AdminPrincipal, SpendingPrincipal
+from tollway.billing.auth import BillingManager, BillingReader, BillingWriter
 from tollway.billing.pdf import render_invoice_pdf
 from tollway.billing.schemas import (
     BillingProfileIn,
@@ -29,16 +24,15 @@ from tollway.billing.schemas import (
     SubscriptionChange,
     SubscriptionOut,
 )
-from tollway.billing.service import InvoiceView, billing_service
+from tollway.billing.service.invoices import InvoiceView, invoice_service
+from tollway.billing.service.lifecycle import lifecycle_service
+from tollway.billing.service.packs import pack_service
+from tollway.billing.service.subscriptions import subscription_service
 from tollway.kit.pagination import Page, PageParams, page_params
 from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
 from tollway.payments.service import PaymentEnv
 
 router = api_router(prefix="/api/v1", tags=["billing"])
-
-BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
-BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
-BillingManager = Annotated[Principal, Depends(require_role("owner", "admin", "billing"))]
 
 
 def _detail(view: InvoiceView) -> InvoiceDetail:
@@ -96,7 +90,7 @@ async def get_subscription(
     principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
 ) -> SubscriptionOut:
     """The organization's subscription and license state (every organization starts on Free)."""
-    sub = await billing_service.current(
+    sub = await lifecycle_service.current(
         session, PaymentEnv(settings, clock), organization_id=principal.organization_id
     )
     return SubscriptionOut.of(sub)
@@ -118,7 +112,7 @@ async def change_subscription(
     `billing:purchase`). A paid plan needs a default payment method
     (402 `payment_method_required`); an unknown plan is 422 `unknown_plan`, the current
     plan 409 `plan_unchanged`."""
-    sub = await billing_service.change_plan(
+    sub = await subscription_service.change_plan(
         session,
         PaymentEnv(settings, clock),
         organization_id=principal.organization_id,
@@ -136,7 +130,7 @@ async def cancel_subscription(
     at_period_end: Annotated[bool, Query(description="false cancels now")] = True,
 ) -> SubscriptionOut:
     """Cancel at the period end (default) or now; the organization then returns to Free."""
-    sub = await billing_service.cancel(
+    sub = await subscription_service.cancel(
         session,
         PaymentEnv(settings, clock),
         organization_id=principal.organization_id,
@@ -152,7 +146,7 @@ async def list_invoices(
     params: Annotated[PageParams, Depends(page_params)],
 ) -> Page[InvoiceSummary]:
     """The organization's invoices, newest first."""
-    page = await billing_service.list_invoices(
+    page = await invoice_service.list_invoices(
         session, organization_id=principal.organization_id, params=params
     )
     return Page(items=[InvoiceSummary.of(inv) for inv in page.items], next_cursor=page.next_cursor)
@@ -163,7 +157,7 @@ async def get_invoice(
     invoice_id: str, principal: BillingReader, session: SessionDep
 ) -> InvoiceDetail:
     """One invoice with its lines and credit notes."""
-    view = await billing_service.get_invoice(
+    view = await invoice_service.get_invoice(
         session, invoice_id=invoice_id, organization_id=principal.organization_id
     )
     return _detail(view)
@@ -178,7 +172,7 @@ async def get_invoice_pdf(
     invoice_id: str, principal: BillingReader, session: SessionDep
 ) -> Response:
     """The invoice as a PDF: seller, buyer, lines, tax and total."""
-    view = await billing_service.get_invoice(
+    view = await invoice_service.get_invoice(
         session, invoice_id=invoice_id, organization_id=principal.organization_id
     )
     return Response(
@@ -203,7 +197,7 @@ async def refund_invoice(
     refunded so far / paid) less earlier refunds' shares), never more than are unspent;
     the refund completing the invoice's refund takes back all still unspent
     (`credits_reversed`). Above the paid rest: 422 `refund_exceeds_paid`."""
-    note = await billing_service.refund_invoice(
+    note = await invoice_service.refund(
         session,
         PaymentEnv(settings, clock),
         invoice_id=invoice_id,
@@ -225,7 +219,7 @@ async def purchase_pack(
     credits land when it succeeds; otherwise the answer carries a `checkout_url`. Needs
     the role `owner` or `billing`, or a key with the scope `billing:purchase` (not in a
     key's default scopes)."""
-    order = await billing_service.purchase_pack(
+    order = await pack_service.purchase(
         session,
         PaymentEnv(settings, clock),
         organization_id=principal.organization_id,

@@ -3,11 +3,22 @@ invoice counters, credit notes and token-pack orders."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    and_,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
 
 from tollway.kit.models import Base, TimestampMixin, id_column
 
@@ -55,6 +66,70 @@ class Subscription(TimestampMixin, Base):
     #: The period start whose monthly allotment was granted (grant once per period).
     allotment_granted_for: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime | None] = mapped_column()
+
+
+@dataclass(frozen=True, slots=True)
+class DueRule:
+    """Work on a current subscription that falls due at a moment ("is it due?").
+
+    One definition answers in SQL (:meth:`where`, the sweeps' selection; :meth:`waiting`
+    and :attr:`moment`, the next moment the clock must stop at) and in Python
+    (:meth:`is_due`, the re-check on the claimed row), so the two cannot disagree.
+    """
+
+    #: the column holding the moment the work is measured from
+    moment: InstrumentedAttribute[datetime | None]
+    #: the column whose value says whether the work waits at all, and those values
+    state: InstrumentedAttribute[str]
+    states: tuple[str, ...]
+    #: the work is due this long after :attr:`moment`
+    delay: timedelta = timedelta(0)
+
+    def waiting(self) -> ColumnElement[bool]:
+        """The subscriptions for which this work waits, due or not yet."""
+        return and_(Subscription.is_current, self.state.in_(self.states))
+
+    def where(self, now: datetime) -> ColumnElement[bool]:
+        """The subscriptions for which this work is due at ``now``."""
+        return and_(self.waiting(), self.moment <= now - self.delay)
+
+    def due_at(self, sub: Subscription) -> datetime | None:
+        """When the work is due for ``sub`` (None: it does not wait)."""
+        moment: datetime | None = getattr(sub, self.moment.key)
+        if not sub.is_current or getattr(sub, self.state.key) not in self.states:
+            return None
+        return None if moment is None else moment + self.delay
+
+    def is_due(self, sub: Subscription, now: datetime) -> bool:
+        due_at = self.due_at(sub)
+        return due_at is not None and due_at <= now
+
+
+#: A first invoice that is not paid within this time ends the attempt (Stripe: 23 h).
+INCOMPLETE_EXPIRY = timedelta(hours=23)
+#: The period ended: close it (cancel, downgrade, or invoice the next one).
+RENEWAL_DUE = DueRule(
+    moment=Subscription.current_period_end,
+    state=Subscription.status,
+    states=("trialing", "active", "past_due"),
+)
+#: The next dunning attempt of a past-due subscription.
+RETRY_DUE = DueRule(
+    moment=Subscription.next_retry_at, state=Subscription.status, states=("past_due",)
+)
+#: Grace is over: the license becomes restricted.
+GRACE_OVER = DueRule(
+    moment=Subscription.grace_ends_at, state=Subscription.license_state, states=("grace",)
+)
+#: The first invoice of a paid plan went unpaid for :data:`INCOMPLETE_EXPIRY`.
+INCOMPLETE_EXPIRED = DueRule(
+    moment=Subscription.current_period_start,
+    state=Subscription.status,
+    states=("incomplete",),
+    delay=INCOMPLETE_EXPIRY,
+)
+#: Every rule a billing sweep works by (the clock stops at the earliest of them).
+DUE_RULES = (RENEWAL_DUE, RETRY_DUE, GRACE_OVER, INCOMPLETE_EXPIRED)
 
 
 class InvoiceCounter(Base):

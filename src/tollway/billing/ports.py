@@ -1,10 +1,11 @@
 """What billing needs from the catalog (plans), the credit ledger and metering.
 
 Billing calls those domains through these two protocols only, so it never reads
-their tables. :func:`catalog` and :func:`credits` answer the implementation in use:
-whatever :func:`use_catalog` / :func:`use_credits` set (tests), else the adapters over
-``tollway.plans``, ``tollway.metering`` and ``tollway.ledger``
-(:mod:`tollway.billing.adapters`).
+their tables. A test may install other implementations with :func:`use_catalog` /
+:func:`use_credits`; :func:`tollway.billing.adapters.catalog` and
+:func:`~tollway.billing.adapters.credits` answer the one in use (else the adapters over
+``tollway.plans``, ``tollway.metering`` and ``tollway.ledger``). This module imports
+nothing of billing: the adapters import it, never the other way round.
 """
 
 from __future__ import annotations
@@ -218,31 +219,22 @@ _credits: Credits | None = None
 
 
 def use_catalog(implementation: Catalog | None) -> None:
+    """Install ``implementation`` as the catalog (None: the plans adapter again)."""
     global _catalog
     _catalog = implementation
 
 
 def use_credits(implementation: Credits | None) -> None:
+    """Install ``implementation`` as the credits (None: the ledger adapter again)."""
     global _credits
     _credits = implementation
 
 
-def catalog() -> Catalog:
-    """The catalog port in use: the one a test installed, else the plans adapter."""
-    global _catalog
-    if _catalog is None:
-        # Imported here: the adapters import this module's dataclasses.
-        from tollway.billing.adapters import installed_catalog
-
-        _catalog = installed_catalog()
+def chosen_catalog() -> Catalog | None:
+    """The catalog :func:`use_catalog` installed, if any."""
     return _catalog
 
 
-def credits() -> Credits:
-    """The credits port in use: the one a test installed, else the ledger adapter."""
-    global _credits
-    if _credits is None:
-        from tollway.billing.adapters import installed_credits
-
-        _credits = installed_credits()
+def chosen_credits() -> Credits | None:
+    """The credits :func:`use_credits` installed, if any."""
     return _credits

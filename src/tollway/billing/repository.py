@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, event, func, select
@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from tollway.billing.models import (
+    DUE_RULES,
     CreditNote,
+    DueRule,
     Invoice,
     InvoiceCounter,
     InvoiceLine,
@@ -22,10 +24,7 @@ from tollway.billing.models import (
 )
 from tollway.db import TollwaySession
 from tollway.kit.pagination import PageParams, PageResult, paginate
-
-LIVE_STATUSES = ("incomplete", "trialing", "active", "past_due", "unpaid")
-_HELD_COUNTERS = "tollway.billing.held_counters"
-_READ_AHEAD = "tollway.billing.read_ahead"
+from tollway.kit.session_state import SessionKey
 
 
 @dataclass
@@ -45,16 +44,29 @@ class ReadAhead:
     organization_subscriptions: dict[str, list[Subscription]] = field(default_factory=dict)
 
 
+@dataclass
+class _HeldCounter:
+    """An invoice counter this transaction locked, and the last number it gave."""
+
+    row: InvoiceCounter
+    last_number: int
+
+
+#: What :func:`read_ahead` loaded in this transaction.
+_READ_AHEAD: SessionKey[ReadAhead] = SessionKey("tollway.billing.read_ahead")
+#: The counters this transaction holds by series; written just before the commit.
+_HELD_COUNTERS: SessionKey[dict[str, _HeldCounter]] = SessionKey("tollway.billing.held_counters")
+
+
 def _read_ahead(session: AsyncSession) -> ReadAhead | None:
-    held: ReadAhead | None = session.info.get(_READ_AHEAD)
-    return held
+    return _READ_AHEAD.get(session)
 
 
 async def read_ahead(session: AsyncSession, *, invoice_ids: list[str]) -> ReadAhead:
     """Lock the invoices ``invoice_ids`` and their subscriptions and read what paying
     them needs (the subscriptions' other open invoices, the organizations' other
     subscriptions) in four queries, for a chunk of payment events."""
-    held: ReadAhead = session.info.setdefault(_READ_AHEAD, ReadAhead())
+    held = _READ_AHEAD.setdefault(session, ReadAhead())
     wanted = sorted(set(invoice_ids) - held.invoices.keys())
     if not wanted:
         return held
@@ -162,83 +174,24 @@ async def has_trialed(session: AsyncSession, *, organization_id: str) -> bool:
     return int((await session.execute(statement)).scalar_one()) > 0
 
 
-def due_renewals(now: datetime, *, limit: int) -> Select[Any]:
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.status.in_(("trialing", "active", "past_due")),
-            Subscription.current_period_end <= now,
-        )
-        .order_by(Subscription.current_period_end)
-        .limit(limit)
-    )
+def list_due(rule: DueRule, now: datetime, *, limit: int) -> Select[Any]:
+    """The IDs of subscriptions for which ``rule``'s work is due, earliest first."""
+    return select(Subscription.id).where(rule.where(now)).order_by(rule.moment).limit(limit)
 
 
-def due_retries(now: datetime, *, limit: int) -> Select[Any]:
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.status == "past_due",
-            Subscription.next_retry_at <= now,
-        )
-        .order_by(Subscription.next_retry_at)
-        .limit(limit)
-    )
-
-
-def due_incomplete_expiries(cutoff: datetime, *, limit: int) -> Select[Any]:
-    """First invoices left unpaid since before ``cutoff``."""
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.status == "incomplete",
-            Subscription.current_period_start <= cutoff,
-        )
-        .limit(limit)
-    )
-
-
-def due_grace_ends(now: datetime, *, limit: int) -> Select[Any]:
-    return (
-        select(Subscription.id)
-        .where(
-            Subscription.is_current,
-            Subscription.license_state == "grace",
-            Subscription.grace_ends_at <= now,
-        )
-        .limit(limit)
-    )
-
-
-async def next_due_at(
-    session: AsyncSession, *, incomplete_expiry: timedelta, after: datetime | None = None
-) -> datetime | None:
-    """The earliest moment a billing sweep has work: a period end, a retry, a grace end;
-    with ``after``, the earliest one later than that (work due earlier that is still
-    there failed, and must not hold time back)."""
-    columns = [
-        (
-            Subscription.current_period_end,
-            Subscription.status.in_(("trialing", "active", "past_due")),
-        ),
-        (Subscription.next_retry_at, Subscription.status == "past_due"),
-        (Subscription.grace_ends_at, Subscription.license_state == "grace"),
-        (Subscription.current_period_start, Subscription.status == "incomplete"),
-    ]
-    moments: list[datetime | None] = []
-    for index, (column, condition) in enumerate(columns):
-        query = select(func.min(column)).where(Subscription.is_current, condition)
+async def next_due_at(session: AsyncSession, *, after: datetime | None = None) -> datetime | None:
+    """The earliest moment a billing sweep has work (:data:`DUE_RULES`); with ``after``,
+    the earliest one later than that (work due earlier that is still there failed, and
+    must not hold time back)."""
+    moments: list[datetime] = []
+    for rule in DUE_RULES:
+        query = select(func.min(rule.moment)).where(rule.waiting())
         if after is not None:
-            # The incomplete attempt is due an expiry after it started.
-            query = query.where(column > (after - incomplete_expiry if index == 3 else after))
-        moments.append((await session.execute(query)).scalar_one_or_none())
-    if moments[3] is not None:
-        moments[3] += incomplete_expiry
-    present = [moment for moment in moments if moment is not None]
-    return min(present) if present else None
+            query = query.where(rule.moment > after - rule.delay)
+        first = (await session.execute(query)).scalar_one_or_none()
+        if first is not None:
+            moments.append(first + rule.delay)
+    return min(moments) if moments else None
 
 
 async def get_invoice(
@@ -302,12 +255,12 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     The row lock makes concurrent finalizations queue, and because the number is
     taken in the invoice's own transaction a rollback gives it back: no gaps.
     """
-    held: dict[str, list[Any]] = session.sync_session.info.setdefault(_HELD_COUNTERS, {})
+    held = _HELD_COUNTERS.setdefault(session, {})
     if series in held:
         # Already locked by this transaction (a sweep renewing a chunk): no round trip;
         # the row gets the final figure once, just before the commit.
-        held[series][1] += 1
-        return int(held[series][1])
+        held[series].last_number += 1
+        return held[series].last_number
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     await session.execute(
@@ -317,7 +270,7 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     )
     statement = select(InvoiceCounter).where(InvoiceCounter.series == series).with_for_update()
     counter = (await session.execute(statement)).scalar_one()
-    held[series] = [counter, counter.last_number + 1]
+    held[series] = _HeldCounter(row=counter, last_number=counter.last_number + 1)
     return counter.last_number + 1
 
 
@@ -334,17 +287,17 @@ async def list_credit_notes(session: AsyncSession, *, invoice_id: str) -> list[C
 
 
 def _write_counters(session: Session) -> None:
-    held = session.info.pop(_HELD_COUNTERS, None)
+    held = _HELD_COUNTERS.pop(session)
     if not held:
         return
-    for counter, last_number in held.values():
-        counter.last_number = last_number
+    for counter in held.values():
+        counter.row.last_number = counter.last_number
     session.flush()
 
 
 def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
-        session.info.pop(_HELD_COUNTERS, None)
+        _HELD_COUNTERS.pop(session)
 
 
 event.listen(TollwaySession, "before_commit", _write_counters)

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 import structlog
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.billing import repository
-from tollway.billing.models import Subscription
-from tollway.billing.service import INCOMPLETE_EXPIRY, billing_service
+from tollway.billing.models import (
+    GRACE_OVER,
+    INCOMPLETE_EXPIRED,
+    RENEWAL_DUE,
+    RETRY_DUE,
+    DueRule,
+    Subscription,
+)
+from tollway.billing.service.collection import collection_service
+from tollway.billing.service.license import license_state_service
+from tollway.billing.service.lifecycle import lifecycle_service
+from tollway.billing.service.renewals import renewal_service
 from tollway.kit.sweeps import SweepContext, claim_due, register_sweep
 from tollway.payments.service import PaymentEnv
 from tollway.payments.tasks import process_webhook_events
@@ -37,7 +46,7 @@ Finish = Callable[[AsyncSession, PaymentEnv], Awaitable[None]]
 
 async def _run_each(
     context: SweepContext,
-    due: Callable[[datetime], Select[Any]],
+    rule: DueRule,
     step: Step,
     prepare: Prepare | None = None,
     finish: Finish | None = None,
@@ -51,7 +60,8 @@ async def _run_each(
     """
     env = PaymentEnv(settings=context.settings, clock=context.clock)
     async with context.database.transaction(write=False) as session:
-        ids = list((await session.execute(due(context.clock.now()))).scalars())
+        due = repository.list_due(rule, context.clock.now(), limit=BATCH)
+        ids = list((await session.execute(due)).scalars())
     handled = 0
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -97,15 +107,15 @@ async def _run_chunk(
 
 
 async def _renew(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.renew(session, env, subscription_id=subscription_id)
+    return await renewal_service.renew(session, env, subscription_id=subscription_id)
 
 
 async def _retry(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.retry(session, env, subscription_id=subscription_id)
+    return await collection_service.retry(session, env, subscription_id=subscription_id)
 
 
 async def _end_grace(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.end_grace(session, env, subscription_id=subscription_id)
+    return await license_state_service.end_grace(session, env, subscription_id=subscription_id)
 
 
 @register_sweep("billing.renew", interval_seconds=5.0)
@@ -113,39 +123,33 @@ async def renew_subscriptions(context: SweepContext) -> int:
     """Close ended periods: cancellations, scheduled downgrades, invoices for the next period."""
     return await _run_each(
         context,
-        lambda now: repository.due_renewals(now, limit=BATCH),
+        RENEWAL_DUE,
         _renew,
-        billing_service.prepare_renewals,
-        billing_service.finish_renewals,
+        renewal_service.prepare,
+        renewal_service.finish,
     )
 
 
 @register_sweep("billing.retry", interval_seconds=5.0)
 async def retry_collections(context: SweepContext) -> int:
     """Dunning: charge past-due invoices again on the catalog's schedule."""
-    return await _run_each(context, lambda now: repository.due_retries(now, limit=BATCH), _retry)
+    return await _run_each(context, RETRY_DUE, _retry)
 
 
 @register_sweep("billing.end_grace", interval_seconds=5.0)
 async def end_grace_periods(context: SweepContext) -> int:
     """Licenses whose grace period is over become restricted."""
-    return await _run_each(
-        context, lambda now: repository.due_grace_ends(now, limit=BATCH), _end_grace
-    )
+    return await _run_each(context, GRACE_OVER, _end_grace)
 
 
 async def _expire(session: AsyncSession, env: PaymentEnv, subscription_id: str) -> bool:
-    return await billing_service.expire_incomplete(session, env, subscription_id=subscription_id)
+    return await lifecycle_service.expire_incomplete(session, env, subscription_id=subscription_id)
 
 
 @register_sweep("billing.expire_incomplete", interval_seconds=60.0)
 async def expire_incomplete(context: SweepContext) -> int:
     """First invoices unpaid after 23 hours end the attempt; the organization stays on Free."""
-    return await _run_each(
-        context,
-        lambda now: repository.due_incomplete_expiries(now - INCOMPLETE_EXPIRY, limit=BATCH),
-        _expire,
-    )
+    return await _run_each(context, INCOMPLETE_EXPIRED, _expire)
 
 
 BILLING_SWEEPS = (
@@ -172,4 +176,4 @@ async def run_until_quiet(context: SweepContext, *, max_rounds: int = 100) -> in
 
 async def next_due_at(context: SweepContext, *, after: datetime | None = None) -> datetime | None:
     async with context.database.transaction(write=False) as session:
-        return await billing_service.next_due_at(session, after=after)
+        return await repository.next_due_at(session, after=after)

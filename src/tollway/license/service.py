@@ -15,8 +15,8 @@ from typing import Any
 import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.billing.ports import catalog
-from tollway.billing.service import billing_service
+from tollway.billing.adapters import catalog
+from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.kit.signing import KeyRing
 from tollway.payments.service import PaymentEnv
 
@@ -47,7 +47,7 @@ class LicenseService:
         never makes them future or past. The subscription is read on the business clock
         (``env``); a grace period ending earlier than a week ends the token as much
         earlier, measured on that clock."""
-        sub = await billing_service.current(session, env, organization_id=organization_id)
+        sub = await lifecycle_service.current(session, env, organization_id=organization_id)
         expires_at = now + TOKEN_TTL
         if sub.license_state == "grace" and sub.grace_ends_at is not None:
             grace_left = sub.grace_ends_at - env.clock.now()

@@ -13,7 +13,7 @@ from tests.fixtures.billing import BillingAccount, MemoryCredits
 from tests.fixtures.fake_stripe import FakeStripe
 from tests.fixtures.payment_harness import STRIPE_API_KEY, StripeHarness, sweep
 from tollway.billing.models import Invoice, PackOrder
-from tollway.billing.service import billing_service
+from tollway.billing.service.renewals import renewal_service
 from tollway.billing.tasks import run_until_quiet
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
@@ -414,7 +414,7 @@ class TestRolledBackRenewal:
 
         with pytest.raises(Crash):
             async with database.transaction() as session:
-                renewed = await billing_service.renew(
+                renewed = await renewal_service.renew(
                     session, env, subscription_id=subscribed.json()["id"]
                 )
                 assert renewed
