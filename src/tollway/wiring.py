@@ -15,7 +15,7 @@ def wire() -> None:
     """Fill the cross-domain listener maps (idempotent)."""
     from tollway.billing.service import INVOICE_PURPOSE, billing_service, invoice_payments
     from tollway.marketplace.service import PURCHASE_PURPOSE, marketplace_payments
-    from tollway.payments.service import (
+    from tollway.payments.listeners import (
         register_access_listener,
         register_method_listener,
         register_purpose,

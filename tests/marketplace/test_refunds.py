@@ -26,7 +26,7 @@ from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.marketplace.service import reversal_shares
 from tollway.payments.models import Payment
-from tollway.payments.signature import sign
+from tollway.payments.providers.signature import sign
 
 SECRET = "test-webhook-secret-0123456789abcdef"
 

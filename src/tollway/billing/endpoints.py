@@ -30,8 +30,8 @@ from tollway.billing.schemas import (
 )
 from tollway.billing.service import InvoiceView, billing_service
 from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
-from tollway.payments.service import PaymentEnv
+from tollway.kit.routing import SessionDep, api_router
+from tollway.payments.dependencies import PaymentEnvDep
 
 router = api_router(prefix="/api/v1", tags=["billing"])
 
@@ -92,12 +92,10 @@ async def put_billing_profile(
 
 @router.get("/billing/subscription")
 async def get_subscription(
-    principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: BillingReader, session: SessionDep, env: PaymentEnvDep
 ) -> SubscriptionOut:
     """The organization's subscription and license state (every organization starts on Free)."""
-    sub = await billing_service.current(
-        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
-    )
+    sub = await billing_service.current(session, env, organization_id=principal.organization_id)
     return SubscriptionOut.of(sub)
 
 
@@ -107,8 +105,7 @@ async def change_subscription(
     principal: BillingWriter,
     _spender: SpendingPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> SubscriptionOut:
     """Change plan: an upgrade takes effect now with a proration invoice (credit for the
     unused time of the old plan, charge for the rest of the period on the new one); a
@@ -119,7 +116,7 @@ async def change_subscription(
     plan 409 `plan_unchanged`."""
     sub = await billing_service.change_plan(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         plan_id=body.plan,
     )
@@ -130,14 +127,13 @@ async def change_subscription(
 async def cancel_subscription(
     principal: BillingWriter,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
     at_period_end: Annotated[bool, Query(description="false cancels now")] = True,
 ) -> SubscriptionOut:
     """Cancel at the period end (default) or now; the organization then returns to Free."""
     sub = await billing_service.cancel(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         at_period_end=at_period_end,
     )
@@ -193,8 +189,7 @@ async def refund_invoice(
     body: RefundCreate,
     _admin: AdminPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> CreditNoteOut:
     """Refund part or all of a paid invoice (`amount` in minor units; omitted: all that
     is left): issues a credit note. For a token pack the credits are taken back in
@@ -204,7 +199,7 @@ async def refund_invoice(
     (`credits_reversed`). Above the paid rest: 422 `refund_exceeds_paid`."""
     note = await billing_service.refund_invoice(
         session,
-        PaymentEnv(settings, clock),
+        env,
         invoice_id=invoice_id,
         amount_minor=body.amount,
         reason=body.reason,
@@ -217,8 +212,7 @@ async def purchase_pack(
     pack_id: str,
     principal: SpendingPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> PackPurchaseOut:
     """Buy a token pack: with a default payment method the charge runs at once and the
     credits land when it succeeds; otherwise the answer carries a `checkout_url`. Needs
@@ -226,7 +220,7 @@ async def purchase_pack(
     key's default scopes)."""
     order = await billing_service.purchase_pack(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         pack_id=pack_id,
     )

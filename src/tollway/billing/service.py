@@ -44,13 +44,14 @@ from tollway.errors import Conflict, NotFound, Unprocessable
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
+from tollway.payments.env import PaymentEnv
+from tollway.payments.errors import PaymentMethodRequired, RefundExceedsPaid
 from tollway.payments.models import Payment
-from tollway.payments.service import (
-    OffSessionCharge,
-    PaymentEnv,
-    PaymentMethodRequired,
-    payment_service,
-)
+from tollway.payments.service.charges import OffSessionCharge, charge_service
+from tollway.payments.service.checkout import checkout_service
+from tollway.payments.service.disputes import dispute_service
+from tollway.payments.service.methods import payment_method_service
+from tollway.payments.service.refunds import refund_service
 
 log = structlog.get_logger("tollway.billing")
 
@@ -91,11 +92,6 @@ class CurrencyMismatch(Conflict):
 class InvoiceNotFound(NotFound):
     code = "invoice_not_found"
     title = "Invoice not found"
-
-
-class RefundExceedsPaid(Unprocessable):
-    code = "refund_exceeds_paid"
-    title = "Refund above the paid amount"
 
 
 class TokenPackNotFound(NotFound):
@@ -268,7 +264,7 @@ class BillingService:
             raise PlanUnchanged(f"the organization is already on {target.id!r}")
         current_plan = await self._sub_plan(session, sub)
         if not target.is_free:
-            method = await payment_service.default_method(
+            method = await payment_method_service.default_method(
                 session, env, organization_id=organization_id
             )
             if method is None:
@@ -599,7 +595,7 @@ class BillingService:
         await catalog().prepare_usage(session, periods)
         # A renewal's period starts where the ended one ends; its invoice's charge is
         # named after that (see _collect).
-        await payment_service.prepare_charges(
+        await charge_service.prepare_charges(
             session,
             env,
             organization_ids=organization_ids,
@@ -715,7 +711,7 @@ class BillingService:
                     stable_reference=stable,
                 )
             )
-        results = await payment_service.charge_many(session, env, charges)
+        results = await charge_service.charge_many(session, env, charges)
         for (invoice, attempt), result in zip(invoices, results, strict=True):
             if isinstance(result, PaymentMethodRequired):
                 # No card to charge: the attempt fails at once, like a declined card.
@@ -1031,7 +1027,7 @@ class BillingService:
         now = env.clock.now()
         refund_ref: str | None = None
         remaining = amount
-        for payment in await payment_service.list_payments_for(
+        for payment in await charge_service.list_payments_for(
             session, purpose=INVOICE_PURPOSE, reference_id=invoice.id
         ):
             available = payment.amount_minor - payment.refunded_minor
@@ -1041,7 +1037,7 @@ class BillingService:
             # Payments counts the refund at once (``refunded_minor``), so that a second
             # refund before the event arrives cannot exceed the payment; the event then
             # records nothing new.
-            refund_ref = await payment_service.refund(
+            refund_ref = await refund_service.refund(
                 session, env, payment=payment, amount_minor=part
             )
             remaining -= part
@@ -1164,11 +1160,13 @@ class BillingService:
         if invoice.status == "paid":
             await self._fulfil_order(session, env, order)
             return order
-        method = await payment_service.default_method(session, env, organization_id=organization_id)
+        method = await payment_method_service.default_method(
+            session, env, organization_id=organization_id
+        )
         if method is not None:
             await self._collect(session, env, invoice, attempt=1)
             return order
-        checkout = await payment_service.start_checkout(
+        checkout = await checkout_service.start_checkout(
             session,
             env,
             organization_id=organization_id,
@@ -1358,7 +1356,7 @@ class BillingService:
     async def _set_license(
         self, session: AsyncSession, env: PaymentEnv, sub: Subscription, state: str
     ) -> None:
-        if state != "canceled" and await payment_service.access_frozen(
+        if state != "canceled" and await dispute_service.access_frozen(
             session, organization_id=sub.organization_id
         ):
             state = "restricted"  # a dispute is open or was lost

@@ -19,7 +19,7 @@ from tollway.billing import repository
 from tollway.billing.models import Subscription
 from tollway.billing.service import INCOMPLETE_EXPIRY, billing_service
 from tollway.kit.sweeps import SweepContext, claim_due, register_sweep
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 from tollway.payments.tasks import process_webhook_events
 
 BATCH = 2000
@@ -49,7 +49,7 @@ async def _run_each(
     the chunk is rolled back and its subscriptions are retried one transaction each,
     so one broken subscription never holds back the others.
     """
-    env = PaymentEnv(settings=context.settings, clock=context.clock)
+    env = PaymentEnv.of(context)
     async with context.database.transaction(write=False) as session:
         ids = list((await session.execute(due(context.clock.now()))).scalars())
     handled = 0

@@ -61,8 +61,13 @@ from tollway.marketplace.resolver import Candidate, Requirement, resolve
 from tollway.marketplace.search import SearchPage, SearchQuery, search_backend
 from tollway.marketplace.storage import ArtifactStorage
 from tollway.marketplace.versioning import parse_spec, parse_version, validate_name
+from tollway.payments.env import PaymentEnv
+from tollway.payments.errors import RefundExceedsPaid
 from tollway.payments.models import Payment
-from tollway.payments.service import PaymentEnv, payment_service
+from tollway.payments.service.charges import charge_service
+from tollway.payments.service.checkout import checkout_service
+from tollway.payments.service.methods import payment_method_service
+from tollway.payments.service.refunds import refund_service
 from tollway.plans.service import catalog_service
 
 log = structlog.get_logger("tollway.marketplace")
@@ -141,11 +146,6 @@ class OrderNotPaid(Conflict):
     title = "Order not paid"
 
 
-class RefundExceedsPaid(Unprocessable):
-    code = "refund_exceeds_paid"
-    title = "Refund above the paid amount"
-
-
 class OwnPackage(Conflict):
     code = "own_package"
     title = "Your own package"
@@ -166,7 +166,7 @@ class MarketEnv:
 
     @property
     def payments(self) -> PaymentEnv:
-        return PaymentEnv(settings=self.settings, clock=self.clock)
+        return PaymentEnv.of(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -873,11 +873,11 @@ class MarketplaceService:
         assert package.currency is not None
         payments = env.payments
         description = f"{package.name} (marketplace)"
-        method = await payment_service.default_method(
+        method = await payment_method_service.default_method(
             session, payments, organization_id=organization_id
         )
         if method is not None:
-            payment = await payment_service.charge(
+            payment = await charge_service.charge(
                 session,
                 payments,
                 organization_id=organization_id,
@@ -889,7 +889,7 @@ class MarketplaceService:
             )
             purchase.payment_id = payment.id
         else:
-            checkout = await payment_service.start_checkout(
+            checkout = await checkout_service.start_checkout(
                 session,
                 payments,
                 organization_id=organization_id,
@@ -1128,7 +1128,7 @@ class MarketplaceService:
         if purchase is None:
             raise OrderNotFound(f"no marketplace order {order_id[:60]!r}")
         payment = (
-            await payment_service.get_payment(session, purchase.payment_id, for_update=True)
+            await charge_service.get_payment(session, purchase.payment_id, for_update=True)
             if purchase.payment_id is not None
             else None
         )
@@ -1141,9 +1141,7 @@ class MarketplaceService:
                 f"at most {refundable} {payment.currency} can still be refunded",
                 refundable=refundable,
             )
-        refund_ref = await payment_service.refund(
-            session, env, payment=payment, amount_minor=amount
-        )
+        refund_ref = await refund_service.refund(session, env, payment=payment, amount_minor=amount)
         audit_service.record(
             session,
             action="marketplace_order.refunded",
