@@ -32,7 +32,7 @@ from tollway.kit.ids import new_id
 from tollway.kit.sweeps import SweepContext
 from tollway.observability.logging import configure_logging
 from tollway.payments.models import Payment
-from tollway.payments.signature import sign
+from tollway.payments.providers.signature import sign
 from tollway.payments.tasks import process_webhook_events
 
 EVENTS = 5_000

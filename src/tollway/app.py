@@ -27,7 +27,7 @@ from tollway.kit.sweeps import SweepContext, Sweeper
 from tollway.observability.logging import configure_logging
 from tollway.observability.middleware import RequestContextMiddleware
 from tollway.openapi import install_openapi
-from tollway.payments.stripe_provider import close_clients as close_stripe_clients
+from tollway.payments.providers.stripe import close_clients as close_stripe_clients
 from tollway.plans.service.catalog import catalog_service
 from tollway.registry import load_domains
 from tollway.testclock.service import clock_service

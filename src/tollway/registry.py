@@ -37,7 +37,7 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "tollway.metering": ("endpoints",),
     "tollway.entitlements": ("endpoints",),
     "tollway.ledger": ("endpoints", "tasks"),
-    "tollway.payments": ("service", "endpoints", "tasks"),
+    "tollway.payments": ("webhooks.handlers", "endpoints", "tasks"),
     "tollway.billing": ("service", "endpoints", "tasks"),
     "tollway.license": ("endpoints",),
     "tollway.marketplace": ("service", "endpoints", "admin_endpoints", "demo"),

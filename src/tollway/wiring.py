@@ -17,7 +17,7 @@ def wire() -> None:
     from tollway.billing.service.collection import collection_service, invoice_payments
     from tollway.billing.service.license import license_state_service
     from tollway.marketplace.service.sales import PURCHASE_PURPOSE, marketplace_payments
-    from tollway.payments.service import (
+    from tollway.payments.listeners import (
         register_access_listener,
         register_method_listener,
         register_purpose,

@@ -29,7 +29,7 @@ from tollway.kit.clock import ManualClock
 from tollway.kit.money import round_half_up
 from tollway.marketplace.service.sales import reversal_shares
 from tollway.payments.models import Payment
-from tollway.payments.signature import sign
+from tollway.payments.providers.signature import sign
 
 SECRET = "test-webhook-secret-0123456789abcdef"
 

@@ -17,9 +17,9 @@ from tollway.kit.clock import ManualClock
 from tollway.kit.outbox import OutboxEvent
 from tollway.kit.sweeps import SweepContext
 from tollway.payments.models import Payment, WebhookEvent
-from tollway.payments.service import MAX_ATTEMPTS, backoff_seconds, handles
-from tollway.payments.signature import sign
+from tollway.payments.providers.signature import sign
 from tollway.payments.tasks import process_webhook_events
+from tollway.payments.webhooks.queue import MAX_ATTEMPTS, backoff_seconds, handles
 
 SECRET = "test-webhook-secret-0123456789abcdef"
 URL = "/api/v1/webhooks/sandbox"

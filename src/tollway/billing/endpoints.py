@@ -29,8 +29,8 @@ from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.billing.service.packs import pack_service
 from tollway.billing.service.subscriptions import subscription_service
 from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
-from tollway.payments.service import PaymentEnv
+from tollway.kit.routing import SessionDep, api_router
+from tollway.payments.dependencies import PaymentEnvDep
 
 router = api_router(prefix="/api/v1", tags=["billing"])
 
@@ -87,12 +87,10 @@ async def put_billing_profile(
 
 @router.get("/billing/subscription")
 async def get_subscription(
-    principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: BillingReader, session: SessionDep, env: PaymentEnvDep
 ) -> SubscriptionOut:
     """The organization's subscription and license state (every organization starts on Free)."""
-    sub = await lifecycle_service.current(
-        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
-    )
+    sub = await lifecycle_service.current(session, env, organization_id=principal.organization_id)
     return SubscriptionOut.of(sub)
 
 
@@ -102,8 +100,7 @@ async def change_subscription(
     principal: BillingWriter,
     _spender: SpendingPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> SubscriptionOut:
     """Change plan: an upgrade takes effect now with a proration invoice (credit for the
     unused time of the old plan, charge for the rest of the period on the new one); a
@@ -114,7 +111,7 @@ async def change_subscription(
     plan 409 `plan_unchanged`."""
     sub = await subscription_service.change_plan(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         plan_id=body.plan,
     )
@@ -125,14 +122,13 @@ async def change_subscription(
 async def cancel_subscription(
     principal: BillingWriter,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
     at_period_end: Annotated[bool, Query(description="false cancels now")] = True,
 ) -> SubscriptionOut:
     """Cancel at the period end (default) or now; the organization then returns to Free."""
     sub = await subscription_service.cancel(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         at_period_end=at_period_end,
     )
@@ -188,8 +184,7 @@ async def refund_invoice(
     body: RefundCreate,
     _admin: AdminPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> CreditNoteOut:
     """Refund part or all of a paid invoice (`amount` in minor units; omitted: all that
     is left): issues a credit note. For a token pack the credits are taken back in
@@ -199,7 +194,7 @@ async def refund_invoice(
     (`credits_reversed`). Above the paid rest: 422 `refund_exceeds_paid`."""
     note = await invoice_service.refund(
         session,
-        PaymentEnv(settings, clock),
+        env,
         invoice_id=invoice_id,
         amount_minor=body.amount,
         reason=body.reason,
@@ -212,8 +207,7 @@ async def purchase_pack(
     pack_id: str,
     principal: SpendingPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> PackPurchaseOut:
     """Buy a token pack: with a default payment method the charge runs at once and the
     credits land when it succeeds; otherwise the answer carries a `checkout_url`. Needs
@@ -221,7 +215,7 @@ async def purchase_pack(
     key's default scopes)."""
     order = await pack_service.purchase(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         pack_id=pack_id,
     )

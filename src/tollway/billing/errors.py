@@ -35,11 +35,6 @@ class InvoiceNotFound(NotFound):
     title = "Invoice not found"
 
 
-class RefundExceedsPaid(Unprocessable):
-    code = "refund_exceeds_paid"
-    title = "Refund above the paid amount"
-
-
 class TokenPackNotFound(NotFound):
     code = "token_pack_not_found"
     title = "Token pack not found"

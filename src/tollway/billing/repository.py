@@ -66,7 +66,7 @@ async def read_ahead(session: AsyncSession, *, invoice_ids: list[str]) -> ReadAh
     """Lock the invoices ``invoice_ids`` and their subscriptions and read what paying
     them needs (the subscriptions' other open invoices, the organizations' other
     subscriptions) in four queries, for a chunk of payment events."""
-    held = _READ_AHEAD.setdefault(session, ReadAhead())
+    held = _READ_AHEAD.setdefault(session, ReadAhead)
     wanted = sorted(set(invoice_ids) - held.invoices.keys())
     if not wanted:
         return held
@@ -255,7 +255,7 @@ async def next_number(session: AsyncSession, *, series: str) -> int:
     The row lock makes concurrent finalizations queue, and because the number is
     taken in the invoice's own transaction a rollback gives it back: no gaps.
     """
-    held = _HELD_COUNTERS.setdefault(session, {})
+    held = _HELD_COUNTERS.setdefault(session, dict)
     if series in held:
         # Already locked by this transaction (a sweep renewing a chunk): no round trip;
         # the row gets the final figure once, just before the commit.

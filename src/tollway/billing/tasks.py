@@ -28,7 +28,7 @@ from tollway.billing.service.license import license_state_service
 from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.billing.service.renewals import renewal_service
 from tollway.kit.sweeps import SweepContext, claim_due, register_sweep
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 from tollway.payments.tasks import process_webhook_events
 
 BATCH = 2000
@@ -58,7 +58,7 @@ async def _run_each(
     the chunk is rolled back and its subscriptions are retried one transaction each,
     so one broken subscription never holds back the others.
     """
-    env = PaymentEnv(settings=context.settings, clock=context.clock)
+    env = PaymentEnv.of(context)
     async with context.database.transaction(write=False) as session:
         due = repository.list_due(rule, context.clock.now(), limit=BATCH)
         ids = list((await session.execute(due)).scalars())

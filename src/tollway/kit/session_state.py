@@ -1,18 +1,15 @@
 """State that lives for one transaction, under a name and a type.
 
-A service that reads ahead for a chunk of work, or gathers rows to write at commit,
-keeps them in the session's ``info`` dictionary (one per transaction: a sweep's
-chunk, a request). A :class:`SessionKey` is that entry's name and type in one
-object, so every reader and writer agrees on both::
-
-    HELD_COUNTERS: SessionKey[dict[str, InvoiceCounter]] = SessionKey(
-        "tollway.billing.held_counters"
-    )
-    HELD_COUNTERS.setdefault(session, {})[series] = counter
+A service that reads ahead for a chunk of work (a billing run's cards, a webhook
+chunk's payments) keeps what it read in the session until the transaction ends. A
+:class:`SessionKey` names that state and gives it a type, instead of a string in
+``session.info`` and a cast at every reader; the key object itself is the entry's
+key, so two keys never collide even when their names do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,8 +19,9 @@ T = TypeVar("T")
 
 
 class SessionKey(Generic[T]):
-    """One typed entry of ``session.info`` (the same dictionary for an
-    :class:`~sqlalchemy.ext.asyncio.AsyncSession` and its sync session)."""
+    """A typed entry of ``session.info`` (the same dictionary for an
+    :class:`~sqlalchemy.ext.asyncio.AsyncSession` and its sync session): ``get``,
+    ``set``, ``pop``, ``setdefault``."""
 
     __slots__ = ("name",)
 
@@ -34,13 +32,16 @@ class SessionKey(Generic[T]):
         return f"SessionKey({self.name!r})"
 
     def get(self, session: Session | AsyncSession) -> T | None:
-        return cast("T | None", session.info.get(self.name))
+        return cast("T | None", session.info.get(self))
 
     def set(self, session: Session | AsyncSession, value: T) -> None:
-        session.info[self.name] = value
-
-    def setdefault(self, session: Session | AsyncSession, default: T) -> T:
-        return cast("T", session.info.setdefault(self.name, default))
+        session.info[self] = value
 
     def pop(self, session: Session | AsyncSession) -> T | None:
-        return cast("T | None", session.info.pop(self.name, None))
+        return cast("T | None", session.info.pop(self, None))
+
+    def setdefault(self, session: Session | AsyncSession, factory: Callable[[], T]) -> T:
+        """The entry, made by ``factory`` first when the session has none."""
+        if self not in session.info:
+            session.info[self] = factory()
+        return cast("T", session.info[self])

@@ -3,11 +3,11 @@ from __future__ import annotations
 from fastapi import Request
 
 from tollway.auth.dependencies import CurrentPrincipal
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, WallClockDep, api_router
+from tollway.kit.routing import SessionDep, WallClockDep, api_router
 from tollway.kit.signing import KeyRing
 from tollway.license.schemas import LicenseTokenOut, PublicKeysOut
 from tollway.license.service import license_service
-from tollway.payments.service import PaymentEnv
+from tollway.payments.dependencies import PaymentEnvDep
 
 router = api_router(prefix="/api/v1/license", tags=["license"])
 
@@ -17,8 +17,7 @@ async def issue_license_token(
     request: Request,
     principal: CurrentPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
     wall_clock: WallClockDep,
 ) -> LicenseTokenOut:
     """An Ed25519-signed token (plan, license state, features, expiry) a CLI checks offline.
@@ -28,7 +27,7 @@ async def issue_license_token(
     keys: KeyRing = request.app.state.signing_keys
     issued = await license_service.issue(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         keys=keys,
         now=wall_clock.now(),

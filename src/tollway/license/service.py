@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollway.billing.adapters import catalog
 from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.kit.signing import KeyRing
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 
 ISSUER = "tollway"
 #: A token is good for a week offline; a grace period ending earlier ends it earlier.

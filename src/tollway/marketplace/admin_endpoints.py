@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tollway.auth.dependencies import AdminPrincipal
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
+from tollway.kit.routing import SessionDep, api_router
 from tollway.marketplace.schemas import OrderRefundIn, PurchaseOut
 from tollway.marketplace.service.sales import sales_service
-from tollway.payments.service import PaymentEnv
+from tollway.payments.dependencies import PaymentEnvDep
 
 router = api_router(prefix="/api/v1/admin/marketplace", tags=["marketplace"])
 
@@ -17,8 +17,7 @@ async def refund_order(
     body: OrderRefundIn,
     _admin: AdminPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> PurchaseOut:
     """Refund part or all of a paid marketplace order (a purchase; platform admins) through
     the payment provider: `amount` in minor units, omitted: all that is left.
@@ -34,6 +33,6 @@ async def refund_order(
     `order_not_paid`; `amount` ≤ 0 or above what is left 422 `refund_exceeds_paid`
     (with `refundable`)."""
     purchase = await sales_service.refund_order(
-        session, PaymentEnv(settings, clock), order_id=order_id, amount_minor=body.amount
+        session, env, order_id=order_id, amount_minor=body.amount
     )
     return PurchaseOut.of(purchase)

@@ -62,11 +62,6 @@ class OrderNotPaid(Conflict):
     title = "Order not paid"
 
 
-class RefundExceedsPaid(Unprocessable):
-    code = "refund_exceeds_paid"
-    title = "Refund above the paid amount"
-
-
 class OwnPackage(Conflict):
     code = "own_package"
     title = "Your own package"

@@ -10,14 +10,16 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import Response
 
-from tollway.auth.dependencies import AdminPrincipal, require_scope
-from tollway.auth.principal import Principal
+from tollway.auth.dependencies import AdminPrincipal
 from tollway.errors import TollwayError
 from tollway.kit.money import Money
 from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router
-from tollway.payments.provider import CardInput
-from tollway.payments.sandbox import CHECKOUT_PATH
+from tollway.kit.routing import ClockDep, SessionDep, api_router
+from tollway.payments.auth import BillingReader, BillingWriter
+from tollway.payments.dependencies import PaymentEnvDep
+from tollway.payments.providers.protocol import CardInput
+from tollway.payments.providers.sandbox import CHECKOUT_PATH
+from tollway.payments.providers.signature import SIGNATURE_HEADER
 from tollway.payments.schemas import (
     DisputeOut,
     DisputeSettle,
@@ -29,13 +31,12 @@ from tollway.payments.schemas import (
     WebhookEventOut,
     WebhookReceipt,
 )
-from tollway.payments.service import (
-    PaymentEnv,
-    SetupStarted,
-    payment_service,
-    webhook_service,
-)
-from tollway.payments.signature import SIGNATURE_HEADER
+from tollway.payments.service.checkout import checkout_service
+from tollway.payments.service.customers import customer_service
+from tollway.payments.service.disputes import dispute_service
+from tollway.payments.service.methods import SetupStarted, payment_method_service
+from tollway.payments.webhooks.intake import webhook_intake
+from tollway.payments.webhooks.queue import webhook_queue
 
 router = api_router(prefix="/api/v1", tags=["payments"])
 
@@ -44,17 +45,14 @@ _templates = Environment(
     autoescape=select_autoescape(["html"]),
 )
 
-BillingReader = Annotated[Principal, Depends(require_scope("billing:read"))]
-BillingWriter = Annotated[Principal, Depends(require_scope("billing:write"))]
-
 
 @router.get("/billing/payment-methods")
 async def list_payment_methods(
-    principal: BillingReader, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: BillingReader, session: SessionDep, env: PaymentEnvDep
 ) -> PaymentMethodList:
     """The organization's saved payment methods, newest first; the default one pays."""
-    methods = await payment_service.list_methods(
-        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
+    methods = await payment_method_service.list_methods(
+        session, env, organization_id=principal.organization_id
     )
     return PaymentMethodList(items=[PaymentMethodOut.model_validate(m) for m in methods])
 
@@ -67,8 +65,7 @@ async def list_payment_methods(
 async def add_payment_method(
     principal: BillingWriter,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
     response: Response,
     body: Annotated[PaymentMethodCreate | None, Body()] = None,
 ) -> PaymentMethodOut | SetupSessionOut:
@@ -90,8 +87,8 @@ async def add_payment_method(
         if body is not None
         else None
     )
-    result = await payment_service.add_payment_method(
-        session, PaymentEnv(settings, clock), organization_id=principal.organization_id, card=card
+    result = await payment_method_service.add_payment_method(
+        session, env, organization_id=principal.organization_id, card=card
     )
     if isinstance(result, SetupStarted):
         response.status_code = 200
@@ -101,15 +98,13 @@ async def add_payment_method(
 
 @router.post("/billing/portal-session")
 async def open_customer_portal(
-    principal: BillingWriter, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    principal: BillingWriter, session: SessionDep, env: PaymentEnvDep
 ) -> PortalSessionOut:
     """A Stripe Customer Portal session (cards, receipts) for the organization: open `url`.
 
     The sandbox has no portal (404 `not_offered_by_provider`).
     """
-    url = await payment_service.portal_url(
-        session, PaymentEnv(settings, clock), organization_id=principal.organization_id
-    )
+    url = await customer_service.portal_url(session, env, organization_id=principal.organization_id)
     return PortalSessionOut(url=url)
 
 
@@ -118,13 +113,12 @@ async def remove_payment_method(
     method_id: str,
     principal: BillingWriter,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> Response:
     """Remove a saved payment method; the newest remaining one becomes the default."""
-    await payment_service.remove_method(
+    await payment_method_service.remove_method(
         session,
-        PaymentEnv(settings, clock),
+        env,
         organization_id=principal.organization_id,
         method_id=method_id,
     )
@@ -133,7 +127,7 @@ async def remove_payment_method(
 
 @router.post("/webhooks/sandbox")
 async def receive_sandbox_event(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request, session: SessionDep, env: PaymentEnvDep
 ) -> WebhookReceipt:
     """Events of the sandbox provider, signed like Stripe's (`Stripe-Signature`).
 
@@ -143,9 +137,9 @@ async def receive_sandbox_event(
     delivery is answered 200 and changes nothing. 404 `provider_not_configured` when
     Tollway runs on Stripe.
     """
-    row_id, duplicate = await webhook_service.receive(
+    row_id, duplicate = await webhook_intake.receive(
         session,
-        PaymentEnv(settings, clock),
+        env,
         provider_name="sandbox",
         raw_body=await request.body(),
         signature_header=request.headers.get(SIGNATURE_HEADER),
@@ -155,7 +149,7 @@ async def receive_sandbox_event(
 
 @router.post("/webhooks/stripe")
 async def receive_stripe_event(
-    request: Request, session: SessionDep, settings: SettingsDep, clock: ClockDep
+    request: Request, session: SessionDep, env: PaymentEnvDep
 ) -> WebhookReceipt:
     """Stripe's events (the endpoint to register in the Stripe dashboard, docs/stripe.md).
 
@@ -166,9 +160,9 @@ async def receive_stripe_event(
     and processed by a background sweep; a redelivery is answered 200 and changes
     nothing. 404 `provider_not_configured` when Tollway does not run on Stripe.
     """
-    row_id, duplicate = await webhook_service.receive(
+    row_id, duplicate = await webhook_intake.receive(
         session,
-        PaymentEnv(settings, clock),
+        env,
         provider_name="stripe",
         raw_body=await request.body(),
         signature_header=request.headers.get(SIGNATURE_HEADER),
@@ -193,7 +187,7 @@ async def list_webhook_events(
     status: Annotated[str | None, Query(pattern="^(pending|processed|ignored|parked)$")] = None,
 ) -> Page[WebhookEventOut]:
     """Incoming provider events; `?status=parked` lists those that failed too often."""
-    page = await webhook_service.list_events(session, params=params, status=status)
+    page = await webhook_queue.list_events(session, params=params, status=status)
     return Page(
         items=[WebhookEventOut.model_validate(row) for row in page.items],
         next_cursor=page.next_cursor,
@@ -205,7 +199,7 @@ async def retry_webhook_event(
     event_row_id: str, _admin: AdminPrincipal, session: SessionDep, clock: ClockDep
 ) -> WebhookEventOut:
     """Put a parked event back in the queue for another round of attempts."""
-    row = await webhook_service.requeue(session, row_id=event_row_id, now=clock.now())
+    row = await webhook_queue.requeue(session, row_id=event_row_id, now=clock.now())
     return WebhookEventOut.model_validate(row)
 
 
@@ -218,7 +212,7 @@ async def list_disputes(
     organization_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Page[DisputeOut]:
     """Chargebacks of every organization; `?status=lost` lists those freezing access for good."""
-    page = await payment_service.list_disputes(
+    page = await dispute_service.list_disputes(
         session, params=params, status=status, organization_id=organization_id
     )
     return Page(
@@ -233,16 +227,15 @@ async def settle_dispute(
     body: DisputeSettle,
     _admin: AdminPrincipal,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
 ) -> DisputeOut:
     """Lift the freeze of a lost dispute the customer has paid back another way.
 
     The dispute becomes `settled`; the organization's paid access comes back unless
     another dispute still freezes it (audit `dispute.settled` with the note, outbox event
     `dispute.settled`). Only a `lost` dispute can be settled: 409 `dispute_not_lost`."""
-    dispute = await payment_service.settle_dispute(
-        session, PaymentEnv(settings, clock), dispute_id=dispute_id, note=body.note
+    dispute = await dispute_service.settle_dispute(
+        session, env, dispute_id=dispute_id, note=body.note
     )
     return DisputeOut.model_validate(dispute)
 
@@ -265,7 +258,7 @@ async def sandbox_checkout_page(
     session_ref: str, session: SessionDep, clock: ClockDep
 ) -> HTMLResponse:
     """The sandbox's hosted checkout page for a one-off purchase."""
-    checkout = await payment_service.get_sandbox_checkout(session, session_ref=session_ref)
+    checkout = await checkout_service.get_sandbox_checkout(session, session_ref=session_ref)
     html = _render_checkout(
         ref=session_ref,
         description=checkout.description,
@@ -283,8 +276,7 @@ async def sandbox_checkout_page(
 async def sandbox_checkout_pay(
     session_ref: str,
     session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
+    env: PaymentEnvDep,
     card_number: Annotated[str, Form(max_length=30)],
     exp_month: Annotated[int, Form()],
     exp_year: Annotated[int, Form()],
@@ -293,19 +285,19 @@ async def sandbox_checkout_pay(
     """The pay button: the sandbox charges the card and sends the signed outcome events."""
     card = CardInput(number=card_number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
     try:
-        checkout = await payment_service.pay_sandbox_checkout(
-            session, PaymentEnv(settings, clock), session_ref=session_ref, card=card
+        checkout = await checkout_service.pay_sandbox_checkout(
+            session, env, session_ref=session_ref, card=card
         )
     except TollwayError as error:
         if error.status not in (402, 422):
             raise
-        checkout = await payment_service.get_sandbox_checkout(session, session_ref=session_ref)
+        checkout = await checkout_service.get_sandbox_checkout(session, session_ref=session_ref)
         html = _render_checkout(
             ref=session_ref,
             description=checkout.description,
             amount=Money(checkout.amount_minor, checkout.currency),
             status=checkout.status,
-            year=clock.now().year,
+            year=env.clock.now().year,
             error=error.detail,
         )
         return HTMLResponse(html, status_code=error.status)
@@ -314,7 +306,7 @@ async def sandbox_checkout_pay(
         description=checkout.description,
         amount=Money(checkout.amount_minor, checkout.currency),
         status=checkout.status,
-        year=clock.now().year,
+        year=env.clock.now().year,
         error=None,
     )
     return HTMLResponse(html)

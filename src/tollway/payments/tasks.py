@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from tollway.kit.sweeps import SweepContext, claim_due, register_sweep
 from tollway.payments import repository
+from tollway.payments.env import PaymentEnv
 from tollway.payments.models import WebhookEvent
-from tollway.payments.service import PaymentEnv, webhook_service
+from tollway.payments.webhooks.queue import webhook_queue
 
 log = structlog.get_logger("tollway.payments")
 
@@ -28,7 +29,7 @@ async def process_webhook_events(context: SweepContext) -> int:
     chunk is rolled back and replayed one event per transaction, so the failure is
     recorded on that event alone.
     """
-    env = PaymentEnv(settings=context.settings, clock=context.clock)
+    env = PaymentEnv.of(context)
     now = context.clock.now()
     async with context.database.transaction(write=False) as session:
         due_ids = list((await session.execute(repository.due_events(now, limit=BATCH))).scalars())
@@ -61,9 +62,9 @@ async def _apply_chunk(context: SweepContext, env: PaymentEnv, chunk: list[str])
             context.database,
         )
         rows = list((await session.execute(statement)).scalars().all())
-        await webhook_service.read_ahead(session, env, rows)
+        await webhook_queue.read_ahead(session, env, rows)
         for row in rows:
-            row.status = await webhook_service.apply(session, env, row)
+            row.status = await webhook_queue.apply(session, env, row)
             row.attempts += 1
             row.processed_at = context.clock.now()
             row.next_attempt_at = None
@@ -79,6 +80,6 @@ async def _record_failure(context: SweepContext, row_id: str, now: datetime) -> 
     error = sys.exc_info()[1]
     log.exception("webhook.handler_failed", webhook_event=row_id)
     async with context.database.transaction() as session:
-        await webhook_service.record_failure(
+        await webhook_queue.record_failure(
             session, row_id=row_id, error=f"{type(error).__name__}: {error}", now=now
         )

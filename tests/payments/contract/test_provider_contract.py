@@ -21,7 +21,7 @@ from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.kit.sweeps import SweepContext
 from tollway.payments.models import Payment, PaymentCustomer
-from tollway.payments.signature import sign
+from tollway.payments.providers.signature import sign
 
 METHODS = "/api/v1/billing/payment-methods"
 PURCHASE = "/api/v1/credits/packs/pack_1000/purchase"

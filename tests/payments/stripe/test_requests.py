@@ -18,9 +18,10 @@ from tollway.billing.tasks import run_until_quiet
 from tollway.db import Database
 from tollway.kit.clock import ManualClock
 from tollway.kit.sweeps import SweepContext
+from tollway.payments.env import PaymentEnv
 from tollway.payments.models import Payment
-from tollway.payments.service import PaymentEnv, payment_service
-from tollway.payments.stripe_provider import STRIPE_API_VERSION
+from tollway.payments.providers.stripe import STRIPE_API_VERSION
+from tollway.payments.service.charges import charge_service
 
 METHODS = "/api/v1/billing/payment-methods"
 PURCHASE = "/api/v1/credits/packs/pack_1000/purchase"
@@ -343,7 +344,7 @@ class TestRolledBackTransaction:
 
         async def charge() -> Payment:
             async with database.transaction() as session:
-                return await payment_service.charge(
+                return await charge_service.charge(
                     session,
                     env,
                     organization_id=account.organization_id,
@@ -359,7 +360,7 @@ class TestRolledBackTransaction:
 
         with pytest.raises(Crash):
             async with database.transaction() as session:
-                await payment_service.charge(
+                await charge_service.charge(
                     session,
                     env,
                     organization_id=account.organization_id,

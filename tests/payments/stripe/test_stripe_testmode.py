@@ -19,14 +19,14 @@ from pydantic import SecretStr
 
 from tollway.config import Settings
 from tollway.kit.clock import SystemClock
-from tollway.payments.provider import (
-    CardDeclined,
+from tollway.payments.errors import CardDeclined
+from tollway.payments.providers.protocol import (
     ChargeRequest,
     CheckoutRequest,
     RefundRequest,
     SetupRequest,
 )
-from tollway.payments.stripe_provider import StripeProvider, close_clients, stripe_client
+from tollway.payments.providers.stripe import StripeProvider, close_clients, stripe_client
 
 KEY = os.environ.get("STRIPE_TEST_SECRET_KEY", "")
 

@@ -10,7 +10,7 @@ from tollway.billing import repository
 from tollway.billing.adapters import credits
 from tollway.billing.models import Subscription
 from tollway.billing.ports import PlanTerms
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 
 
 class AllotmentService:

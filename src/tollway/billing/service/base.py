@@ -13,7 +13,7 @@ from tollway.billing.errors import UnknownPlan
 from tollway.billing.models import Invoice, Subscription
 from tollway.billing.ports import PlanTerms
 from tollway.kit.outbox import outbox
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 
 #: The payment purpose of every charge for an invoice (payments tells
 #: :data:`~tollway.billing.service.collection.invoice_payments` about them).

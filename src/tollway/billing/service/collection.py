@@ -27,13 +27,10 @@ from tollway.billing.service.base import (
 from tollway.billing.service.license import license_state_service
 from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.billing.service.orders import pack_order_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.errors import PaymentMethodRequired
 from tollway.payments.models import Payment
-from tollway.payments.service import (
-    OffSessionCharge,
-    PaymentEnv,
-    PaymentMethodRequired,
-    payment_service,
-)
+from tollway.payments.service.charges import OffSessionCharge, charge_service
 
 log = structlog.get_logger("tollway.billing")
 
@@ -83,7 +80,7 @@ class CollectionService:
                     stable_reference=stable,
                 )
             )
-        results = await payment_service.charge_many(session, env, charges)
+        results = await charge_service.charge_many(session, env, charges)
         for (invoice, attempt), result in zip(invoices, results, strict=True):
             if isinstance(result, PaymentMethodRequired):
                 # No card to charge: the attempt fails at once, like a declined card.

@@ -9,12 +9,12 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts.models import Organization
-from tollway.accounts.service import account_service
+from tollway.accounts.service.organizations import organization_service
 from tollway.audit.service import audit_service
 from tollway.billing import repository
 from tollway.billing.adapters import catalog, credits
 from tollway.billing.arithmetic import tax_exclusive, tax_inclusive
-from tollway.billing.errors import InvoiceNotFound, RefundExceedsPaid
+from tollway.billing.errors import InvoiceNotFound
 from tollway.billing.models import CreditNote, Invoice, InvoiceLine, Subscription
 from tollway.billing.ports import PlanTerms
 from tollway.billing.service.base import INVOICE_PURPOSE, publish_invoice
@@ -24,7 +24,10 @@ from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
 from tollway.kit.pagination import PageParams, PageResult
 from tollway.kit.session_state import SessionKey
-from tollway.payments.service import PaymentEnv, payment_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.errors import RefundExceedsPaid
+from tollway.payments.service.charges import charge_service
+from tollway.payments.service.refunds import refund_service
 
 #: The buyers of a chunk's invoices, read ahead by :meth:`InvoiceService.prepare_buyers`.
 _BUYERS: SessionKey[dict[str, Organization]] = SessionKey("tollway.billing.organizations")
@@ -117,8 +120,8 @@ class InvoiceService:
     async def prepare_buyers(self, session: AsyncSession, organization_ids: list[str]) -> None:
         """Read the buyers (name, address, tax country) of the invoices this transaction
         will issue to these organizations in one query (a renewal chunk's)."""
-        held = _BUYERS.setdefault(session, {})
-        held.update(await account_service.get_organizations(session, organization_ids))
+        held = _BUYERS.setdefault(session, dict)
+        held.update(await organization_service.get_organizations(session, organization_ids))
 
     async def issue(
         self,
@@ -136,7 +139,7 @@ class InvoiceService:
         now = env.clock.now()
         organization = (_BUYERS.get(session) or {}).get(
             organization_id
-        ) or await account_service.get_organization(session, organization_id)
+        ) or await organization_service.get_organization(session, organization_id)
         country = organization.billing_country.upper() if organization.billing_country else None
         rate = await catalog().tax_rate(session, country)
         subtotal = sum(line.amount_minor for line in lines)
@@ -264,7 +267,7 @@ class InvoiceService:
         now = env.clock.now()
         refund_ref: str | None = None
         remaining = amount
-        for payment in await payment_service.list_payments_for(
+        for payment in await charge_service.list_payments_for(
             session, purpose=INVOICE_PURPOSE, reference_id=invoice.id
         ):
             available = payment.amount_minor - payment.refunded_minor
@@ -274,7 +277,7 @@ class InvoiceService:
             # Payments counts the refund at once (``refunded_minor``), so that a second
             # refund before the event arrives cannot exceed the payment; the event then
             # records nothing new.
-            refund_ref = await payment_service.refund(
+            refund_ref = await refund_service.refund(
                 session, env, payment=payment, amount_minor=part
             )
             remaining -= part

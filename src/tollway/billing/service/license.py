@@ -13,7 +13,8 @@ from tollway.billing.adapters import catalog, credits
 from tollway.billing.models import GRACE_OVER, Subscription
 from tollway.billing.ports import LicenseState
 from tollway.billing.service.base import publish_subscription, touch
-from tollway.payments.service import PaymentEnv, payment_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.service.disputes import dispute_service
 
 
 class LicenseStateService:
@@ -33,7 +34,7 @@ class LicenseStateService:
     async def set_state(
         self, session: AsyncSession, env: PaymentEnv, sub: Subscription, state: str
     ) -> None:
-        if state != "canceled" and await payment_service.access_frozen(
+        if state != "canceled" and await dispute_service.access_frozen(
             session, organization_id=sub.organization_id
         ):
             state = "restricted"  # a dispute is open or was lost

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.accounts.service import account_service
+from tollway.accounts.service.organizations import organization_service
 from tollway.billing import repository
 from tollway.billing.adapters import catalog
 from tollway.billing.arithmetic import period_bounds
@@ -22,7 +22,7 @@ from tollway.billing.service.base import (
 )
 from tollway.billing.service.license import license_state_service
 from tollway.kit.ids import new_id
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 
 
 class LifecycleService:
@@ -44,7 +44,7 @@ class LifecycleService:
         plan = await catalog().get_plan(session, plan_id)
         interval = plan.interval if plan is not None else "month"
         now = env.clock.now()
-        organization = await account_service.get_organization(session, organization_id)
+        organization = await organization_service.get_organization(session, organization_id)
         anchor = min(organization.created_at, now)
         index = 0
         period_start, period_end = period_bounds(anchor, index, interval)

@@ -9,7 +9,7 @@ from tollway.billing import repository
 from tollway.billing.adapters import credits
 from tollway.billing.models import Invoice, PackOrder
 from tollway.kit.outbox import outbox
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 
 
 class PackOrderService:

@@ -15,7 +15,9 @@ from tollway.billing.service.collection import collection_service
 from tollway.billing.service.invoices import LineSpec, invoice_service
 from tollway.billing.service.orders import pack_order_service
 from tollway.kit.ids import new_id
-from tollway.payments.service import PaymentEnv, payment_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.service.checkout import checkout_service
+from tollway.payments.service.methods import payment_method_service
 
 
 class PackService:
@@ -65,11 +67,13 @@ class PackService:
         if invoice.status == "paid":
             await pack_order_service.fulfil(session, env, order)
             return order
-        method = await payment_service.default_method(session, env, organization_id=organization_id)
+        method = await payment_method_service.default_method(
+            session, env, organization_id=organization_id
+        )
         if method is not None:
             await collection_service.collect(session, env, invoice, attempt=1)
             return order
-        checkout = await payment_service.start_checkout(
+        checkout = await checkout_service.start_checkout(
             session,
             env,
             organization_id=organization_id,

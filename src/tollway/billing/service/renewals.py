@@ -32,7 +32,8 @@ from tollway.billing.service.invoices import LineSpec, invoice_service
 from tollway.billing.service.license import license_state_service
 from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.kit.session_state import SessionKey
-from tollway.payments.service import PaymentEnv, payment_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.service.charges import charge_service
 
 #: The invoices of a renewal chunk waiting for their charge (set by prepare, charged
 #: by finish); absent outside a chunk.
@@ -69,7 +70,7 @@ class RenewalService:
         await catalog().prepare_usage(session, periods)
         # A renewal's period starts where the ended one ends; its invoice's charge is
         # named after that (see CollectionService.charge).
-        await payment_service.prepare_charges(
+        await charge_service.prepare_charges(
             session,
             env,
             organization_ids=organization_ids,

@@ -33,7 +33,9 @@ from tollway.billing.service.invoices import LineSpec, invoice_service
 from tollway.billing.service.license import license_state_service
 from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.kit.ids import new_id
-from tollway.payments.service import PaymentEnv, PaymentMethodRequired, payment_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.errors import PaymentMethodRequired
+from tollway.payments.service.methods import payment_method_service
 
 
 def _yearly_cost(plan: PlanTerms) -> int:
@@ -65,7 +67,7 @@ class SubscriptionService:
             raise PlanUnchanged(f"the organization is already on {target.id!r}")
         current_plan = await subscription_plan(session, sub)
         if not target.is_free:
-            method = await payment_service.default_method(
+            method = await payment_method_service.default_method(
                 session, env, organization_id=organization_id
             )
             if method is None:

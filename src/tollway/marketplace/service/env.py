@@ -8,7 +8,7 @@ from tollway.config import Settings
 from tollway.kit.clock import Clock
 from tollway.kit.signing import KeyRing
 from tollway.marketplace.storage import ArtifactStorage
-from tollway.payments.service import PaymentEnv
+from tollway.payments.env import PaymentEnv
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,4 +22,4 @@ class MarketEnv:
 
     @property
     def payments(self) -> PaymentEnv:
-        return PaymentEnv(settings=self.settings, clock=self.clock)
+        return PaymentEnv.of(self)

@@ -11,7 +11,7 @@ from typing import Any
 import semver
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollway.accounts.service import account_service
+from tollway.accounts.service.organizations import organization_service
 from tollway.audit.service import audit_service
 from tollway.kit.ids import new_id
 from tollway.kit.outbox import outbox
@@ -86,7 +86,9 @@ class ListingService:
             price_minor=amount,
             currency=currency,
             organization_id=organization_id,
-            author_name=(await account_service.get_organization(session, organization_id)).name,
+            author_name=(
+                await organization_service.get_organization(session, organization_id)
+            ).name,
             quality_score=0,
             downloads=0,
             listed=False,

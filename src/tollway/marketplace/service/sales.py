@@ -34,14 +34,18 @@ from tollway.marketplace.errors import (
     OrderNotPaid,
     OwnPackage,
     PackageUnavailable,
-    RefundExceedsPaid,
 )
 from tollway.marketplace.models import Earning, Package, Purchase
 from tollway.marketplace.service.env import MarketEnv
 from tollway.marketplace.service.listing import listing_service
+from tollway.payments.env import PaymentEnv
+from tollway.payments.errors import RefundExceedsPaid
 from tollway.payments.models import Payment
-from tollway.payments.service import PaymentEnv, payment_service
-from tollway.plans.service import catalog_service
+from tollway.payments.service.charges import charge_service
+from tollway.payments.service.checkout import checkout_service
+from tollway.payments.service.methods import payment_method_service
+from tollway.payments.service.refunds import refund_service
+from tollway.plans.service.catalog import catalog_service
 
 log = structlog.get_logger("tollway.marketplace")
 
@@ -152,11 +156,11 @@ class SalesService:
         assert package.currency is not None
         payments = env.payments
         description = f"{package.name} (marketplace)"
-        method = await payment_service.default_method(
+        method = await payment_method_service.default_method(
             session, payments, organization_id=organization_id
         )
         if method is not None:
-            payment = await payment_service.charge(
+            payment = await charge_service.charge(
                 session,
                 payments,
                 organization_id=organization_id,
@@ -168,7 +172,7 @@ class SalesService:
             )
             purchase.payment_id = payment.id
         else:
-            checkout = await payment_service.start_checkout(
+            checkout = await checkout_service.start_checkout(
                 session,
                 payments,
                 organization_id=organization_id,
@@ -404,7 +408,7 @@ class SalesService:
         if purchase is None:
             raise OrderNotFound(f"no marketplace order {order_id[:60]!r}")
         payment = (
-            await payment_service.get_payment(session, purchase.payment_id, for_update=True)
+            await charge_service.get_payment(session, purchase.payment_id, for_update=True)
             if purchase.payment_id is not None
             else None
         )
@@ -417,9 +421,7 @@ class SalesService:
                 f"at most {refundable} {payment.currency} can still be refunded",
                 refundable=refundable,
             )
-        refund_ref = await payment_service.refund(
-            session, env, payment=payment, amount_minor=amount
-        )
+        refund_ref = await refund_service.refund(session, env, payment=payment, amount_minor=amount)
         audit_service.record(
             session,
             action="marketplace_order.refunded",

@@ -14,15 +14,10 @@ import hmac
 from collections.abc import Sequence
 from datetime import datetime
 
-from tollway.errors import BadRequest
+from tollway.payments.errors import WebhookSignatureError
 
 TOLERANCE_SECONDS = 300
 SIGNATURE_HEADER = "Stripe-Signature"
-
-
-class WebhookSignatureError(BadRequest):
-    code = "webhook_signature_invalid"
-    title = "Invalid webhook signature"
 
 
 def compute_signature(secret: str, timestamp: int, raw_body: bytes) -> str:

@@ -13,40 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tollway.errors import NotFound, PaymentRequired, ServiceUnavailable, TollwayError
-
-
-class CardDeclined(PaymentRequired):
-    """The card was refused (``decline_code`` says why, as Stripe names it)."""
-
-    code = "card_declined"
-    title = "Card declined"
-
-
-class PaymentFailed(TollwayError):
-    """The provider refused the request for another reason than the card (502)."""
-
-    status = 502
-    code = "payment_failed"
-    title = "Payment failed"
-
-
-class ProviderUnavailable(ServiceUnavailable):
-    """The provider could not be reached or failed, after the SDK's retries (503)."""
-
-    code = "provider_unavailable"
-    title = "Payment provider unavailable"
-
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
-        super().__init__(detail, headers={"Retry-After": "30"}, **extra)
-
-
-class NotOfferedByProvider(NotFound):
-    """The configured provider has no such feature (the sandbox has no customer portal)."""
-
-    code = "not_offered_by_provider"
-    title = "Not offered by the payment provider"
-
 
 @dataclass(frozen=True, slots=True)
 class CardInput:

@@ -20,18 +20,21 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tollway.errors import TollwayError, Unprocessable
 from tollway.kit.clock import Clock
-from tollway.payments import signature
-from tollway.payments.provider import (
-    AttachedMethod,
+from tollway.payments.errors import (
     CardDeclined,
+    InvalidCard,
+    InvalidWebhookPayload,
+    NotOfferedByProvider,
+)
+from tollway.payments.providers import signature
+from tollway.payments.providers.protocol import (
+    AttachedMethod,
     CardInput,
     ChargeRequest,
     ChargeStarted,
     CheckoutRequest,
     CheckoutStarted,
-    NotOfferedByProvider,
     ProviderEvent,
     RefundRequest,
     RefundStarted,
@@ -44,17 +47,6 @@ CHECKOUT_PATH = "/api/v1/payments/sandbox/checkout/"
 
 #: (raw body, Stripe-Signature header) -> stored in webhook_events
 Deliver = Callable[[bytes, str], Awaitable[None]]
-
-
-class InvalidCard(Unprocessable):
-    code = "invalid_card"
-    title = "Invalid card"
-
-
-class InvalidWebhookPayload(TollwayError):
-    status = 400
-    code = "webhook_payload_invalid"
-    title = "Invalid webhook payload"
 
 
 def luhn_ok(number: str) -> bool:
@@ -86,7 +78,7 @@ def _digest(*parts: str) -> str:
 
 
 class SandboxProvider:
-    """A :class:`~tollway.payments.provider.PaymentProvider` that needs no network."""
+    """A :class:`~tollway.payments.providers.protocol.PaymentProvider` that needs no network."""
 
     name = "sandbox"
     accepts_card_numbers = True

@@ -1,7 +1,5 @@
 """The ``stripe`` provider: the official ``stripe`` SDK behind the ``PaymentProvider`` protocol.
 
-Named ``stripe_provider`` so it does not shadow the ``stripe`` package.
-
 - One :class:`stripe.StripeClient` per API key and event loop, with the API version
   pinned (:data:`STRIPE_API_VERSION`), ``max_network_retries`` set
   (``TOLLWAY_STRIPE_MAX_NETWORK_RETRIES``) and the async ``httpx`` transport.
@@ -30,24 +28,26 @@ from stripe.params.checkout import SessionCreateParams
 
 from tollway.config import Settings
 from tollway.kit.clock import Clock
-from tollway.payments import signature
-from tollway.payments.provider import (
-    AttachedMethod,
+from tollway.payments.errors import (
     CardDeclined,
+    NotOfferedByProvider,
+    PaymentFailed,
+    ProviderUnavailable,
+)
+from tollway.payments.providers import signature
+from tollway.payments.providers.protocol import (
+    AttachedMethod,
     CardInput,
     ChargeRequest,
     ChargeStarted,
     CheckoutRequest,
     CheckoutStarted,
-    NotOfferedByProvider,
-    PaymentFailed,
     ProviderEvent,
-    ProviderUnavailable,
     RefundRequest,
     RefundStarted,
     SetupRequest,
 )
-from tollway.payments.sandbox import parse_stripe_shaped_event
+from tollway.payments.providers.sandbox import parse_stripe_shaped_event
 
 log = structlog.get_logger("tollway.payments.stripe")
 
@@ -145,7 +145,7 @@ async def _call(awaitable: Awaitable[T], *, action: str) -> T:
 
 
 class StripeProvider:
-    """A :class:`~tollway.payments.provider.PaymentProvider` backed by Stripe."""
+    """A :class:`~tollway.payments.providers.protocol.PaymentProvider` backed by Stripe."""
 
     name = "stripe"
     accepts_card_numbers = False

@@ -1,0 +1,1 @@
+"""The payments services, one module and singleton per aggregate."""
