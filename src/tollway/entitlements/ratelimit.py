@@ -31,8 +31,12 @@ from redis.exceptions import RedisError
 
 #: Connections per process to Redis for rate limiting.
 REDIS_CONNECTIONS = 32
-#: Longest wait for a connection, a connect or an answer from Redis.
-REDIS_TIMEOUT_SECONDS = 0.25
+#: Longest wait for a connect to Redis or for its answer: past it, Redis counts as down.
+REDIS_TIMEOUT_SECONDS = 1.0
+#: Longest wait for a free connection of the pool. A burst of requests queues here
+#: (back-pressure, not an outage: a busy two-core machine needed more than 0.25 s for a
+#: burst of 160 hits), so it is longer than the Redis timeout.
+POOL_WAIT_SECONDS = 5.0
 #: After Redis failed, how long the limiter counts in memory before it asks Redis again.
 RETRY_REDIS_AFTER_SECONDS = 5.0
 
@@ -68,7 +72,7 @@ class RateLimiter:
             self._pool = BlockingConnectionPool.from_url(
                 redis_url,
                 max_connections=REDIS_CONNECTIONS,
-                timeout=REDIS_TIMEOUT_SECONDS,
+                timeout=POOL_WAIT_SECONDS,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             )
