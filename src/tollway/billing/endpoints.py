@@ -16,12 +16,12 @@ from tollway.billing.schemas import (
     BillingProfileIn,
     BillingProfileOut,
     CreditNoteOut,
-    InvoiceDetail,
+    InvoiceDetailOut,
     InvoiceLineOut,
-    InvoiceSummary,
+    InvoiceSummaryOut,
     PackPurchaseOut,
-    RefundCreate,
-    SubscriptionChange,
+    RefundIn,
+    SubscriptionChangeIn,
     SubscriptionOut,
 )
 from tollway.billing.service.invoices import InvoiceView, invoice_service
@@ -35,9 +35,9 @@ from tollway.payments.dependencies import PaymentEnvDep
 router = api_router(prefix="/api/v1", tags=["billing"])
 
 
-def _detail(view: InvoiceView) -> InvoiceDetail:
-    summary = InvoiceSummary.of(view.invoice)
-    return InvoiceDetail(
+def _detail(view: InvoiceView) -> InvoiceDetailOut:
+    summary = InvoiceSummaryOut.of(view.invoice)
+    return InvoiceDetailOut(
         **summary.model_dump(),
         tax_rate_bp=view.invoice.tax_rate_bp,
         tax_inclusive=view.invoice.tax_inclusive,
@@ -96,7 +96,7 @@ async def get_subscription(
 
 @router.put("/billing/subscription")
 async def change_subscription(
-    body: SubscriptionChange,
+    body: SubscriptionChangeIn,
     principal: BillingWriter,
     _spender: SpendingPrincipal,
     session: SessionDep,
@@ -140,18 +140,20 @@ async def list_invoices(
     principal: BillingReader,
     session: SessionDep,
     params: Annotated[PageParams, Depends(page_params)],
-) -> Page[InvoiceSummary]:
+) -> Page[InvoiceSummaryOut]:
     """The organization's invoices, newest first."""
     page = await invoice_service.list_invoices(
         session, organization_id=principal.organization_id, params=params
     )
-    return Page(items=[InvoiceSummary.of(inv) for inv in page.items], next_cursor=page.next_cursor)
+    return Page(
+        items=[InvoiceSummaryOut.of(inv) for inv in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/billing/invoices/{invoice_id}")
 async def get_invoice(
     invoice_id: str, principal: BillingReader, session: SessionDep
-) -> InvoiceDetail:
+) -> InvoiceDetailOut:
     """One invoice with its lines and credit notes."""
     view = await invoice_service.get_invoice(
         session, invoice_id=invoice_id, organization_id=principal.organization_id
@@ -181,7 +183,7 @@ async def get_invoice_pdf(
 @router.post("/admin/invoices/{invoice_id}/refund", status_code=201)
 async def refund_invoice(
     invoice_id: str,
-    body: RefundCreate,
+    body: RefundIn,
     _admin: AdminPrincipal,
     session: SessionDep,
     env: PaymentEnvDep,

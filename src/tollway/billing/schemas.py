@@ -9,7 +9,7 @@ from tollway.billing.models import CreditNote, Invoice, InvoiceLine, Subscriptio
 from tollway.kit.numbers import AmountMinor
 
 
-class SubscriptionChange(BaseModel):
+class SubscriptionChangeIn(BaseModel):
     plan: str = Field(min_length=1, max_length=40, examples=["pro"])
 
 
@@ -45,7 +45,7 @@ class SubscriptionOut(BaseModel):
         )
 
 
-class InvoiceSummary(BaseModel):
+class InvoiceSummaryOut(BaseModel):
     id: str
     number: str | None
     status: str
@@ -62,7 +62,7 @@ class InvoiceSummary(BaseModel):
     paid_at: datetime | None
 
     @classmethod
-    def of(cls, invoice: Invoice) -> InvoiceSummary:
+    def of(cls, invoice: Invoice) -> InvoiceSummaryOut:
         return cls(
             id=invoice.id,
             number=invoice.number,
@@ -127,7 +127,7 @@ class CreditNoteOut(BaseModel):
         )
 
 
-class InvoiceDetail(InvoiceSummary):
+class InvoiceDetailOut(InvoiceSummaryOut):
     tax_rate_bp: int
     tax_inclusive: bool
     tax_country: str | None
@@ -135,7 +135,7 @@ class InvoiceDetail(InvoiceSummary):
     credit_notes: list[CreditNoteOut]
 
 
-class RefundCreate(BaseModel):
+class RefundIn(BaseModel):
     amount: AmountMinor | None = Field(
         None, gt=0, description="minor units; the whole refundable rest if omitted"
     )

@@ -22,14 +22,14 @@ from tollway.payments.providers.sandbox import CHECKOUT_PATH
 from tollway.payments.providers.signature import SIGNATURE_HEADER
 from tollway.payments.schemas import (
     DisputeOut,
-    DisputeSettle,
-    PaymentMethodCreate,
-    PaymentMethodList,
+    DisputeSettleIn,
+    PaymentMethodIn,
+    PaymentMethodListOut,
     PaymentMethodOut,
     PortalSessionOut,
     SetupSessionOut,
     WebhookEventOut,
-    WebhookReceipt,
+    WebhookReceiptOut,
 )
 from tollway.payments.service.checkout import checkout_service
 from tollway.payments.service.customers import customer_service
@@ -49,12 +49,12 @@ _templates = Environment(
 @router.get("/billing/payment-methods")
 async def list_payment_methods(
     principal: BillingReader, session: SessionDep, env: PaymentEnvDep
-) -> PaymentMethodList:
+) -> PaymentMethodListOut:
     """The organization's saved payment methods, newest first; the default one pays."""
     methods = await payment_method_service.list_methods(
         session, env, organization_id=principal.organization_id
     )
-    return PaymentMethodList(items=[PaymentMethodOut.model_validate(m) for m in methods])
+    return PaymentMethodListOut(items=[PaymentMethodOut.model_validate(m) for m in methods])
 
 
 @router.post(
@@ -67,7 +67,7 @@ async def add_payment_method(
     session: SessionDep,
     env: PaymentEnvDep,
     response: Response,
-    body: Annotated[PaymentMethodCreate | None, Body()] = None,
+    body: Annotated[PaymentMethodIn | None, Body()] = None,
 ) -> PaymentMethodOut | SetupSessionOut:
     """Save a card and make it the default.
 
@@ -128,7 +128,7 @@ async def remove_payment_method(
 @router.post("/webhooks/sandbox")
 async def receive_sandbox_event(
     request: Request, session: SessionDep, env: PaymentEnvDep
-) -> WebhookReceipt:
+) -> WebhookReceiptOut:
     """Events of the sandbox provider, signed like Stripe's (`Stripe-Signature`).
 
     The signature is checked on the raw body (400 `webhook_signature_invalid`,
@@ -144,13 +144,13 @@ async def receive_sandbox_event(
         raw_body=await request.body(),
         signature_header=request.headers.get(SIGNATURE_HEADER),
     )
-    return WebhookReceipt(received=True, duplicate=duplicate, id=row_id)
+    return WebhookReceiptOut(received=True, duplicate=duplicate, id=row_id)
 
 
 @router.post("/webhooks/stripe")
 async def receive_stripe_event(
     request: Request, session: SessionDep, env: PaymentEnvDep
-) -> WebhookReceipt:
+) -> WebhookReceiptOut:
     """Stripe's events (the endpoint to register in the Stripe dashboard, docs/stripe.md).
 
     `Stripe-Signature` is checked on the raw body against every configured secret
@@ -167,7 +167,7 @@ async def receive_stripe_event(
         raw_body=await request.body(),
         signature_header=request.headers.get(SIGNATURE_HEADER),
     )
-    return WebhookReceipt(received=True, duplicate=duplicate, id=row_id)
+    return WebhookReceiptOut(received=True, duplicate=duplicate, id=row_id)
 
 
 @router.get("/payments/checkout/done", response_class=HTMLResponse)
@@ -224,7 +224,7 @@ async def list_disputes(
 @router.post("/admin/disputes/{dispute_id}/settle")
 async def settle_dispute(
     dispute_id: str,
-    body: DisputeSettle,
+    body: DisputeSettleIn,
     _admin: AdminPrincipal,
     session: SessionDep,
     env: PaymentEnvDep,

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class PaymentMethodCreate(BaseModel):
+class PaymentMethodIn(BaseModel):
     """Sandbox card fields; only brand, last four digits and expiry are kept."""
 
     card_number: str = Field(min_length=1, max_length=30, examples=["4242424242424242"])
@@ -36,11 +36,11 @@ class PortalSessionOut(BaseModel):
     url: str
 
 
-class PaymentMethodList(BaseModel):
+class PaymentMethodListOut(BaseModel):
     items: list[PaymentMethodOut]
 
 
-class WebhookReceipt(BaseModel):
+class WebhookReceiptOut(BaseModel):
     received: bool
     duplicate: bool
     id: str
@@ -79,7 +79,7 @@ class DisputeOut(BaseModel):
     closed_at: datetime | None
 
 
-class DisputeSettle(BaseModel):
+class DisputeSettleIn(BaseModel):
     """Why the operator lifts the freeze of a lost dispute (kept in the audit log)."""
 
     note: str = Field(min_length=1, max_length=500)
