@@ -16,3 +16,15 @@ class TestCliImports:
             [sys.executable, "-c", probe], capture_output=True, text=True, check=True
         )
         assert loaded.stdout.strip() == "[]"
+
+    def test_a_command_that_only_writes_credits_loads_no_web_framework(self) -> None:
+        # `tollway credits grant` and `admin create` run services, not the HTTP edge.
+        probe = (
+            "import sys, tollway.ledger.service.grants, tollway.accounts.service.users, "
+            "tollway.db; print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn') "
+            "if m in sys.modules))"
+        )
+        loaded = subprocess.run(  # noqa: S603  # this interpreter, a fixed probe
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        assert loaded.stdout.strip() == "[]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Query
 from starlette.responses import Response
 
 from tollway.accounts.service.organizations import organization_service
@@ -28,8 +28,8 @@ from tollway.billing.service.invoices import InvoiceView, invoice_service
 from tollway.billing.service.lifecycle import lifecycle_service
 from tollway.billing.service.packs import pack_service
 from tollway.billing.service.subscriptions import subscription_service
-from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import SessionDep, api_router
+from tollway.kit.pagination import Page
+from tollway.kit.routing import PageParamsDep, SessionDep, api_router
 from tollway.payments.dependencies import PaymentEnvDep
 
 router = api_router(prefix="/api/v1", tags=["billing"])
@@ -139,7 +139,7 @@ async def cancel_subscription(
 async def list_invoices(
     principal: BillingReader,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
 ) -> Page[InvoiceSummaryOut]:
     """The organization's invoices, newest first."""
     page = await invoice_service.list_invoices(

@@ -8,9 +8,8 @@ deep pages and never skips or repeats a row when new ones arrive meanwhile.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,12 +30,11 @@ class PageParams:
     cursor: str | None = None
 
 
-async def page_params(
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")] = DEFAULT_LIMIT,
-    cursor: Annotated[
-        str | None, Query(max_length=64, description="next_cursor of the previous page")
-    ] = None,
-) -> PageParams:
+def page_of(limit: int, cursor: str | None) -> PageParams:
+    """The page a client asked for (``?limit=&cursor=``); 422 ``invalid_cursor`` for a
+    cursor this API did not give out. The query parameters themselves are read by
+    :data:`tollway.kit.routing.PageParamsDep`, so this module needs no FastAPI (the CLI
+    imports services without it)."""
     if cursor is not None and not is_id(cursor):
         raise Unprocessable("cursor is not one this API gave out", code="invalid_cursor")
     return PageParams(limit=limit, cursor=cursor)

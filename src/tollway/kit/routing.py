@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Annotated, Any, Protocol, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -38,6 +38,7 @@ from tollway.kit.idempotency import (
     idempotency_service,
     validate_key,
 )
+from tollway.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, page_of
 
 T = TypeVar("T")
 
@@ -268,8 +269,19 @@ async def get_database(request: Request) -> Database:
     return database
 
 
+async def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="next_cursor of the previous page")
+    ] = None,
+) -> PageParams:
+    return page_of(limit, cursor)
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 WallClockDep = Annotated[Clock, Depends(get_wall_clock)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+#: ``?limit=&cursor=`` of a list (:mod:`tollway.kit.pagination`).
+PageParamsDep = Annotated[PageParams, Depends(page_params)]

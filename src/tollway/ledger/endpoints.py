@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Path, Query, Request
 
 from tollway.auth.dependencies import AdminPrincipal
-from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import ClockDep, SessionDep, SettingsDep, api_router, in_shared_commit
+from tollway.kit.pagination import Page
+from tollway.kit.routing import (
+    ClockDep,
+    PageParamsDep,
+    SessionDep,
+    SettingsDep,
+    api_router,
+    in_shared_commit,
+)
 from tollway.ledger import schemas
 from tollway.ledger.abuse import abuse_service
 from tollway.ledger.auth import CreditsReader, CreditsWriter, spending_subject
@@ -81,7 +88,7 @@ async def get_balance(
 async def get_ledger(
     principal: CreditsReader,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
 ) -> Page[schemas.LedgerEntryOut]:
     """The organization's ledger entries, newest first. Each transfer (grant, reserve,
     commit, release, expire, reverse) has entries on two or more accounts summing to zero."""
@@ -108,7 +115,7 @@ async def get_ledger(
 async def list_reservations(
     principal: CreditsReader,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
     status: Annotated[
         ReservationStatus | None, Query(description="only holds in this state")
     ] = None,
@@ -251,7 +258,7 @@ async def admin_grant(
 async def list_fraud_flags(
     principal: AdminPrincipal,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
     organization_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Page[schemas.FraudFlagOut]:
     """Platform administrators: subjects that spent more credits in an hour than the

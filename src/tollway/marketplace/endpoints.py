@@ -13,8 +13,7 @@ from tollway.auth.dependencies import optional_principal, require_scope
 from tollway.auth.principal import Principal, spending_refusal
 from tollway.db import Database
 from tollway.entitlements.service import EntitlementsRuntime
-from tollway.kit.pagination import PageParams, page_params
-from tollway.kit.routing import DatabaseDep, ReadOnlyRoute, SessionDep, api_router
+from tollway.kit.routing import DatabaseDep, PageParamsDep, ReadOnlyRoute, SessionDep, api_router
 from tollway.kit.signing import KeyRing
 from tollway.marketplace.schemas import (
     EarningOut,
@@ -389,7 +388,7 @@ async def download(
 async def list_purchases(
     principal: Reader,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
 ) -> PurchaseListOut:
     """The organization's purchases, newest first: `status` pending, completed, failed or
     refunded (a full refund revoked the package; `refunded` is the amount refunded so
@@ -406,7 +405,7 @@ async def list_purchases(
 async def earnings(
     principal: Reader,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
 ) -> EarningsOut:
     """The author organization's sales: totals per currency (gross, platform commission,
     net as booked) and each sale, newest first. Refunds show as `refunded`,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Body, Depends, Form, Query, Request
+from fastapi import Body, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import Response
@@ -13,8 +13,8 @@ from starlette.responses import Response
 from tollway.auth.dependencies import AdminPrincipal
 from tollway.errors import TollwayError
 from tollway.kit.money import Money
-from tollway.kit.pagination import Page, PageParams, page_params
-from tollway.kit.routing import ClockDep, SessionDep, api_router
+from tollway.kit.pagination import Page
+from tollway.kit.routing import ClockDep, PageParamsDep, SessionDep, api_router
 from tollway.payments.auth import BillingReader, BillingWriter
 from tollway.payments.dependencies import PaymentEnvDep
 from tollway.payments.providers.protocol import CardInput
@@ -183,7 +183,7 @@ async def checkout_done() -> HTMLResponse:
 async def list_webhook_events(
     _admin: AdminPrincipal,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
     status: Annotated[str | None, Query(pattern="^(pending|processed|ignored|parked)$")] = None,
 ) -> Page[WebhookEventOut]:
     """Incoming provider events; `?status=parked` lists those that failed too often."""
@@ -207,7 +207,7 @@ async def retry_webhook_event(
 async def list_disputes(
     _admin: AdminPrincipal,
     session: SessionDep,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: PageParamsDep,
     status: Annotated[str | None, Query(max_length=30)] = None,
     organization_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Page[DisputeOut]:
