@@ -229,3 +229,35 @@ class TestCreditsCommands:
         )
         assert zero.exit_code == 1
         assert "invalid_amount" in zero.output
+
+
+class TestCommandsInTheirOwnProcess:
+    """Each command as an operator runs it: a fresh interpreter that has loaded only what
+    the command imports (the in-process tests above share the suite's imports)."""
+
+    def test_credits_grant_works_in_a_fresh_process(self, environment: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        def tollway(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(  # noqa: S603  # this interpreter, fixed arguments
+                [str(Path(sys.executable).parent / "tollway"), *args],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ),
+                timeout=120,
+                check=False,
+            )
+
+        created = tollway(
+            "admin", "create", "--email", "ops@example.com", "--password", "a strong pass 1"
+        )
+        assert created.returncode == 0, created.stderr
+        with sqlite3.connect(environment / "cli.db") as connection:
+            (organization_id,) = connection.execute("SELECT id FROM organizations").fetchone()
+        granted = tollway(
+            "credits", "grant", "--org", organization_id, "--amount", "5", "--reason", "r"
+        )
+        assert granted.returncode == 0, granted.stderr
+        assert f"granted 5 credits to {organization_id}" in granted.stdout

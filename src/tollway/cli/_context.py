@@ -43,6 +43,9 @@ def fail(error: TollwayError) -> NoReturn:
 
 @asynccontextmanager
 async def sweep_context(settings: Settings) -> AsyncIterator[SweepContext]:
+    # Every table, so a command that loads one domain's models can still flush rows
+    # whose foreign keys name another domain's tables (credit accounts -> organizations).
+    import tollway.models  # noqa: F401
     from tollway.db import Database
     from tollway.kit.clock import SystemClock
     from tollway.kit.sweeps import SweepContext
