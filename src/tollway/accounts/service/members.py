@@ -268,35 +268,13 @@ class MembershipService:
             user_id=user.id, organization_id=invitation.organization_id
         ):
             raise Conflict("you are already a member of this organization", code="already_member")
-        membership = Membership(
-            id=new_id("mem"),
-            organization_id=invitation.organization_id,
-            user_id=user.id,
-            role=invitation.role,
-            created_at=now,
-        )
-        await memberships.add(membership)
-        await invitations.delete(invitation)
-        audit_service.record(
+        membership = await user_service.join_by_invitation(
             session,
-            action="member.joined",
-            target=user.id,
-            organization_id=invitation.organization_id,
-            actor=f"user:{user.id}",
-            details={
-                "role": invitation.role,
-                "invitation_id": invitation.id,
-                "invited_email": invitation.email,
-                "via": "token",
-            },
-            occurred_at=now,
-        )
-        await outbox.publish(
-            session,
-            "member.added",
-            {"user_id": user.id, "role": invitation.role, "via": "invitation"},
-            organization_id=invitation.organization_id,
-            occurred_at=now,
+            user=user,
+            invitation=invitation,
+            via="token",
+            now=now,
+            invited_email=invitation.email,
         )
         organization = await organization_service.get_organization(
             session, invitation.organization_id

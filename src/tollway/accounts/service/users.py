@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollway.accounts import repository
 from tollway.accounts.errors import EmailTaken
-from tollway.accounts.models import Membership, Organization, User
+from tollway.accounts.models import Invitation, Membership, Organization, User
 from tollway.accounts.passwords import check_policy, hash_password_in_thread
 from tollway.accounts.service.records import Tenancy, UserView, normalize_email, valid_email
 from tollway.audit.service import audit_service
@@ -187,37 +187,57 @@ class UserService:
             ):
                 await invitations.delete(invitation)
                 continue
-            membership = Membership(
-                id=new_id("mem"),
-                organization_id=invitation.organization_id,
-                user_id=user.id,
-                role=invitation.role,
-                created_at=now,
-            )
-            await memberships.add(membership)
-            await invitations.delete(invitation)
-            joined.append(membership)
-            audit_service.record(
-                session,
-                action="member.joined",
-                target=user.id,
-                organization_id=invitation.organization_id,
-                actor=f"user:{user.id}",
-                details={
-                    "role": invitation.role,
-                    "invitation_id": invitation.id,
-                    "via": "verified_email",
-                },
-                occurred_at=now,
-            )
-            await outbox.publish(
-                session,
-                "member.added",
-                {"user_id": user.id, "role": invitation.role, "via": "invitation"},
-                organization_id=invitation.organization_id,
-                occurred_at=now,
+            joined.append(
+                await self.join_by_invitation(
+                    session, user=user, invitation=invitation, via="verified_email", now=now
+                )
             )
         return joined
+
+    async def join_by_invitation(
+        self,
+        session: AsyncSession,
+        *,
+        user: User,
+        invitation: Invitation,
+        via: str,
+        now: datetime,
+        **details: object,
+    ) -> Membership:
+        """The invitation becomes the user's membership and is spent; audited as
+        ``member.joined`` (``via``: how the mailbox was proven) and published as
+        ``member.added``. The caller has checked the user is not a member yet."""
+        membership = Membership(
+            id=new_id("mem"),
+            organization_id=invitation.organization_id,
+            user_id=user.id,
+            role=invitation.role,
+            created_at=now,
+        )
+        await repository.memberships(session).add(membership)
+        await repository.invitations(session).delete(invitation)
+        audit_service.record(
+            session,
+            action="member.joined",
+            target=user.id,
+            organization_id=invitation.organization_id,
+            actor=f"user:{user.id}",
+            details={
+                "role": invitation.role,
+                "invitation_id": invitation.id,
+                **details,
+                "via": via,
+            },
+            occurred_at=now,
+        )
+        await outbox.publish(
+            session,
+            "member.added",
+            {"user_id": user.id, "role": invitation.role, "via": "invitation"},
+            organization_id=invitation.organization_id,
+            occurred_at=now,
+        )
+        return membership
 
 
 user_service = UserService()
